@@ -1,0 +1,98 @@
+"""nox sessions for augbench.
+
+``nox -s tests`` is what CI runs (``.ci/run``); ``nox -s benchmark -- <args>`` is
+``augbench run <args>`` followed by ``augbench report`` (DESIGN.md, "Command-line contract").
+
+Every session installs the project from this checkout, so a fresh machine needs nothing but
+``pip install nox``. PyTorch is pinned first so pip takes the wheel that ships with the
+development image instead of resolving a different build.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.error_on_missing_interpreters = True
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests"]
+
+TORCH = ("torch==2.14.1", "torchvision==0.29.1")
+
+
+def install_project(session: nox.Session, extras: str = "") -> None:
+    """Install pinned torch, then this checkout (editable, so dataset cards and world weights resolve)."""
+    session.install(*TORCH)
+    target = f".[{extras}]" if extras else "."
+    session.install("-e", target)
+
+
+def offline_env() -> dict[str, str]:
+    """The environment every session runs in: no hub access, threads = cores."""
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(os.cpu_count() or 1),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+@nox.session(reuse_venv=True)
+def tests(session: nox.Session) -> None:
+    """Run the test suite offline on CPU (what CI runs)."""
+    install_project(session, "test")
+    args = session.posargs or ["tests"]
+    session.run("pytest", *args, env=offline_env())
+
+
+@nox.session(reuse_venv=True)
+def lint(session: nox.Session) -> None:
+    """Lint with ruff."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "benchmark", "methods", "tests", "noxfile.py")
+
+
+@nox.session(reuse_venv=True)
+def benchmark(session: nox.Session) -> None:
+    """Run a suite and render its report: ``nox -s benchmark -- --suite few_shot [augbench run options]``."""
+    install_project(session, "report")
+    args = session.posargs or ["--suite", "few_shot"]
+    session.run("augbench", "run", *args, env=offline_env())
+    report_args = [a for a in _report_args(args)]
+    session.run("augbench", "report", *report_args, env=offline_env())
+
+
+def _report_args(run_args: list[str]):
+    """Forward the options ``augbench report`` shares with ``augbench run``."""
+    shared = {"--suite", "--run-dir"}
+    it = iter(run_args)
+    for arg in it:
+        key = arg.split("=", 1)[0]
+        if key in shared:
+            yield arg
+            if "=" not in arg:
+                yield next(it, "")
+
+
+@nox.session(reuse_venv=True)
+def report(session: nox.Session) -> None:
+    """Render tables from existing result records: ``nox -s report -- --suite few_shot``."""
+    install_project(session, "report")
+    session.run("augbench", "report", *(session.posargs or ["--suite", "few_shot"]), env=offline_env())
+
+
+@nox.session(reuse_venv=True)
+def world(session: nox.Session) -> None:
+    """Rebuild the embedded world's foundation models from scratch, then check them."""
+    install_project(session, "report")
+    session.run("augbench", "world", "build", *session.posargs, env=offline_env())
+    session.run("augbench", "world", "check", env=offline_env())
+
+
+@nox.session(reuse_venv=True)
+def perf(session: nox.Session) -> None:
+    """Print performance ratios (batched vs per-image generation, Gram LPIPS vs pairwise, ...)."""
+    install_project(session, "test")
+    session.run("python", "-m", "benchmark.perf", *session.posargs, env=offline_env())
