@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+_NUMERIC_PREFIX = re.compile(r"^\d+\.")
 CHECKOUT_DATASETS_DIR = Path(__file__).resolve().parent.parent / "datasets"
 ENV_VAR = "AUGBENCH_DATASETS"
 
@@ -39,6 +41,8 @@ class DatasetCard:
         prompt_template: prompt with ``{name}`` and ``{meta}`` placeholders.
         splits: official split sizes, e.g. ``{"train": 5994, "test": 5794}``.
         raw: the whole parsed TOML, for reader-specific sections.
+        strip_numeric_prefix: ``[classes] strip_numeric_prefix = true`` removes a leading ``NNN.``
+            from names in prompts (CUB folder names ``001.Black_footed_Albatross``, METHODS_SPEC §8.2).
     """
 
     id: str
@@ -56,14 +60,22 @@ class DatasetCard:
     layout: dict[str, Any] = field(default_factory=dict)
     downloads: tuple[dict[str, Any], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    strip_numeric_prefix: bool = False
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def prompt_name(self, label: int) -> str:
-        """The class name as used in prompts: ``_`` and ``/`` become spaces (METHODS_SPEC §1.6)."""
-        return " ".join(self.class_names[label].replace("_", " ").replace("/", " ").split())
+        """The class name as used in prompts: ``_`` and ``/`` become spaces (METHODS_SPEC §1.6).
+
+        With ``strip_numeric_prefix`` a leading ``NNN.`` is removed first, so CUB's
+        ``001.Black_footed_Albatross`` becomes ``Black footed Albatross`` (METHODS_SPEC §8.2).
+        """
+        name = self.class_names[label]
+        if self.strip_numeric_prefix:
+            name = _NUMERIC_PREFIX.sub("", name, count=1)
+        return " ".join(name.replace("_", " ").replace("/", " ").split())
 
     def prompt(self, label: int, template: str | None = None) -> str:
         """``template`` (default: the card's) filled with the class's prompt name and meta word."""
@@ -163,4 +175,5 @@ def parse_card(path: str | Path) -> DatasetCard:
         layout=dict(raw.get("layout", {})),
         downloads=tuple(raw.get("download", [])),
         raw=raw,
+        strip_numeric_prefix=bool(classes.get("strip_numeric_prefix", False)),
     )
