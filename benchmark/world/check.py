@@ -1,0 +1,218 @@
+"""``augbench world check``: a quality report of the embedded world's foundation models.
+
+Offline, a few minutes on 2 CPU cores. Reports (DESIGN.md, "The embedded miniature world"):
+
+* VAE reconstruction PSNR on held-out corpus images;
+* CLIP zero-shot species accuracy on the toybirds test set (prompts ``a photo of a {name} bird``);
+* text-to-image faithfulness: the share of generated images that the oracle classifier assigns to
+  the prompted species, (a) with plain-name prompts ``a photo of a {name} bird`` and (b) with
+  attribute-description prompts (the species' attributes spelled out);
+* the oracle's own test accuracy, build time and model sizes;
+* a PNG grid per species, real images next to generated ones, so a person can look.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.profiles import WORLD_WEIGHTS
+from benchmark.seeding import derive_seed, make_generator
+
+TARGETS = {"vae_psnr_db": 24.0, "oracle_test_accuracy": 0.95, "clip_zero_shot_accuracy": 0.50,
+           "faithfulness_description": 0.60}
+
+
+@dataclass
+class CheckConfig:
+    weights: Path = WORLD_WEIGHTS
+    heldout_images: int = 256
+    generated_per_species: int = 8
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    batch_size: int = 48
+    seed: int = 0
+    grid_path: Path | None = None
+
+
+def load_world_pipeline(weights: Path = WORLD_WEIGHTS, dtype=torch.float32):
+    """The world's ``StableDiffusionPipeline``, loaded offline in fp32 (CPU-friendly)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(weights / "sd"), local_files_only=True, torch_dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_world_clip(weights: Path = WORLD_WEIGHTS, dtype=torch.float32):
+    from transformers import CLIPModel, CLIPTokenizer
+
+    path = str(weights / "clip")
+    model = CLIPModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype).eval()
+    return model, CLIPTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def load_oracle(weights: Path = WORLD_WEIGHTS):
+    """The oracle classifier (timm tf_efficientnet_lite0) and its input normalisation."""
+    import timm
+    from safetensors.torch import load_file
+
+    cfg = json.loads((weights / "oracle" / "config.json").read_text())
+    model = timm.create_model(cfg["architecture"], pretrained=False, num_classes=cfg["num_classes"])
+    state = {k: v.float() for k, v in load_file(str(weights / "oracle" / "model.safetensors")).items()}
+    model.load_state_dict(state)
+    return model.eval(), (tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
+@torch.no_grad()
+def classify(model, norm, images_u8: np.ndarray, batch: int = 128) -> np.ndarray:
+    """Predicted labels for uint8 HxWx3 images."""
+    mean = torch.tensor(norm[0]).view(1, 3, 1, 1)
+    std = torch.tensor(norm[1]).view(1, 3, 1, 1)
+    preds = []
+    for i in range(0, len(images_u8), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images_u8[i:i + batch])).permute(0, 3, 1, 2).float() / 255.0
+        preds.append(model((x - mean) / std).argmax(1).numpy())
+    return np.concatenate(preds)
+
+
+@torch.no_grad()
+def vae_psnr(vae, images_u8: np.ndarray) -> float:
+    x = torch.from_numpy(images_u8).permute(0, 3, 1, 2).float() / 127.5 - 1
+    rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    mse = ((rec - x) / 2).pow(2).flatten(1).mean(1)  # in [0, 1] units
+    return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
+
+
+@torch.no_grad()
+def clip_zero_shot(model, tokenizer, images_u8: np.ndarray, labels: np.ndarray, prompts: list[str]) -> float:
+    from benchmark.world.build import clip_pixel_values
+
+    text = tokenizer(prompts, padding=True, return_tensors="pt")
+    tf = model.get_text_features(**text)
+    tf = getattr(tf, "pooler_output", tf)
+    tf = tf / tf.norm(dim=-1, keepdim=True)
+    correct = 0
+    for i in range(0, len(images_u8), 256):
+        x = torch.from_numpy(images_u8[i:i + 256]).permute(0, 3, 1, 2)
+        f = model.get_image_features(pixel_values=clip_pixel_values(x))
+        f = getattr(f, "pooler_output", f)
+        f = f / f.norm(dim=-1, keepdim=True)
+        correct += int(((f @ tf.T).argmax(1).numpy() == labels[i:i + 256]).sum())
+    return correct / len(labels)
+
+
+@torch.no_grad()
+def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch: int,
+             size: int) -> np.ndarray:
+    """Text-to-image with one generator per image (batch-size independent), uint8 output."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    out = []
+    for i in range(0, len(prompts), batch):
+        gens = [make_generator(s) for s in seeds[i:i + batch]]
+        imgs = pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                    height=size, width=size, output_type="np").images
+        out.append((np.clip(imgs, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def run_check(cfg: CheckConfig | None = None, log=print) -> dict:
+    """Compute every metric of the report; writes the sample grid when ``cfg.grid_path`` is set."""
+    from benchmark.data import open_dataset
+    from benchmark.world.render import describe
+    from benchmark.world.species import spec_of
+
+    cfg = cfg or CheckConfig()
+    weights = Path(cfg.weights)
+    missing = [p for p in ("sd/model_index.json", "clip/config.json", "oracle/config.json") if not (weights / p).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"world models missing under {weights}: {', '.join(missing)}. Build them with `augbench world build` "
+            "(or `nox -s world`), or restore the committed files with `git checkout -- benchmark/world/weights`."
+        )
+    t0 = time.time()
+    results: dict = {}
+    corpus = open_dataset("toycorpus")
+    toy = open_dataset("toybirds")
+    size = toy.image_size
+
+    pipe = load_world_pipeline(weights)
+    held = np.stack([corpus.render(s.image_id) for s in corpus.samples("heldout")[: cfg.heldout_images]])
+    results["vae_psnr_db"] = vae_psnr(pipe.vae, held)
+    log(f"VAE reconstruction PSNR: {results['vae_psnr_db']:.2f} dB on {len(held)} held-out images")
+
+    test = toy.samples("test")
+    test_imgs = np.stack([toy.render(s.image_id) for s in test])
+    test_labels = np.array([s.label for s in test])
+    names = [toy.card.prompt(c) for c in range(toy.num_classes)]
+    clip, tok = load_world_clip(weights)
+    results["clip_zero_shot_accuracy"] = clip_zero_shot(clip, tok, test_imgs, test_labels, names)
+    log(f"CLIP zero-shot species accuracy: {results['clip_zero_shot_accuracy']:.3f} ({toy.num_classes} species)")
+
+    oracle, norm = load_oracle(weights)
+    results["oracle_test_accuracy"] = float((classify(oracle, norm, test_imgs) == test_labels).mean())
+    log(f"oracle test accuracy: {results['oracle_test_accuracy']:.3f}")
+
+    species = [spec_of(s) for s in toy.card.raw["world"]["species"]]
+    descriptions = [f"a photo of a {describe(sp)}" for sp in species]
+    k = cfg.generated_per_species
+    labels = np.repeat(np.arange(toy.num_classes), k)
+    seeds = [derive_seed(cfg.seed, "world-check", int(c), j) for c in range(toy.num_classes) for j in range(k)]
+    generated = {}
+    for kind, prompts in (("plain_name", names), ("description", descriptions)):
+        t = time.time()
+        imgs = generate(pipe, [prompts[c] for c in labels], seeds, cfg.num_inference_steps, cfg.guidance_scale,
+                        cfg.batch_size, size)
+        generated[kind] = imgs
+        acc = float((classify(oracle, norm, imgs) == labels).mean())
+        results[f"faithfulness_{kind}"] = acc
+        log(f"text-to-image faithfulness ({kind} prompts): {acc:.3f} over {len(imgs)} images "
+            f"({time.time() - t:.0f}s)")
+
+    build = json.loads((weights / "build.json").read_text()) if (weights / "build.json").exists() else {}
+    results["build_seconds"] = build.get("build_seconds")
+    results["model_sizes_bytes"] = model_sizes(weights)
+    results["targets"] = TARGETS
+    results["meets_targets"] = {k: (results[k] is not None and results[k] >= v) for k, v in TARGETS.items()}
+    results["description_beats_plain_name"] = results["faithfulness_description"] > results["faithfulness_plain_name"]
+    results["check_seconds"] = time.time() - t0
+    if cfg.grid_path:
+        write_grid(cfg.grid_path, test_imgs, test_labels, generated, k, toy.num_classes)
+        results["grid_path"] = str(cfg.grid_path)
+        log(f"sample grid written to {cfg.grid_path}")
+    return results
+
+
+def model_sizes(weights: Path) -> dict[str, int]:
+    sizes = {}
+    for sub in ("sd", "clip", "oracle"):
+        d = weights / sub
+        if d.exists():
+            sizes[sub] = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def write_grid(path, real, real_labels, generated: dict, k: int, num_classes: int, per_row: int = 4) -> None:
+    """One row per species: ``per_row`` real | plain-name generated | description generated."""
+    from PIL import Image
+
+    rows = []
+    for c in range(num_classes):
+        real_c = real[real_labels == c][:per_row]
+        parts = [np.concatenate(list(real_c), 1)]
+        for kind in ("plain_name", "description"):
+            g = generated[kind][c * k:(c * k) + per_row]
+            parts.append(np.full((real.shape[1], 4, 3), 255, np.uint8))
+            parts.append(np.concatenate(list(g), 1))
+        rows.append(np.concatenate(parts, 1))
+    grid = np.concatenate(rows, 0)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
