@@ -96,8 +96,13 @@ def test_cub_class_order_and_splits(root):
     assert train[0].image_id.startswith("001.Black_footed_Albatross/") and train[0].attrs["cub_id"] == 1
     assert "classes.txt (200 classes)" in src.class_check
     assert src.load_image(test[0].image_id).mode == "RGB"
-    # data root may also be the dataset folder itself
+    # data root may also be the dataset folder itself, or come from $AUGBENCH_DATA
     assert open_dataset("cub", root / "CUB_200_2011").samples("train") == train
+
+
+def test_data_root_from_environment(root, monkeypatch):
+    monkeypatch.setenv("AUGBENCH_DATA", str(root))
+    assert len(open_dataset("cub").samples("test")) == 6
 
 
 def test_cub_class_order_mismatch_fails(tmp_path):

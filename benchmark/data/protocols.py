@@ -113,7 +113,8 @@ def few_shot(source: ImageSource, shots: int, seed: int, split: str | None = Non
 
     ``rng = random.Random(seed)``; for each class in order of first appearance in the training split,
     ``rng.sample(indices_of_class, shots)``. The manifest lists the images class by class in drawing
-    order (Diff-Mix's ``dataset.select`` order).
+    order (Diff-Mix's ``dataset.select`` order). A class with no image in the split does not appear
+    (its count is 0 in ``Subset.class_counts``; ``augbench data verify`` reports incomplete copies).
 
     Args:
         source: any image source.

@@ -222,7 +222,10 @@ def _verify_checksums(card: DatasetCard, source, report: VerifyReport) -> None:
             continue
         pinned = pinned_hashes(entry)
         dest = data_root / str(entry.get("dest", "."))
-        candidates = [dest / name] if not entry.get("extract", True) else [data_root / name, dest / name]
+        if entry.get("extract", True):  # an archive: kept next to the data by `fetch`, if at all
+            candidates = [data_root / name, dest / name, source.root.parent / name]
+        else:  # a plain file that belongs in the dataset folder (e.g. Flowers' .mat files)
+            candidates = [dest / name, source.root / name]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             what = "archive" if entry.get("extract", True) else "file"
