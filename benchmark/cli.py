@@ -1,0 +1,217 @@
+"""The ``augbench`` command line (DESIGN.md, "Command-line contract").
+
+::
+
+    augbench methods [--json]
+    augbench datasets [--json]
+    augbench data verify|fetch|subset ...
+    augbench generate --method M --dataset D [--protocol few_shot --shots K] --seed S --out DIR
+    augbench run --suite SUITE [--profile embedded|sd15] [--methods ...] [--seeds ...] [--run-dir DIR]
+    augbench report --suite SUITE [--run-dir DIR] [--format md,tex,csv]
+    augbench world build|check [--json]
+
+Heavy libraries (torch, diffusers) are imported inside the handlers, so ``augbench methods`` and
+``augbench --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+# --- methods ----------------------------------------------------------------------------------------
+
+def cmd_methods(args) -> int:
+    from benchmark.registry import default_registry
+
+    reg = default_registry()
+    rows = [reg.describe(name) for name in reg.names(include_presets=True)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        params = ", ".join(f"{k}={v!r}" for k, v in (row.get("params") or {}).items())
+        print(f"{row['id']:<34} {row['kind']:<8} {row.get('distribution', ''):<12} {row.get('summary', '')}")
+        if params and args.verbose:
+            print(f"{'':<34} params: {params}")
+    return 0
+
+
+# --- generate ---------------------------------------------------------------------------------------
+
+def cmd_generate(args) -> int:
+    from benchmark.data import open_dataset
+    from benchmark.generate import generate_synthetic_set
+    from benchmark.profiles import get_profile
+    from benchmark.runner import draw_subset
+
+    profile = get_profile(args.profile)
+    source = open_dataset(args.dataset, args.data_root, args.datasets_dir)
+    subset = draw_subset(source, args.protocol, seed=args.seed, shots=args.shots,
+                         imbalance_factor=args.imbalance_factor)
+    overrides = dict(kv.split("=", 1) for kv in args.param or [])
+    out = generate_synthetic_set(args.method, source, subset, profile, args.seed, Path(args.out),
+                                 batch_size=args.batch_size, params_overrides=_parse_values(overrides))
+    print(f"wrote {out}")
+    return 0
+
+
+def _parse_values(d: dict[str, str]) -> dict:
+    out = {}
+    for k, v in d.items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+# --- run / report -----------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from benchmark.runner import RunOptions, run_suite
+
+    opts = RunOptions(
+        suite=args.suite, profile=args.profile, methods=args.methods, seeds=args.seeds, run_dir=args.run_dir,
+        executor=args.executor, data_root=args.data_root, datasets_dir=args.datasets_dir, device=args.device,
+        datasets=args.datasets, shots=args.shots, epochs=args.epochs, batch_size=args.batch_size,
+    )
+    summary = run_suite(opts)
+    if args.json:
+        _print_json(summary)
+    return 0 if not summary.get("failed") else 1
+
+
+def cmd_report(args) -> int:
+    from benchmark.reports import render_suite_report
+
+    paths = render_suite_report(args.suite, run_dir=args.run_dir, formats=args.format.split(","),
+                                profile=args.profile)
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+# --- world ------------------------------------------------------------------------------------------
+
+def cmd_world(args) -> int:
+    from benchmark.profiles import WORLD_WEIGHTS
+
+    out = Path(args.weights or WORLD_WEIGHTS)
+    if args.action == "build":
+        from benchmark.world.build import BuildConfig, build
+
+        cfg = BuildConfig(seed=args.seed, device=args.device)
+        if args.smoke:
+            cfg = BuildConfig.smoke()
+        build(out, cfg, log=lambda s: print(s, flush=True))
+        return 0
+    from benchmark.world.check import CheckConfig, run_check
+
+    grid = Path(args.grid) if args.grid else Path("out") / "world_check_grid.png"
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else print
+    results = run_check(CheckConfig(weights=out, grid_path=grid), log=log)
+    if args.json:
+        _print_json(results)
+    else:
+        print(f"build time: {results['build_seconds'] / 60:.1f} min" if results.get("build_seconds") else "build time: n/a")
+        for k, v in results["model_sizes_bytes"].items():
+            print(f"size {k}: {v / 1e6:.2f} MB")
+        print(f"check took {results['check_seconds']:.0f}s")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="augbench", description="Benchmark harness for image data augmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("methods", help="list registered augmentation methods")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print parameters with defaults")
+    p.set_defaults(func=cmd_methods)
+
+    from benchmark.data.cli import add_data_commands
+
+    add_data_commands(sub)
+
+    p = sub.add_parser("generate", help="generate a synthetic set: DIR/manifest.jsonl + DIR/images/")
+    p.add_argument("--method", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--protocol", default="few_shot", choices=["few_shot", "long_tail", "full_data"])
+    p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--imbalance-factor", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--profile", default="embedded")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a method parameter")
+    _data_opts(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("run", help="run a suite (resumable)")
+    _run_opts(p)
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="render a suite's tables from its result records")
+    p.add_argument("--suite", required=True)
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--profile", default=None, help="only records of this profile (default: all)")
+    p.add_argument("--format", default="md,tex,csv", help="comma-separated: md, tex, csv")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("world", help="build or check the embedded world's foundation models")
+    p.add_argument("action", choices=["build", "check"])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--weights", default=None, help="weights directory (default: the committed one)")
+    p.add_argument("--grid", default=None, help="where `check` writes its sample grid PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--smoke", action="store_true", help="a few steps of every recipe (testing)")
+    p.set_defaults(func=cmd_world)
+    return parser
+
+
+def _data_opts(p: argparse.ArgumentParser) -> None:
+    if not any(a.dest == "data_root" for a in p._actions):
+        p.add_argument("--data-root", default=None, help="root of the real datasets (or $AUGBENCH_DATA)")
+    if not any(a.dest == "datasets_dir" for a in p._actions):
+        p.add_argument("--datasets-dir", default=None, help="extra folder of dataset cards")
+
+
+def _run_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", required=True)
+    p.add_argument("--profile", default="embedded", choices=["embedded", "sd15"])
+    p.add_argument("--methods", nargs="+", default=None, help="restrict to these method ids")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="trial seeds (default: the suite's)")
+    p.add_argument("--datasets", nargs="+", default=None, help="restrict to these datasets")
+    p.add_argument("--shots", nargs="+", type=int, default=None, help="restrict to these shot counts")
+    p.add_argument("--run-dir", default=None, help="default: runs/<suite>-<profile>")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="generation batch size")
+    _data_opts(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished stages are cached, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
