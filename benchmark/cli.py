@@ -31,16 +31,16 @@ def _print_json(obj) -> None:
 def cmd_methods(args) -> int:
     from benchmark.registry import default_registry
 
-    reg = default_registry()
-    rows = [reg.describe(name) for name in reg.names(include_presets=True)]
+    rows = default_registry().describe_all(include_presets=True)
     if args.json:
         _print_json(rows)
         return 0
+    print(f"{'id':<30} {'kind':<8} {'distribution':<14} summary")
     for row in rows:
-        params = ", ".join(f"{k}={v!r}" for k, v in (row.get("params") or {}).items())
-        print(f"{row['id']:<34} {row['kind']:<8} {row.get('distribution', ''):<12} {row.get('summary', '')}")
-        if params and args.verbose:
-            print(f"{'':<34} params: {params}")
+        print(f"{row['id']:<30} {row['kind']:<8} {row.get('distribution', ''):<14} {row.get('summary', '')}")
+        if args.verbose and row.get("preset") is None:
+            for p in row.get("params") or []:
+                print(f"{'':<32}{p['name']} = {p['default']!r}  {p.get('help', '')}")
     return 0
 
 

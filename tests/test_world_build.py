@@ -1,0 +1,88 @@
+"""The world build recipe (few-step smoke run at tiny sizes) and the committed world models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.profiles import WORLD_WEIGHTS
+from benchmark.world.build import BuildConfig, build, sd15_scheduler_config
+
+
+@pytest.fixture(scope="module")
+def smoke_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "weights"
+    record = build(out, BuildConfig.smoke(), log=lambda s: None)
+    return out, record
+
+
+def test_smoke_build_writes_loadable_pipeline_clip_and_oracle(smoke_world):
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel, CLIPTokenizer
+
+    out, record = smoke_world
+    assert record["config"]["unet_steps"] == 2 and (out / "build.json").exists()
+    for stage in ("clip", "vae", "unet", "oracle"):
+        assert np.isfinite(record["stats"][stage]["final_loss"])
+    pipe = StableDiffusionPipeline.from_pretrained(str(out / "sd"), local_files_only=True, torch_dtype=torch.float32)
+    assert pipe.safety_checker is None
+    assert pipe.tokenizer.model_max_length == 77
+    sched = pipe.scheduler.config
+    for key in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type"):
+        assert sched[key] == sd15_scheduler_config()[key]
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    image = pipe("a photo of a bird", num_inference_steps=2, output_type="np", height=32, width=32,
+                 generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 32, 32, 3)
+    clip = CLIPModel.from_pretrained(str(out / "clip"), local_files_only=True)
+    tok = CLIPTokenizer.from_pretrained(str(out / "clip"), local_files_only=True)
+    # the SD text encoder is the CLIP text tower, frozen: same weights
+    a = clip.text_model.embeddings.token_embedding.weight
+    b = pipe.text_encoder.get_input_embeddings().weight
+    torch.testing.assert_close(a.float(), b.float())
+    assert tok("a bird").input_ids == pipe.tokenizer("a bird").input_ids
+    weights = {p.suffix for p in out.rglob("*.safetensors")}
+    assert weights == {".safetensors"}
+
+
+def test_weights_are_saved_in_fp16(smoke_world):
+    from safetensors import safe_open
+
+    out, _ = smoke_world
+    for f in out.rglob("*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}
+        assert dtypes <= {"F16", "I64"}, (f, dtypes)
+
+
+committed = pytest.mark.skipif(not (WORLD_WEIGHTS / "sd" / "model_index.json").exists(),
+                               reason="committed world models not present")
+
+
+@committed
+def test_committed_pipeline_generates_offline(monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = StableDiffusionPipeline.from_pretrained(str(WORLD_WEIGHTS / "sd"), local_files_only=True,
+                                                   torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(["a photo of a Common Gull bird"] * 2, num_inference_steps=3, output_type="np",
+                  generator=[torch.Generator().manual_seed(i) for i in range(2)]).images
+    assert images.shape == (2, 64, 64, 3) and np.isfinite(images).all()
+    assert not np.allclose(images[0], images[1])
+
+
+@committed
+def test_committed_clip_and_build_record():
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(str(WORLD_WEIGHTS / "clip"), local_files_only=True)
+    assert model.config.vision_config.image_size == 64
+    record = json.loads((WORLD_WEIGHTS / "build.json").read_text())
+    assert record["config"]["seed"] == 0 and record["build_seconds"] > 0
+    sizes = sum(f.stat().st_size for d in ("sd", "clip") for f in (WORLD_WEIGHTS / d).rglob("*") if f.is_file())
+    assert sizes <= 25 * 2**20
