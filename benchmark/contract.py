@@ -153,7 +153,7 @@ class MethodConfig:
 
     def replace(self, **changes: Any) -> MethodConfig:
         """A copy with ``changes`` applied (``None`` values ignored), validated."""
-        return type(self).from_dict({**self.to_dict(), **changes})
+        return type(self).from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
 
     def validate(self) -> None:
         """Check ``choices`` declared through ``param``; subclasses may add checks.

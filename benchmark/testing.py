@@ -66,7 +66,7 @@ __all__ = [
     "tiny_subset",
 ]
 
-_TINY_SD_VERSION = "1"  # bump when tiny_sd_components changes
+_TINY_SD_VERSION = "2"  # bump when tiny_sd_components changes
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -182,7 +182,7 @@ def tiny_subset(source: ImageSource, split: str = "train", protocol: str = "full
 def tiny_sd_components(seed: int = 0, *, cross_attention_dim: int = 32) -> dict[str, Any]:
     """Tiny random ``StableDiffusionPipeline`` components built from configs (diffusers test style).
 
-    UNet2DConditionModel (32, 64) with one cross-attention level, AutoencoderKL (32, 64) (latent
+    UNet2DConditionModel (16, 32) with one cross-attention level, AutoencoderKL (16, 32) (latent
     down-sampling factor 2), CLIPTextModel with hidden size 32 and the real CLIP vocabulary
     (49 408 tokens), the offline CLIP BPE tokenizer, and SD v1.5's noise schedule (METHODS_SPEC §1.1)
     in a DDIM scheduler config. ``torch.manual_seed(seed)`` before each component, as diffusers does.
@@ -194,7 +194,7 @@ def tiny_sd_components(seed: int = 0, *, cross_attention_dim: int = 32) -> dict[
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
+        block_out_channels=(16, 32),
         layers_per_block=1,
         sample_size=16,
         in_channels=4,
@@ -203,7 +203,7 @@ def tiny_sd_components(seed: int = 0, *, cross_attention_dim: int = 32) -> dict[
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=8,
-        norm_num_groups=16,
+        norm_num_groups=8,
     )
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -217,13 +217,13 @@ def tiny_sd_components(seed: int = 0, *, cross_attention_dim: int = 32) -> dict[
     )
     torch.manual_seed(seed)
     vae = AutoencoderKL(
-        block_out_channels=[32, 64],
+        block_out_channels=[16, 32],
         in_channels=3,
         out_channels=3,
         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
         latent_channels=4,
-        norm_num_groups=16,
+        norm_num_groups=8,
         sample_size=32,
     )
     torch.manual_seed(seed)

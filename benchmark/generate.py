@@ -1,0 +1,216 @@
+"""``augbench generate``: write one offline method's synthetic set to a folder (DESIGN.md, CLI contract).
+
+Output layout::
+
+    DIR/generation.json      what was generated (method, params, seed, subset hash, profile)
+    DIR/manifest.jsonl       one row per image, in request order:
+                             {"file", "label": {class name: probability}, "sources", "seed", "params",
+                              "method", "preset", "index", "target_class", "provenance"}
+    DIR/images/000000.png    the images (RGB PNG)
+
+Writing is atomic and resumable: every image and its row are written to temporary files and renamed
+into place, per chunk of requests; a killed run restarted with the same arguments regenerates only the
+missing requests and never reads a half-written file; ``manifest.jsonl`` appears (atomically) only when
+the set is complete. The same arguments give byte-identical files (request seeds come from ``(seed,
+method id, request index)``, PNG encoding and the canonical JSON rows are deterministic). NOTE: a
+resumed run chunks the remaining requests differently, which can move a few pixels by one grey level
+(batched vs single float noise; see the batch-independence contract test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmark.contract import MethodContext, OfflineMethod, PipelineCache, SyntheticSample
+from benchmark.data.core import ImageSource, Subset
+from benchmark.profiles import Profile
+from benchmark.registry import Composition, Registry, default_registry
+
+__all__ = ["GenerateError", "generate_synthetic_set", "read_manifest"]
+
+FORMAT = "augbench.synthetic/1"
+MANIFEST = "manifest.jsonl"
+SPEC = "generation.json"
+IMAGES = "images"
+PARTS = ".parts"
+
+
+class GenerateError(RuntimeError):
+    """The synthetic set cannot be generated into this folder (the message says why and what to do)."""
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _row(sample: SyntheticSample, file: str, class_names: tuple[str, ...]) -> dict[str, Any]:
+    label = np.asarray(sample.label, dtype=np.float64)
+    if label.shape != (len(class_names),):
+        raise GenerateError(f"label has shape {label.shape}; expected ({len(class_names)},)")
+    prov = dict(sample.provenance)
+    row = {
+        "file": file,
+        "label": {class_names[i]: float(label[i]) for i in np.flatnonzero(label > 0)},
+        "sources": list(prov.pop("sources", [])),
+        "seed": int(prov.pop("seed")),
+        "params": prov.pop("params", {}),
+        "method": prov.pop("method"),
+        "preset": prov.pop("preset", None),
+        "index": int(prov.pop("request_index")),
+    }
+    target = prov.pop("target_class", None)
+    row["target_class"] = class_names[target] if target is not None else None
+    row["provenance"] = prov
+    return row
+
+
+def generate_synthetic_set(
+    method_id: str,
+    source: ImageSource,
+    subset: Subset,
+    profile: Profile,
+    seed: int,
+    out_dir: str | Path,
+    batch_size: int = 8,
+    params_overrides: Mapping[str, Any] | None = None,
+    *,
+    budget: int | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    registry: Registry | None = None,
+    pipelines: PipelineCache | None = None,
+) -> Path:
+    """Generate the synthetic set of ``method_id`` for ``subset`` into ``out_dir``.
+
+    Args:
+        method_id: an offline method id (``sd_random``, ``sd_random.p1_article``) or a composition
+            (``sd_random+cutmix``: its offline part is generated; the mixer acts at training time).
+        source: the dataset's image source (real images for editing methods; the card for prompts).
+        subset: the real training subset the set is generated for.
+        profile: foundation models and scale.
+        seed: run seed; request ``i`` uses ``derive_seed(seed, method id, i)``.
+        out_dir: output folder (created; an existing complete set with the same spec is reused).
+        batch_size: requests per model call (does not change the images beyond float noise).
+        params_overrides: config overrides (for a composition: ``{family: {param: value}}``).
+        budget: number of images (default: the method's, e.g. ``expansion * |subset|``).
+        device: torch device.
+        cache_dir: artifact cache for ``setup`` (concept learning, inversion pools).
+        registry: registry to resolve ``method_id`` (default: installed entry points).
+        pipelines: warm-model cache (default: the process-wide one).
+
+    Returns:
+        ``out_dir`` as a ``Path``; ``out_dir/manifest.jsonl`` lists the images.
+
+    Raises:
+        GenerateError: ``method_id`` is a batch method, or ``out_dir`` holds a different set.
+    """
+    reg = registry or default_registry()
+    method = reg.create(method_id, params_overrides)
+    if isinstance(method, Composition):
+        method = method.offline
+    if not isinstance(method, OfflineMethod):
+        raise GenerateError(
+            f"{method_id!r} is a {method.kind} method: it mixes training batches and has no synthetic set. "
+            "Generate with an offline method (e.g. sd_random) and pass the mixer to `augbench run`."
+        )
+    out = Path(out_dir)
+    ctx = MethodContext(
+        profile=profile,
+        source=source,
+        device=device,
+        cache_dir=Path(cache_dir) if cache_dir else out / ".cache",
+        batch_size=batch_size,
+        **({"pipelines": pipelines} if pipelines is not None else {}),
+    )
+    class_names = ctx.require_card().class_names
+
+    method.setup(subset, ctx)
+    requests = method.plan(subset, budget, seed, ctx=ctx)
+    spec = {
+        "format": FORMAT,
+        **method.provenance(),
+        "seed": int(seed),
+        "budget": budget,
+        "num_images": len(requests),
+        "dataset": subset.dataset,
+        "subset_hash": subset.manifest_hash,
+        "classes": list(class_names),
+        "profile": {"name": profile.name, "pipeline": profile.pipeline, "revision": profile.pipeline_revision},
+    }
+    spec_text = _dumps(spec) + "\n"
+
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / SPEC
+    if spec_path.is_file():
+        if spec_path.read_text(encoding="utf-8") != spec_text:
+            raise GenerateError(
+                f"{out} already holds a synthetic set generated with different settings ({spec_path}); "
+                "choose another output folder or delete it"
+            )
+    else:
+        _atomic_write_bytes(spec_path, spec_text.encode("utf-8"))
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        return out  # complete
+
+    images_dir, parts_dir = out / IMAGES, out / PARTS
+    images_dir.mkdir(exist_ok=True)
+    parts_dir.mkdir(exist_ok=True)
+
+    def done(index: int) -> bool:
+        return (parts_dir / f"{index:06d}.json").is_file() and (images_dir / f"{index:06d}.png").is_file()
+
+    todo = [r for r in requests if not done(r.index)]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        samples = method.generate(chunk, ctx)
+        if len(samples) != len(chunk):
+            raise GenerateError(f"{method.id}.generate returned {len(samples)} samples for {len(chunk)} requests")
+        for request, sample in zip(chunk, samples, strict=True):
+            if sample.request_index != request.index:
+                raise GenerateError(f"{method.id}.generate returned samples out of request order")
+            name = f"{request.index:06d}"
+            _atomic_write_bytes(images_dir / f"{name}.png", _png_bytes(sample.image_array()))
+            row = _row(sample, f"{IMAGES}/{name}.png", class_names)
+            _atomic_write_bytes(parts_dir / f"{name}.json", (_dumps(row) + "\n").encode("utf-8"))
+
+    lines = [(parts_dir / f"{r.index:06d}.json").read_text(encoding="utf-8") for r in requests]
+    _atomic_write_bytes(manifest_path, "".join(lines).encode("utf-8"))
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return out
+
+
+def read_manifest(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``out_dir/manifest.jsonl`` (raises ``GenerateError`` if the set is incomplete)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise GenerateError(f"{path} does not exist: the synthetic set is missing or incomplete")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

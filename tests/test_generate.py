@@ -1,0 +1,104 @@
+"""``generate_synthetic_set``: manifest, images, byte-identical reruns, resume (benchmark/generate.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from benchmark.contract import PipelineCache
+from benchmark.generate import GenerateError, generate_synthetic_set, read_manifest
+from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
+
+pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    source = TinySource(per_class={"train": [2, 1, 1]})
+    profile = tiny_profile(cached_tiny_sd_pipeline(), image_size=16)
+    return source, tiny_subset(source), profile, PipelineCache()
+
+
+def _gen(setup, out, method="sd_random", **kw):
+    source, subset, profile, pipelines = setup
+    kw.setdefault("batch_size", 2)
+    return generate_synthetic_set(method, source, subset, profile, 5, out, pipelines=pipelines, **kw)
+
+
+def _files(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".cache" not in p.parts
+    }
+
+
+def test_manifest_and_images(setup, tmp_path):
+    out = _gen(setup, tmp_path / "a")
+    rows = read_manifest(out)
+    assert len(rows) == 4
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["file"] == "images/000000.png" and (out / rows[0]["file"]).is_file()
+    assert rows[0]["label"] == {"Tiny_class_0": 1.0}
+    assert [r["target_class"] for r in rows] == ["Tiny_class_0", "Tiny_class_0", "Tiny_class_1", "Tiny_class_2"]
+    assert rows[0]["sources"] == [] and rows[0]["method"] == "sd_random"
+    assert rows[0]["params"]["prompt_template"] == "a photo of a {name} {meta}"
+    assert isinstance(rows[0]["seed"], int) and rows[0]["seed"] != rows[1]["seed"]
+    assert rows[0]["provenance"]["prompt"] == "a photo of a Tiny class 0 bird"
+    spec = json.loads((out / "generation.json").read_text())
+    assert spec["num_images"] == 4 and spec["subset_hash"] == setup[1].manifest_hash
+    assert not (out / ".parts").exists()
+    from PIL import Image
+
+    assert Image.open(out / rows[3]["file"]).size == (16, 16)
+
+
+def test_same_seed_byte_identical(setup, tmp_path):
+    a = _files(_gen(setup, tmp_path / "a"))
+    b = _files(_gen(setup, tmp_path / "b"))
+    assert a == b and len(a) == 6  # 4 images + manifest + generation.json
+
+
+def test_complete_set_is_reused_and_resume_regenerates_only_missing(setup, tmp_path):
+    out = _gen(setup, tmp_path / "a")
+    full = _files(out)
+    stamp = os.stat(out / "images/000000.png").st_mtime_ns
+    _gen(setup, out)  # complete: nothing regenerated
+    assert os.stat(out / "images/000000.png").st_mtime_ns == stamp
+
+    # simulate a run killed after the first chunk: no manifest, parts for 0 and 1 only
+    (out / "manifest.jsonl").unlink()
+    parts = out / ".parts"
+    parts.mkdir()
+    for i, line in enumerate(full["manifest.jsonl"].decode().splitlines()[:2]):
+        (parts / f"{i:06d}.json").write_text(line + "\n")
+    (out / "images/000002.png").unlink()
+    (out / "images/000003.png").write_bytes(b"half-written garbage")  # no part file: regenerated
+    _gen(setup, out)
+    assert os.stat(out / "images/000000.png").st_mtime_ns == stamp
+    assert _files(out) == full
+
+
+def test_different_settings_in_same_folder_refused(setup, tmp_path):
+    out = _gen(setup, tmp_path / "a")
+    with pytest.raises(GenerateError, match="different settings"):
+        _gen(setup, out, params_overrides={"prompt_template": "a photo of a {name}"})
+
+
+def test_composition_generates_offline_part_and_batch_methods_refused(setup, tmp_path):
+    a = _files(_gen(setup, tmp_path / "a"))
+    b = _files(_gen(setup, tmp_path / "b", method="sd_random+cutmix"))
+    assert a == b
+    with pytest.raises(GenerateError, match="batch method"):
+        _gen(setup, tmp_path / "c", method="cutmix")
+
+
+def test_budget_and_preset(setup, tmp_path):
+    out = _gen(setup, tmp_path / "a", method="sd_random.p1_article", budget=2, batch_size=8)
+    rows = read_manifest(out)
+    assert len(rows) == 2 and rows[0]["method"] == "sd_random.p1_article" and rows[0]["preset"] == "p1_article"
+    assert rows[0]["provenance"]["prompt"] == "a photo of a Tiny class 0"
+    with pytest.raises(GenerateError, match="incomplete"):
+        read_manifest(tmp_path / "nothing")
