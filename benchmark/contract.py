@@ -345,13 +345,18 @@ class BatchMethod(Method):
         """``apply(images, targets, make_params(B, (H, W), generator))``.
 
         Raises:
-            TypeError: ``generator`` is not a ``torch.Generator`` (global RNG state is never used).
+            TypeError: ``generator`` is not a CPU ``torch.Generator`` (global RNG state is never used).
             ValueError: images are not ``[B, C, H, W]`` or targets do not match the batch.
         """
         if not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"{type(self).__name__} needs an explicit torch.Generator (got {type(generator).__name__}); "
                 "use benchmark.seeding.make_generator(seed)"
+            )
+        if generator.device.type != "cpu":
+            raise TypeError(
+                f"{type(self).__name__} samples its (tiny) parameters on the CPU; pass a CPU torch.Generator "
+                f"(got one on {generator.device}); the batch itself may live on any device"
             )
         self.check_inputs(images, targets)
         params = self.make_params(images.shape[0], (images.shape[-2], images.shape[-1]), generator)

@@ -87,8 +87,9 @@ def _decisions(batch_size: int, prob: float, decision: str, generator: torch.Gen
 
 
 def _mix_targets(targets: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    lam_t = lam.to(targets.dtype).unsqueeze(1)
-    return lam_t * targets + (1 - lam_t) * targets[partner]
+    # Params live on the CPU (they come from a CPU generator); move them to the batch's device.
+    lam_t = lam.to(device=targets.device, dtype=targets.dtype).unsqueeze(1)
+    return lam_t * targets + (1 - lam_t) * targets[partner.to(targets.device)]
 
 
 # --- CutMix --------------------------------------------------------------------------------------
@@ -304,7 +305,8 @@ class MixUp(BatchMethod):
         if not images.is_floating_point():
             raise TypeError(f"MixUp blends pixels and needs floating-point images; got {images.dtype}")
         targets = self.soft_targets(targets)
-        lam = params.lam.to(images.dtype).view(-1, *([1] * (images.ndim - 1)))
-        mixed = lam * images + (1 - lam) * images[params.partner]
-        out = torch.where(params.apply.view(-1, *([1] * (images.ndim - 1))), mixed, images)
+        shape = (-1, *([1] * (images.ndim - 1)))
+        lam = params.lam.to(device=images.device, dtype=images.dtype).view(shape)
+        mixed = lam * images + (1 - lam) * images[params.partner.to(images.device)]
+        out = torch.where(params.apply.to(images.device).view(shape), mixed, images)
         return out, _mix_targets(targets, params.partner, params.lam)
