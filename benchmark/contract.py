@@ -98,7 +98,10 @@ def _close_matches(name: str, known: Sequence[str] | set[str], n: int = 1) -> li
 
 def _tuple_fields(cls: type) -> set[str]:
     names = set()
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations (local types): fall back to defaults
+        hints = {}
     for f in dataclasses.fields(cls):
         hint = hints.get(f.name)
         origins = {typing.get_origin(hint)} | {typing.get_origin(a) for a in typing.get_args(hint)}
