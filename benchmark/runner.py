@@ -30,7 +30,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,10 +269,16 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
 
     # 1. subset + validation split
     t = time.time()
-    subset = draw_subset(source, cell.protocol, cell.seed, params.get("shots"), params.get("imbalance_factor"))
     selection = spec.get("selection", "val_split")
-    if selection == "val_split":
-        train_subset, val_subset = P.validation_split(subset, float(spec.get("val_fraction", 0.2)), cell.seed)
+    val_fraction = float(spec.get("val_fraction", 0.2))
+    if cell.protocol == "full_data":  # P1's own random 20% validation split (METHODS_SPEC §5.5)
+        subset, val_part = P.full_data(source, cell.seed, val_fraction)
+    else:
+        subset = draw_subset(source, cell.protocol, cell.seed, params.get("shots"), params.get("imbalance_factor"))
+    if cell.protocol == "full_data":
+        train_subset, val_subset = (subset, val_part) if selection == "val_split" else (subset, None)
+    elif selection == "val_split":
+        train_subset, val_subset = P.validation_split(subset, val_fraction, cell.seed)
     else:
         train_subset, val_subset = subset, None
     timings["subset"] = time.time() - t
@@ -317,13 +323,17 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
     train_cfg = TrainConfig(recipe=recipe, seed=cell.seed, replacement_mode=spec.get("replacement_mode", "concat"),
                             replacement_p=float(spec.get("replacement_p", 0.5)), selection=selection, device=device,
                             dataset=cell.dataset, input_size=profile.classifier_size)
-    test_split = P.default_test_split(source)
+    # Waterbirds-style protocols evaluate on another dataset with the same classes (METHODS_SPEC §6.3)
+    test_source = open_dataset(spec["test_dataset"], opts.data_root, opts.datasets_dir) if spec.get("test_dataset") else source
+    if test_source.class_names != source.class_names:
+        raise SuiteError(f"test dataset {test_source.card.id!r} has different classes from {source.card.id!r}")
+    test_split = P.default_test_split(test_source)
     train_key = content_hash({
         "stage": "train", "cell": cell.to_dict(), "subset": subset.manifest_hash,
         "train_subset": train_subset.manifest_hash, "val": val_subset.manifest_hash if val_subset else None,
         "synthetic": syn_info["key"] if syn_info else None, "mixer": mixer.provenance() if mixer else None,
         "train": train_cfg.to_dict(), "classifier": [profile.classifier, profile.classifier_weights],
-        "test_split": test_split, "augbench": __version__,
+        "test": [test_source.card.id, test_split], "augbench": __version__,
     })
     result = cache.load("train", train_key)
     if result is None:
@@ -334,9 +344,9 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
                               image_ids=train_subset.image_ids)
         val = (LabeledImages(IMAGES.get(source, val_subset.image_ids), val_subset.labels)
                if val_subset is not None else None)
-        test_samples = source.samples(test_split)
+        test_samples = test_source.samples(test_split)
         groups = [s.attrs.get("group") for s in test_samples] if cell.protocol == "waterbirds" else None
-        test = LabeledImages(IMAGES.get(source, [s.image_id for s in test_samples]), [s.label for s in test_samples],
+        test = LabeledImages(IMAGES.get(test_source, [s.image_id for s in test_samples]), [s.label for s in test_samples],
                              groups=groups)
         log(f"  training {profile.classifier} ({recipe.name}, {recipe.epochs} epochs) on {len(train)} real"
             + (f" + {len(synthetic)} synthetic" if synthetic is not None else "") + " images")
@@ -436,6 +446,8 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
 
         return run_cells_ray(cells, spec, opts, run_dir)
     registry = default_registry()
+    for method_id in dict.fromkeys(c.method for c in cells):  # fail fast, before any work, on a typo
+        registry.resolve(method_id)
     cache = StageCache(run_dir / "cache", log)
     t0 = time.time()
     failed = []

@@ -1,0 +1,191 @@
+"""End to end: a miniature suite through the CLI, resume after an interruption, reports."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from benchmark import runner
+from benchmark.cli import main
+from benchmark.profiles import WORLD_WEIGHTS
+
+pytestmark = pytest.mark.skipif(not (WORLD_WEIGHTS / "sd" / "model_index.json").exists(),
+                                reason="needs the committed world models")
+
+TOYBIRDS = Path(__file__).resolve().parent.parent / "datasets" / "toybirds.toml"
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    """A 4-species world card and a 2-method suite small enough for CI."""
+    root = tmp_path_factory.mktemp("mini")
+    full = tomllib.loads(TOYBIRDS.read_text())
+    species = full["world"]["species"][:4]
+    names = ", ".join(json.dumps(s["name"]) for s in species)
+    tables = "\n\n".join("[[world.species]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in s.items())
+                         for s in species)
+    cards = root / "cards"
+    cards.mkdir()
+    (cards / "minibirds.toml").write_text(f"""
+[dataset]
+name = "mini toybirds"
+kind = "embedded"
+reader = "world"
+meta = "bird"
+[splits]
+train = 32
+test = 32
+[classes]
+names = [{names}]
+[world]
+mode = "species"
+image_size = 64
+[world.splits.train]
+per_class = 8
+habitat_consistency = 0.9
+[world.splits.test]
+per_class = 8
+habitat_consistency = 0.9
+
+{tables}
+""")
+    suite = root / "mini_suite.toml"
+    suite.write_text("""
+[suite]
+name = "mini_suite"
+description = "test suite"
+protocol = "few_shot"
+datasets = ["minibirds"]
+shots = [5]
+seeds = [0]
+methods = ["original", "sd_random+cutmix"]
+recipe = "embedded"
+epochs = 1
+selection = "val_split"
+val_fraction = 0.2
+replacement_mode = "concat"
+[methods_params.sd_random]
+num_inference_steps = 2
+[methods_params.cutmix]
+preset = "noisecutmix_paper"
+""")
+    return root, cards, suite
+
+
+def _run(suite, run_dir, cards, *extra):
+    return main(["run", "--suite", str(suite), "--run-dir", str(run_dir), "--datasets-dir", str(cards),
+                 "--batch-size", "8", *extra])
+
+
+def _records(run_dir: Path) -> dict[str, dict]:
+    out = {}
+    for p in sorted((run_dir / "records").glob("*.json")):
+        rec = json.loads(p.read_text())
+        out[p.name] = {k: rec[k] for k in ("cell", "method_id", "subset", "metrics", "synthetic", "selection")}
+        out[p.name]["synthetic"] = rec["synthetic"] and {k: rec["synthetic"][k] for k in ("key", "size", "metrics")}
+        if out[p.name]["synthetic"]:
+            out[p.name]["synthetic"]["metrics"] = {k: v for k, v in rec["synthetic"]["metrics"].items() if k != "seconds"}
+    return out
+
+
+def test_interrupted_run_resumes_with_identical_records(mini, tmp_path, monkeypatch, capsys):
+    root, cards, suite = mini
+    clean = tmp_path / "clean"
+    assert _run(suite, clean, cards) == 0
+    reference = _records(clean)
+    assert len(reference) == 2
+    rec = reference["minibirds.few_shot.shots5.sd_random+cutmix.seed0.json"]
+    assert rec["synthetic"]["size"] == 16  # expansion 1 x (5 shots - 1 validation image) x 4 classes
+    assert 0 <= rec["metrics"]["top1"] <= 100
+    assert rec["subset"]["val_size"] == 4
+
+    # interrupt after the first cell
+    interrupted = tmp_path / "interrupted"
+    real_run_cell = runner.run_cell
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run_cell(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_cell", flaky)
+    assert _run(suite, interrupted, cards) == 130
+    monkeypatch.setattr(runner, "run_cell", real_run_cell)
+    assert len(list((interrupted / "records").glob("*.json"))) == 1
+    assert not list(interrupted.rglob("*.tmp"))
+
+    capsys.readouterr()
+    assert _run(suite, interrupted, cards) == 0
+    out = capsys.readouterr().out
+    assert "reused: train" in out
+    assert _records(interrupted) == reference
+
+    # a third run recomputes nothing
+    summary_args = ["--json"]
+    capsys.readouterr()
+    assert _run(suite, interrupted, cards, *summary_args) == 0
+    summary = json.loads(out_json(capsys.readouterr().out))
+    assert summary["computed_stages"] == []
+
+    # the report renders every method with measured numbers
+    assert main(["report", "--suite", str(suite), "--run-dir", str(interrupted)]) == 0
+    md = (interrupted / "reports" / "mini_suite.md").read_text()
+    assert "| original |" in md and "| sd_random+cutmix |" in md
+    assert "validation split" in md and "uncalibrated" in md
+    csv = (interrupted / "reports" / "mini_suite.csv").read_text().splitlines()
+    assert len(csv) == 3 and all(row.split(",")[3] for row in csv[1:])
+
+
+def out_json(text: str) -> str:
+    """The JSON object at the end of ``text`` (log lines come first)."""
+    return text[text.index("\n{") + 1:] if not text.startswith("{") else text
+
+
+def test_unknown_suite_and_method_errors_are_helpful(mini, tmp_path):
+    with pytest.raises(runner.SuiteError, match="built-in suites: .*few_shot"):
+        runner.load_suite("no_such_suite")
+    _, cards, suite = mini
+    from benchmark.registry import UnknownMethodError
+
+    with pytest.raises(UnknownMethodError, match="cutmix"):
+        runner.run_suite(runner.RunOptions(suite=str(suite), methods=["cutmx"], run_dir=str(tmp_path),
+                                           datasets_dir=str(cards), log=lambda s: None))
+
+
+PLUGIN = Path(__file__).resolve().parent / "plugin_pkg"
+
+
+def test_installed_plugin_runs_in_a_suite(mini, tmp_path):
+    """pip-install the example plugin into a target folder and run it in a suite: no change to augbench."""
+    import os
+    import subprocess
+    import sys
+
+    _, cards, suite = mini
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                          "--target", str(site), str(PLUGIN)], capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    assert list(site.glob("augbench_plugin_example-*.dist-info"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+               HF_HUB_OFFLINE="1")
+    listing = subprocess.run([sys.executable, "-m", "benchmark.cli", "methods", "--json"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert listing.returncode == 0, listing.stderr
+    ids = {row["id"]: row["distribution"] for row in json.loads(listing.stdout)}
+    assert ids["channel_flip"] == "augbench-plugin-example" and ids["cutmix"] == "augbench"
+    run_dir = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "benchmark.cli", "run", "--suite", str(suite), "--run-dir", str(run_dir),
+                          "--datasets-dir", str(cards), "--methods", "channel_flip", "noise+channel_flip"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    records = {p.stem: json.loads(p.read_text()) for p in (run_dir / "records").glob("*.json")}
+    assert set(records) == {"minibirds.few_shot.shots5.channel_flip.seed0",
+                            "minibirds.few_shot.shots5.noise+channel_flip.seed0"}
+    noise = records["minibirds.few_shot.shots5.noise+channel_flip.seed0"]
+    assert noise["synthetic"]["size"] == 16 and noise["method"]["method"] == "noise+channel_flip"
