@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from benchmark.contract import MethodContext, OfflineMethod, PipelineCache, SyntheticSample
 from benchmark.data.core import ImageSource, Subset
@@ -189,6 +190,8 @@ def generate_synthetic_set(
         return (parts_dir / f"{index:06d}.json").is_file() and (images_dir / f"{index:06d}.png").is_file()
 
     todo = [r for r in requests if not done(r.index)]
+    progress = tqdm(total=len(requests), initial=len(requests) - len(todo), desc=f"generate {method.id}",
+                    unit="img", leave=False, disable=None)  # disable=None: only on a terminal
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         samples = method.generate(chunk, ctx)
@@ -201,6 +204,8 @@ def generate_synthetic_set(
             _atomic_write_bytes(images_dir / f"{name}.png", _png_bytes(sample.image_array()))
             row = _row(sample, f"{IMAGES}/{name}.png", class_names)
             _atomic_write_bytes(parts_dir / f"{name}.json", (_dumps(row) + "\n").encode("utf-8"))
+        progress.update(len(chunk))
+    progress.close()
 
     lines = [(parts_dir / f"{r.index:06d}.json").read_text(encoding="utf-8") for r in requests]
     _atomic_write_bytes(manifest_path, "".join(lines).encode("utf-8"))

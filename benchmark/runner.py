@@ -297,8 +297,7 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
                                 "profile": profile.name, "pipeline": profile.pipeline, "seed": cell.seed,
                                 "augbench": __version__})
         syn_dir = cache.path("synthetic", gen_key, suffix="")
-        done_marker = syn_dir / "COMPLETE"
-        if done_marker.exists():
+        if (syn_dir / "manifest.jsonl").exists():  # written last, only when the set is complete
             cache.reused.append(f"synthetic/{gen_key}")
         else:
             log(f"  generating synthetic set {offline.id} -> {syn_dir}")
@@ -306,7 +305,6 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
                                    batch_size=opts.batch_size or 32,
                                    params_overrides=offline.config.to_dict(), device=device,
                                    cache_dir=run_dir / "cache" / "artifacts")
-            done_marker.write_text("ok\n")
             cache.computed.append(f"synthetic/{gen_key}")
         timings["generate"] = time.time() - t
         synthetic, syn_rows = load_synthetic(syn_dir, source.class_names, train_subset.image_ids)
