@@ -1,0 +1,209 @@
+"""Synthetic-set metrics: Gram LPIPS == pairwise LPIPS, diversity, CLIP score, oracle fidelity."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lpips
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from benchmark.backbones import WeightsNotFoundError
+from benchmark.cards import load_card
+from benchmark.metrics import (
+    CLIPScorer,
+    clip_score,
+    effnet_perceptual,
+    lpips_alex,
+    lpips_diversity,
+    lpips_pairwise_naive,
+    oracle_fidelity,
+)
+from benchmark.seeding import make_generator
+
+
+def _images(n: int, size: int = 24, seed: int = 0) -> torch.Tensor:
+    g = make_generator(seed)
+    base = torch.rand(n, 3, size // 4, size // 4, generator=g)
+    x = F.interpolate(base, size=size, mode="bilinear", align_corners=False) * 0.7
+    x = x + 0.3 * torch.rand(n, 3, size, size, generator=g)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def alex():
+    """lpips AlexNet with a random trunk (no download) and the package's calibrated linear layers."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return lpips_alex(pretrained_trunk=False, size=64)
+
+
+def test_lpips_linear_layers_come_from_the_package(alex):
+    shipped = torch.load(Path(lpips.__file__).parent / "weights/v0.1/alex.pth", map_location="cpu")
+    for k, w in enumerate(alex.weights):
+        assert torch.equal(w, shipped[f"lin{k}.model.1.weight"].flatten())
+    assert alex.name == "lpips_alex" and alex.info["calibrated"] and alex.info["trunk"] == "random"
+
+
+def test_gram_lpips_equals_naive_pairwise(alex):
+    x = _images(7)
+    x[5] = x[2]  # an identical pair has distance 0
+    gram = alex.pairwise(x)
+    naive = lpips_pairwise_naive(alex.module, x, size=64)
+    assert gram.shape == (7, 7)
+    assert (gram - naive).abs().max() < 1e-5
+    assert gram[2, 5].abs() < 1e-6 and torch.equal(gram, gram.T)
+    assert naive[naive > 0].min() > 1e-3  # the comparison is not trivially between zeros
+    paired = alex.paired(x[:3], x[3:6])
+    assert torch.allclose(paired, torch.stack([naive[0, 3], naive[1, 4], naive[2, 5]]), atol=1e-5)
+
+
+def test_lpips_diversity_all_pairs_and_sampled_pairs(alex):
+    x = _images(9, seed=1)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2])
+    soft = F.one_hot(labels, 3).float() * 0.8 + 0.1  # dominant class = labels
+    naive = lpips_pairwise_naive(alex.module, x, size=64)
+    res = lpips_diversity(x, soft, alex)
+    expect = {}
+    for c in range(3):
+        idx = torch.nonzero(labels == c).flatten()
+        iu = torch.triu_indices(len(idx), len(idx), 1)
+        expect[c] = 100 * float(naive[idx][:, idx][iu[0], iu[1]].double().mean())
+    assert res.metric == "lpips_alex" and res.n_pairs == 6 + 3 + 1 and res.pairs == "all"
+    for c in range(3):
+        assert math.isclose(res.per_class[c], expect[c], abs_tol=1e-3)
+    assert math.isclose(res.value, sum(expect.values()) / 3, abs_tol=1e-3)
+    sampled = lpips_diversity(x, labels, alex, pairs=60, seed=3)
+    assert sampled.n_pairs == 180 and abs(sampled.value - res.value) < 0.15 * res.value
+    assert lpips_diversity(x[:4], labels[:4], alex, pairs=5, seed=3).value == lpips_diversity(
+        x[:4], labels[:4], alex, pairs=5, seed=3
+    ).value
+    anyp = lpips_diversity(x, labels, alex, pairs=50, scope="any")
+    assert anyp.scope == "any" and anyp.n_pairs == 50 and anyp.value > 0
+    with pytest.raises(ValueError, match="scope='any'"):
+        lpips_diversity(x, labels, alex, scope="any")
+
+
+def test_effnet_distance_is_labelled_uncalibrated():
+    d = effnet_perceptual(size=32)
+    x = _images(4, size=32, seed=2)
+    x[3] = x[0]
+    m = d.pairwise(x)
+    assert d.name == "lpips_effnet_uncalibrated" and d.describe()["calibrated"] is False
+    assert torch.allclose(m, m.T) and m[0, 3] < 1e-6 and (m[0, 1:3] > 0).all()
+    assert m.max() <= 2.0  # layer mean of (1 - cos) with unit features
+    res = lpips_diversity(x, [0, 0, 1, 1], d)
+    assert res.metric == "lpips_effnet_uncalibrated" and res.to_dict()["config"]["calibrated"] is False
+
+
+def test_alexnet_trunk_missing_gives_clear_error(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="alexnet-owt-7be5be79.pth"):
+        lpips_alex(alexnet_weights=tmp_path / "alexnet-owt-7be5be79.pth")
+
+
+# --- CLIP score ---------------------------------------------------------------------------------------
+
+
+class CountingTokenizer:
+    def __init__(self, tok):
+        self.tok, self.texts = tok, []
+        self.model_max_length = tok.model_max_length
+
+    def __call__(self, texts, **kw):
+        self.texts.extend(texts)
+        return self.tok(texts, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPModel
+
+    from benchmark.tokenizer import build_clip_tokenizer
+
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=77,
+        ),
+        vision_config=dict(
+            image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+            num_attention_heads=2,
+        ),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = CLIPModel(cfg)
+    path = tmp_path_factory.mktemp("tiny_clip")
+    model.save_pretrained(path)
+    build_clip_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_clip_score_range_clamp_and_text_cache(tiny_clip_dir):
+    scorer = CLIPScorer.from_pretrained(tiny_clip_dir, local_files_only=True)
+    scorer.tokenizer = CountingTokenizer(scorer.tokenizer)
+    card = load_card("toybirds")
+    x = _images(12, size=40, seed=4)
+    labels = torch.arange(12) % 6
+    res = clip_score(x, labels, card, scorer)
+    assert res["prompts"]["0"] == card.prompt(0) and "bird" in res["prompts"]["0"]
+    assert sorted(scorer.tokenizer.texts) == sorted(card.prompt(c) for c in range(6))  # one encode per class
+    img = scorer.image_features(x)
+    txt = scorer.text_features([card.prompt(int(c)) for c in labels])
+    cos = (img * txt).sum(-1)
+    s = scorer.scores(x, [card.prompt(int(c)) for c in labels])
+    assert torch.allclose(s, 100 * cos.clamp(min=0), atol=1e-5)
+    assert math.isclose(res["value"], float(s.mean()), rel_tol=1e-5)
+    assert (s >= 0).all() and (s <= 100).all()
+    # all cross combinations: a random tiny CLIP gives some negative cosines, which score exactly 0
+    prompts = [card.prompt(c) for c in range(24)]
+    allcos = img @ scorer.text_features(prompts).T
+    assert (allcos < 0).any()
+    i, j = torch.nonzero(allcos < 0)[0].tolist()
+    assert scorer.scores(x[i : i + 1], [prompts[j]])[0] == 0.0
+    assert len(scorer.tokenizer.texts) == 24  # only the 18 new prompts were tokenised
+
+
+def test_clip_preprocessing_matches_clip_image_processor(tiny_clip_dir):
+    from transformers import CLIPImageProcessor
+
+    scorer = CLIPScorer.from_pretrained(tiny_clip_dir)
+    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    g = make_generator(0)
+    x = F.avg_pool2d(torch.randint(0, 256, (3, 3, 56, 48), generator=g).float(), 9, 1).round().to(torch.uint8)
+    ref = proc(images=[Image.fromarray(i.permute(1, 2, 0).numpy()) for i in x], return_tensors="pt")["pixel_values"]
+    mine = scorer.preprocess(x)
+    assert mine.shape == ref.shape == (3, 3, 32, 32)
+    assert (mine - ref).abs().mean() < 0.02
+
+
+# --- oracle fidelity ------------------------------------------------------------------------------------
+
+
+class RedMeanClassifier(torch.nn.Module):
+    """Predicts class 0/1/2 from the mean red value (a stand-in oracle)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        r = x[:, 0].mean((1, 2))  # normalised with mean 0, std 1 -> in [0, 1]
+        centres = torch.tensor([0.1, 0.5, 0.9])
+        return -((r[:, None] - centres) ** 2)
+
+
+def test_oracle_fidelity():
+    x = torch.zeros(6, 3, 20, 20, dtype=torch.uint8)
+    for i, v in enumerate([20, 25, 128, 130, 230, 128]):
+        x[i, 0] = v
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])  # the last image looks like class 1
+    res = oracle_fidelity(RedMeanClassifier(), x, F.one_hot(labels, 3).float(), mean=(0, 0, 0), std=(1, 1, 1), input_size=16)
+    assert res["n"] == 6 and math.isclose(res["value"], 500 / 6)
+    assert res["per_class"] == {"0": 100.0, "1": 100.0, "2": 50.0}
+    with pytest.raises(ValueError, match="mean, std and input_size"):
+        oracle_fidelity(RedMeanClassifier(), x, labels)
