@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,6 @@ from benchmark.seeding import make_generator
 __all__ = [
     "ALEXNET_URL",
     "CLIPScorer",
-    "DiversityResult",
     "PerceptualDistance",
     "clip_score",
     "dominant_labels",
@@ -69,6 +67,16 @@ __all__ = [
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+_MODELS: dict[tuple, Any] = {}
+
+
+def _cached(key: tuple, build: Callable[[], Any]) -> Any:
+    """One metric network per (kind, model, device) per process."""
+    if key not in _MODELS:
+        _MODELS[key] = build()
+    return _MODELS[key]
 
 
 def dominant_labels(labels: torch.Tensor | Sequence) -> torch.Tensor:
@@ -342,43 +350,6 @@ def perceptual_for_profile(profile: Any, device: str | torch.device = "cpu", **k
     raise ValueError(f"unknown LPIPS network {kind!r}; expected effnet_features or lpips_alex")
 
 
-@dataclass
-class DiversityResult:
-    """LPIPS diversity of a synthetic set.
-
-    Attributes:
-        metric: ``lpips_alex`` or ``lpips_effnet_uncalibrated``.
-        value: mean over classes of the per-class mean pairwise distance, x100 (%).
-        per_class: class -> mean distance x100 (classes with at least two images).
-        n_pairs: number of pairs evaluated.
-        n_images: number of images.
-        pairs: ``all`` or the number of sampled pairs.
-        scope: ``same_class`` or ``any``.
-        config: network and preprocessing facts.
-    """
-
-    metric: str
-    value: float
-    per_class: dict[int, float]
-    n_pairs: int
-    n_images: int
-    pairs: str | int
-    scope: str
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "value": self.value,
-            "per_class": {str(k): v for k, v in self.per_class.items()},
-            "n_pairs": self.n_pairs,
-            "n_images": self.n_images,
-            "pairs": self.pairs,
-            "scope": self.scope,
-            "config": self.config,
-        }
-
-
 def _sample_pairs(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """``k`` uniformly random unordered pairs ``i != j`` (with replacement across draws) of ``range(n)``."""
     i = torch.randint(0, n, (k,), generator=generator)
@@ -412,26 +383,38 @@ def _pair_distances(
 def lpips_diversity(
     images: Any,
     labels: torch.Tensor | Sequence,
-    dist: PerceptualDistance,
+    dist: PerceptualDistance | None = None,
     *,
     pairs: str | int = "all",
     scope: str = "same_class",
     seed: int = 0,
-) -> DiversityResult:
+    profile: Any = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """LPIPS diversity of a synthetic set (METHODS_SPEC §7.2; DESIGN.md "Metrics").
 
     Args:
         images: uint8 ``[N, 3, H, W]`` (or a list of images).
         labels: ``[N]`` labels or ``[N, C]`` soft labels (the dominant class groups the images).
-        dist: the perceptual distance (``lpips_alex(...)``, ``effnet_perceptual(...)``).
+        dist: the perceptual distance (``lpips_alex(...)``, ``effnet_perceptual(...)``); default: the
+            one ``profile`` names (built once per process and device).
         pairs: ``all`` (every unordered same-class pair; N feature passes per class) or an integer
             ``K`` (K random pairs per class, or K over the whole set with ``scope='any'``).
         scope: ``same_class`` (mean per class, then over classes) or ``any`` (needs integer ``pairs``).
         seed: seed of the pair sampler.
+        profile: a ``benchmark.profiles.Profile`` (or its ``lpips`` value) used when ``dist`` is None.
+        device: device for a profile-built network.
 
     Returns:
-        ``DiversityResult`` with the value in percent (x100).
+        JSON-ready dict: ``metric`` (``lpips_alex`` / ``lpips_effnet_uncalibrated``), ``value`` (mean
+        over classes of the per-class mean distance, x100 = %), ``per_class`` (class id -> %),
+        ``n_pairs``, ``n_images``, ``pairs``, ``scope``, ``config`` (network facts).
     """
+    if dist is None:
+        if profile is None:
+            raise ValueError("lpips_diversity needs a PerceptualDistance (dist=...) or a profile")
+        dist = _cached(("lpips", getattr(profile, "name", str(profile)), str(device)),
+                       lambda: perceptual_for_profile(profile, device=device))
     if scope not in ("same_class", "any"):
         raise ValueError(f"scope must be same_class or any, not {scope!r}")
     if pairs != "all" and (not isinstance(pairs, int) or pairs < 1):
@@ -464,16 +447,16 @@ def lpips_diversity(
             per_class[int(c)] = 100.0 * float(vals.double().mean())
             n_pairs += int(vals.numel())
         value = float(np.mean(list(per_class.values()))) if per_class else float("nan")
-    return DiversityResult(
-        metric=dist.name,
-        value=value,
-        per_class=per_class,
-        n_pairs=n_pairs,
-        n_images=int(len(y)),
-        pairs=pairs,
-        scope=scope,
-        config=dist.describe(),
-    )
+    return {
+        "metric": dist.name,
+        "value": value,
+        "per_class": {str(c): v for c, v in per_class.items()},
+        "n_pairs": n_pairs,
+        "n_images": int(len(y)),
+        "pairs": pairs,
+        "scope": scope,
+        "config": dist.describe(),
+    }
 
 
 @torch.inference_mode()
@@ -650,7 +633,10 @@ def clip_score(
     images: Any,
     labels: torch.Tensor | Sequence,
     prompt: Callable[[int], str] | Any,
-    scorer: CLIPScorer,
+    scorer: CLIPScorer | None = None,
+    *,
+    profile: Any = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """CLIP score of a synthetic set (METHODS_SPEC §7.3).
 
@@ -659,11 +645,23 @@ def clip_score(
         labels: ``[N]`` or soft ``[N, C]`` labels (the dominant class picks the text).
         prompt: a ``DatasetCard`` (``card.prompt(label)`` = ``a photo of a {class name} {meta}``) or a
             callable ``label -> text``.
-        scorer: a ``CLIPScorer``.
+        scorer: a ``CLIPScorer``; default: ``profile.clip`` loaded with ``from_pretrained`` (once per
+            process and device; ``local_files_only`` from the profile).
+        profile: a ``benchmark.profiles.Profile``, used when ``scorer`` is None.
+        device: device for a profile-built scorer.
 
     Returns:
         ``{"metric": "clip_score", "value": mean score, "per_class": {...}, "n": N, "prompts": {...}}``.
     """
+    if scorer is None:
+        if profile is None:
+            raise ValueError("clip_score needs a CLIPScorer (scorer=...) or a profile")
+        scorer = _cached(
+            ("clip", profile.clip, str(device)),
+            lambda: CLIPScorer.from_pretrained(
+                profile.clip, local_files_only=profile.local_files_only, device=device
+            ),
+        )
     fn = prompt.prompt if hasattr(prompt, "prompt") else prompt
     y = dominant_labels(labels)
     texts = {int(c): fn(int(c)) for c in torch.unique(y).tolist()}

@@ -18,6 +18,14 @@ from benchmark.backbones import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP hand-off costs (and stalls on a shared 2-core box)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
 def _bn_alignment(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor]:
     """Median over BN layers of corr(batch mean of the BN input, running_mean), and the output."""
     corrs: list[float] = []

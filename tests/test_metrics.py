@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -24,6 +25,14 @@ from benchmark.metrics import (
 )
 from benchmark.seeding import make_generator
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP hand-off costs (and stalls on a shared 2-core box)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
 
 def _images(n: int, size: int = 24, seed: int = 0) -> torch.Tensor:
     g = make_generator(seed)
@@ -72,17 +81,18 @@ def test_lpips_diversity_all_pairs_and_sampled_pairs(alex):
         idx = torch.nonzero(labels == c).flatten()
         iu = torch.triu_indices(len(idx), len(idx), 1)
         expect[c] = 100 * float(naive[idx][:, idx][iu[0], iu[1]].double().mean())
-    assert res.metric == "lpips_alex" and res.n_pairs == 6 + 3 + 1 and res.pairs == "all"
+    assert res["metric"] == "lpips_alex" and res["n_pairs"] == 6 + 3 + 1 and res["pairs"] == "all"
     for c in range(3):
-        assert math.isclose(res.per_class[c], expect[c], abs_tol=1e-3)
-    assert math.isclose(res.value, sum(expect.values()) / 3, abs_tol=1e-3)
+        assert math.isclose(res["per_class"][str(c)], expect[c], abs_tol=1e-3)
+    assert math.isclose(res["value"], sum(expect.values()) / 3, abs_tol=1e-3)
     sampled = lpips_diversity(x, labels, alex, pairs=60, seed=3)
-    assert sampled.n_pairs == 180 and abs(sampled.value - res.value) < 0.15 * res.value
-    assert lpips_diversity(x[:4], labels[:4], alex, pairs=5, seed=3).value == lpips_diversity(
+    assert sampled["n_pairs"] == 180 and abs(sampled["value"] - res["value"]) < 0.15 * res["value"]
+    assert lpips_diversity(x[:4], labels[:4], alex, pairs=5, seed=3)["value"] == lpips_diversity(
         x[:4], labels[:4], alex, pairs=5, seed=3
-    ).value
+    )["value"]
     anyp = lpips_diversity(x, labels, alex, pairs=50, scope="any")
-    assert anyp.scope == "any" and anyp.n_pairs == 50 and anyp.value > 0
+    assert anyp["scope"] == "any" and anyp["n_pairs"] == 50 and anyp["value"] > 0
+    json.dumps(res)
     with pytest.raises(ValueError, match="scope='any'"):
         lpips_diversity(x, labels, alex, scope="any")
 
@@ -96,7 +106,7 @@ def test_effnet_distance_is_labelled_uncalibrated():
     assert torch.allclose(m, m.T) and m[0, 3] < 1e-6 and (m[0, 1:3] > 0).all()
     assert m.max() <= 2.0  # layer mean of (1 - cos) with unit features
     res = lpips_diversity(x, [0, 0, 1, 1], d)
-    assert res.metric == "lpips_effnet_uncalibrated" and res.to_dict()["config"]["calibrated"] is False
+    assert res["metric"] == "lpips_effnet_uncalibrated" and res["config"]["calibrated"] is False
 
 
 def test_alexnet_trunk_missing_gives_clear_error(tmp_path):
@@ -166,6 +176,20 @@ def test_clip_score_range_clamp_and_text_cache(tiny_clip_dir):
     i, j = torch.nonzero(allcos < 0)[0].tolist()
     assert scorer.scores(x[i : i + 1], [prompts[j]])[0] == 0.0
     assert len(scorer.tokenizer.texts) == 24  # only the 18 new prompts were tokenised
+
+
+def test_metrics_from_a_profile(tiny_clip_dir):
+    from benchmark.profiles import get_profile
+
+    profile = get_profile("embedded").with_overrides(clip=str(tiny_clip_dir))
+    x = _images(4, size=32, seed=5)
+    cs = clip_score(x, [0, 1, 0, 1], load_card("toybirds"), profile=profile)
+    assert cs["metric"] == "clip_score" and cs["n"] == 4 and 0 <= cs["value"] <= 100
+    with pytest.raises(ValueError, match="CLIPScorer"):
+        clip_score(x, [0, 1, 0, 1], load_card("toybirds"))
+    with pytest.raises(ValueError, match="PerceptualDistance"):
+        lpips_diversity(x, [0, 0, 1, 1])
+    json.dumps(cs)
 
 
 def test_clip_preprocessing_matches_clip_image_processor(tiny_clip_dir):
