@@ -85,13 +85,22 @@ def dominant_labels(labels: torch.Tensor | Sequence) -> torch.Tensor:
     return t.argmax(1).long() if t.dim() == 2 else t.long()
 
 
-def _to_float01(images: Any) -> torch.Tensor:
-    """uint8 ``[N,3,H,W]`` (or a list of PIL images / uint8 tensors) -> float ``[N,3,H,W]`` in [0, 1]."""
+def _to_float01(images: Any, size: int | None = None) -> torch.Tensor:
+    """uint8 ``[N,3,H,W]`` (or a list of PIL images / tensors, sizes may differ) -> float in [0, 1].
+
+    A list of images of different sizes needs ``size``: each image is then resized to
+    ``size x size`` (bilinear, antialiased) on its own before stacking.
+    """
     if isinstance(images, torch.Tensor):
         return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    from benchmark.training import _as_uint8_chw
+    from benchmark.training import _as_uint8_chw, resize_uint8
 
-    return torch.stack([_as_uint8_chw(im) for im in images]).float() / 255.0
+    ts = [_as_uint8_chw(im) for im in images]
+    if size is not None:
+        ts = [resize_uint8(t[None], size)[0] for t in ts]
+    if len({tuple(t.shape) for t in ts}) > 1:
+        raise ValueError("images of different sizes: pass a size to resize them to")
+    return torch.stack(ts).float() / 255.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,7 +154,7 @@ class PerceptualDistance:
 
     def preprocess(self, images: Any) -> torch.Tensor:
         """Images -> float ``[N, 3, S, S]`` in [-1, 1] (bilinear resize, antialiased when shrinking)."""
-        x = _to_float01(images)
+        x = _to_float01(images, self.size)
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         return x.clamp(0, 1) * 2 - 1
@@ -421,7 +430,7 @@ def lpips_diversity(
         raise ValueError(f"pairs must be 'all' or a positive integer, not {pairs!r}")
     if scope == "any" and pairs == "all":
         raise ValueError("scope='any' needs a number of sampled pairs (pairs=K)")
-    x = images if isinstance(images, torch.Tensor) else (_to_float01(images) * 255).round().to(torch.uint8)
+    x = images if isinstance(images, torch.Tensor) else (_to_float01(images, dist.size) * 255).round().to(torch.uint8)
     y = dominant_labels(labels)
     gen = make_generator(seed)
     per_class: dict[int, float] = {}
@@ -571,6 +580,8 @@ class CLIPScorer:
 
     def preprocess(self, images: Any) -> torch.Tensor:
         """CLIPImageProcessor on tensors: shorter side -> S (bicubic), centre crop S, CLIP mean/std."""
+        if not isinstance(images, torch.Tensor):  # a list, sizes may differ: one image at a time
+            return torch.cat([self.preprocess(_to_float01([im])) for im in images])
         x = _to_float01(images)
         h, w = x.shape[-2:]
         s = self.image_size

@@ -185,6 +185,9 @@ def test_metrics_from_a_profile(tiny_clip_dir):
     x = _images(4, size=32, seed=5)
     cs = clip_score(x, [0, 1, 0, 1], load_card("toybirds"), profile=profile)
     assert cs["metric"] == "clip_score" and cs["n"] == 4 and 0 <= cs["value"] <= 100
+    mixed = [Image.new("RGB", (40, 30), (200, 10, 10)), Image.new("RGB", (32, 32), (10, 10, 200))]
+    assert clip_score(mixed, [0, 1], load_card("toybirds"), profile=profile)["n"] == 2
+    assert lpips_diversity(mixed, [0, 0], effnet_perceptual(size=32))["n_pairs"] == 1
     with pytest.raises(ValueError, match="CLIPScorer"):
         clip_score(x, [0, 1, 0, 1], load_card("toybirds"))
     with pytest.raises(ValueError, match="PerceptualDistance"):
