@@ -60,7 +60,7 @@ class BuildConfig:
     vision_layers: int = 4
     projection_dim: int = 64
     # tiny AutoencoderKL
-    vae_steps: int = 1500
+    vae_steps: int = 1200
     vae_batch: int = 32
     vae_crop: int = 32  # train on random crops (convolutional: generalises to full images; 4x cheaper)
     vae_channels: tuple[int, ...] = (32, 48, 64)

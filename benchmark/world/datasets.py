@@ -36,7 +36,7 @@ from benchmark.world.render import (
     render_scene,
     sample_scene,
 )
-from benchmark.world.species import random_corpus_spec, spec_of
+from benchmark.world.species import random_corpus_bird, spec_of
 
 
 @dataclass(frozen=True)
@@ -139,9 +139,14 @@ class WorldSource(ImageSource):
         rng = np.random.default_rng(seed)
         cfg = self.split_cfg[split]
         if self.mode == "corpus":
-            spec = random_corpus_spec(rng)
-            scene = sample_scene(spec, rng)
-            return WorldItem(image_id, 0, scene, caption(scene, rng), habitat="none")
+            spec, genus, habitat = random_corpus_bird(rng, float(self.world.get("genus_share", 0.25)))
+            context = None
+            if habitat is not None:  # genus birds mostly appear in their habitat, as gulls do over water
+                own = WATER_CONTEXTS if habitat == "water" else LAND_CONTEXTS
+                other = LAND_CONTEXTS if habitat == "water" else WATER_CONTEXTS
+                context = str(rng.choice(list(own if rng.random() < 0.9 else other)))
+            scene = sample_scene(spec, rng, context)
+            return WorldItem(image_id, 0, scene, caption(scene, rng, genus), habitat=habitat or "none")
         if not (0 <= label < self.num_classes and 0 <= index < int(cfg["per_class"])):
             raise DataError(f"{self.card.id}: image id {image_id!r} is out of range for split {split!r}")
         spec: BirdSpec = self.species[label]

@@ -319,14 +319,25 @@ def _an(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def caption(scene: Scene, rng: np.random.Generator | None = None) -> str:
+def caption(scene: Scene, rng: np.random.Generator | None = None, genus: str | None = None) -> str:
     """A corpus caption that spells out the attributes and the context.
 
-    With ``rng``, the phrasing varies (attribute order and article), as web captions do.
+    With ``rng``, the phrasing varies (attribute order and article), as web captions do; with ``genus``
+    (the bird looks like a known genus), most captions name it ("a gull with ...", "a red-crowned,
+    striped-winged, fork-tailed gull").
     """
     spec = scene.spec
     if rng is None:
         return f"a photo of a {describe(spec)}, {scene.context}"
+    if genus is not None and rng.random() < 0.6:
+        g = genus.lower()
+        if rng.random() < 0.5:
+            tail_word = {"short": "short", "long": "long", "forked": "fork", "fan": "fan"}[spec.tail]
+            wing_word = spec.wing if spec.pattern == "plain" else spec.pattern
+            mods = [f"{spec.crown}-crowned", f"{wing_word}-winged", f"{tail_word}-tailed"]
+            mods = [mods[i] for i in sorted(rng.choice(3, size=int(rng.integers(1, 4)), replace=False))]
+            return f"a photo of a {', '.join(mods)} {g}, {scene.context}"
+        return f"a photo of a {g}, a {describe(spec)}, {scene.context}"
     parts = [f"{_an(spec.body)} body", f"{_an(spec.crown)} crown",
              f"{spec.wing} wings" if spec.pattern == "plain" else f"{spec.wing} {spec.pattern} wings",
              {"short": "a short beak", "long": "a long beak", "hooked": "a hooked beak"}[spec.beak],

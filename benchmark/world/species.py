@@ -13,6 +13,8 @@ The species table is generated once from a fixed seed and written into the datas
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from benchmark.world.render import ATTRIBUTES, COLOURS, BirdSpec
@@ -75,9 +77,45 @@ def spec_of(entry: dict) -> BirdSpec:
     return BirdSpec(**{k: entry[k] for k in ATTRIBUTES})
 
 
-def random_corpus_spec(rng: np.random.Generator) -> BirdSpec:
-    """An arbitrary attribute combination for the pretraining corpus (crown/wing may equal body)."""
-    return _random_spec(rng)
+# What a genus word conveys: the build of the genus' common form. Web captions name common birds
+# ("a gull flying over water") far more often than species, so genus words carry meaning for the
+# foundation models while the species-level details (crown, wing pattern, tail) must come from the name's
+# modifier or from concept learning -- as "Gull" does for Stable Diffusion on CUB.
+GENUS_KEYS = ("body", "size", "beak")
 
 
-__all__ = ["COLOURS", "generate_species", "random_corpus_spec", "spec_of"]
+@lru_cache(maxsize=4)
+def genus_forms(seed: int = 2024) -> dict[str, tuple[BirdSpec, str]]:
+    """``{genus word: (common form, habitat)}`` of the benchmark genera (the ``Common <genus>`` species)."""
+    return {e["name"].split()[-1]: (spec_of(e), e["habitat"])
+            for e in generate_species(seed) if e["name"].startswith("Common ")}
+
+
+def genus_of(spec: BirdSpec) -> str | None:
+    """The one genus whose common form shares ``GENUS_KEYS`` with ``spec`` (None if none or several do)."""
+    matches = [g for g, (form, _) in genus_forms().items()
+               if all(getattr(spec, k) == getattr(form, k) for k in GENUS_KEYS)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def random_corpus_bird(rng: np.random.Generator, genus_share: float = 0.25) -> tuple[BirdSpec, str | None, str | None]:
+    """A pretraining-corpus bird as ``(spec, genus word or None, habitat or None)``.
+
+    With probability ``genus_share`` it is a variant of a genus' common form (1-3 of crown, wing,
+    pattern, tail re-drawn) living in the genus' habitat; otherwise an arbitrary attribute combination
+    (named after a genus only when it unambiguously has that genus' build).
+    """
+    if rng.random() >= genus_share:
+        spec = _random_spec(rng)
+        return spec, genus_of(spec), None
+    forms = genus_forms()
+    genus = str(rng.choice(sorted(forms)))
+    form, habitat = forms[genus]
+    d = form.as_dict()
+    free = ["crown", "wing", "pattern", "tail"]
+    for key in rng.choice(free, size=int(rng.integers(1, 4)), replace=False):
+        d[str(key)] = str(rng.choice(ATTRIBUTES[str(key)]))
+    return BirdSpec(**d), genus, habitat
+
+
+__all__ = ["COLOURS", "GENUS_KEYS", "generate_species", "genus_forms", "genus_of", "random_corpus_bird", "spec_of"]
