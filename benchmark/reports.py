@@ -71,7 +71,7 @@ def few_shot_table(records: list[dict[str, Any]], method_order: list[str] | None
         lp = s.get("lpips") or {}
         if lp.get("value") is not None:
             syn[method]["lpips"].append(float(lp["value"]))
-            lpips_names.add(lp.get("name", "lpips"))
+            lpips_names.add(lp.get("metric") or lp.get("name") or "lpips")
         cs = s.get("clip_score") or {}
         if cs.get("value") is not None:
             syn[method]["clip_score"].append(float(cs["value"]))
