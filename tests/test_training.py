@@ -99,7 +99,12 @@ def test_recipes():
     assert get_recipe("diff_ii_vit_b16", "pets").lr == 1e-4
     r = get_recipe("noisecutmix")
     assert (r.optimizer, r.lr, r.batch_size, r.epochs, r.label_smoothing) == ("adam", 1e-3, 64, 100, 0.0)
-    assert get_recipe("embedded", epochs=3).epochs == 3
+    assert get_recipe("embedded", epochs=3).epochs == 3 and get_recipe("embedded", epochs=3).image_budget is None
+    assert get_recipe("embedded").image_budget == 6000
+    budget = get_recipe("embedded", image_budget=1000, num_evals=3)
+    assert budget.num_epochs(100) == 10 and budget.num_epochs(700) == 1 and budget.num_epochs(5000) == 1
+    assert budget.eval_epochs(10) == {3, 7, 10} and budget.eval_epochs(1) == {1}
+    assert get_recipe("diff_mix_resnet50").eval_epochs(10) == {4, 8, 10}
     with pytest.raises(ValueError, match="unknown recipe"):
         get_recipe("nope")
     with pytest.raises(ValueError, match="optimizer"):
