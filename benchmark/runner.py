@@ -38,6 +38,7 @@ import numpy as np
 
 from benchmark import __version__
 from benchmark.hashing import content_hash
+from benchmark.seeding import derive_seed
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 RECORD_FORMAT = "augbench.record/1"
@@ -336,7 +337,9 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
     result = cache.load("train", train_key)
     if result is None:
         t = time.time()
-        spec_cls = create_classifier(profile.classifier, source.num_classes, profile.classifier_weights)
+        with torch.random.fork_rng(devices=[]):  # the new head's init comes from the cell seed, not global state
+            torch.manual_seed(derive_seed(cell.seed, "classifier-init", cell.dataset) % (2**63))
+            spec_cls = create_classifier(profile.classifier, source.num_classes, profile.classifier_weights)
         train_cfg = dataclasses.replace(train_cfg, mean=spec_cls.mean, std=spec_cls.std)
         train = LabeledImages(IMAGES.get(source, train_subset.image_ids), train_subset.labels,
                               image_ids=train_subset.image_ids)
