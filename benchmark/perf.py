@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["SECTIONS", "lpips_gram_vs_naive", "main"]
+__all__ = ["SECTIONS", "generation_batched_vs_single", "lpips_gram_vs_naive", "main"]
 
 
 def _best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -71,8 +72,64 @@ def lpips_gram_vs_naive(n: int = 32, size: int = 64, repeats: int = 1, device: s
     }
 
 
+def generation_batched_vs_single(n: int = 16, steps: int = 10, batch: int = 16, repeats: int = 1,
+                                 device: str = "cpu") -> dict[str, Any]:
+    """Text-to-image: the harness's path vs the anchors' per-image loop (PERF_NOTES §6 items 1-3).
+
+    Harness: requests batched ``batch`` at a time, prompt embeddings encoded once and cached, CFG's
+    unconditional and conditional branches in one UNet call. Naive: one image per call with the prompt
+    re-encoded every time (what Diff-Mix / DA-Fusion / Diff-II do). Uses the embedded world's pipeline
+    when it is committed, else a tiny pipeline built from configs. Both give the same images (one
+    generator per image), so the ratio is pure overhead.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    from benchmark.diffusion import PromptEmbeddingCache, text_to_image, to_uint8
+    from benchmark.profiles import WORLD_WEIGHTS
+    from benchmark.seeding import make_generator
+
+    if (WORLD_WEIGHTS / "sd" / "model_index.json").exists():
+        path, size, source = WORLD_WEIGHTS / "sd", 64, "embedded world"
+    else:
+        from benchmark.testing import cached_tiny_sd_pipeline
+
+        path, size, source = cached_tiny_sd_pipeline(), 32, "tiny random pipeline"
+    pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = [f"a photo of a bird number {i % 4}" for i in range(n)]
+
+    def harness():
+        cache = PromptEmbeddingCache(pipe)
+        out = []
+        for i in range(0, n, batch):
+            chunk = prompts[i:i + batch]
+            out.append(text_to_image(pipe, cache.get(chunk), cache.get([""] * len(chunk)),
+                                     [make_generator(k) for k in range(i, i + len(chunk))],
+                                     num_inference_steps=steps, guidance_scale=7.5, height=size, width=size))
+        return np.concatenate(out)
+
+    def naive():
+        out = []
+        for k, prompt in enumerate(prompts):
+            img = pipe(prompt, num_inference_steps=steps, guidance_scale=7.5, height=size, width=size,
+                       generator=make_generator(k), output_type="np").images
+            out.append(to_uint8(img))
+        return np.concatenate(out)
+
+    t_h, a = _best_of(harness, repeats)
+    t_n, b = _best_of(naive, repeats)
+    return {
+        "section": "generation", "pipeline": source, "n_images": n, "steps": steps, "batch": batch, "size": size,
+        "harness_s": round(t_h, 3), "naive_s": round(t_n, 3), "harness_img_per_s": round(n / t_h, 2),
+        "speedup_naive_over_harness": round(t_n / t_h, 2),
+        "max_abs_pixel_diff": int(np.abs(a.astype(int) - b.astype(int)).max()),
+    }
+
+
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "lpips": lpips_gram_vs_naive,
+    "generation": generation_batched_vs_single,
 }
 
 
@@ -90,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     kwargs: dict[str, dict[str, Any]] = {
         "lpips": {"n": args.lpips_n, "size": args.lpips_size, "repeats": args.repeats, "device": args.device},
+        "generation": {"repeats": args.repeats, "device": args.device},
     }
     for name in args.section or list(SECTIONS):
         print(json.dumps(SECTIONS[name](**kwargs.get(name, {}))), flush=True)
