@@ -17,14 +17,7 @@ from benchmark.backbones import (
     map_state_dict_by_position,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-off costs (and stalls on a shared 2-core box)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _bn_alignment(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor]:
     """Median over BN layers of corr(batch mean of the BN input, running_mean), and the output."""

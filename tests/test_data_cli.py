@@ -24,12 +24,6 @@ from benchmark.data.protocols import few_shot, long_tail
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch):
-    monkeypatch.delenv("AUGBENCH_DATA", raising=False)
-    monkeypatch.delenv("AUGBENCH_DATASETS", raising=False)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")

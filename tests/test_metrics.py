@@ -25,14 +25,7 @@ from benchmark.metrics import (
 )
 from benchmark.seeding import make_generator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-off costs (and stalls on a shared 2-core box)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _images(n: int, size: int = 24, seed: int = 0) -> torch.Tensor:
     g = make_generator(seed)

@@ -31,12 +31,6 @@ from benchmark.data.readers import CUBSource, WaterbirdsSource
 from benchmark.data.verify import verify_dataset
 
 
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch):
-    monkeypatch.delenv("AUGBENCH_DATA", raising=False)
-    monkeypatch.delenv("AUGBENCH_DATASETS", raising=False)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """One data root holding every dataset in its official layout (read-only for the tests)."""
