@@ -44,8 +44,9 @@ def test_smoke_build_writes_loadable_pipeline_clip_and_oracle(smoke_world):
     b = pipe.text_encoder.get_input_embeddings().weight
     torch.testing.assert_close(a.float(), b.float())
     assert tok("a bird").input_ids == pipe.tokenizer("a bird").input_ids
-    weights = {p.suffix for p in out.rglob("*.safetensors")}
-    assert weights == {".safetensors"}
+    # ... and stored once: the pipeline's text encoder and tokenizer are links into clip/
+    assert (out / "sd" / "text_encoder" / "model.safetensors").is_symlink()
+    assert (out / "sd" / "tokenizer" / "tokenizer.json").resolve() == (out / "clip" / "tokenizer.json").resolve()
 
 
 def test_weights_are_saved_in_fp16(smoke_world):
@@ -84,5 +85,5 @@ def test_committed_clip_and_build_record():
     assert model.config.vision_config.image_size == 64
     record = json.loads((WORLD_WEIGHTS / "build.json").read_text())
     assert record["config"]["seed"] == 0 and record["build_seconds"] > 0
-    sizes = sum(f.stat().st_size for d in ("sd", "clip") for f in (WORLD_WEIGHTS / d).rglob("*") if f.is_file())
-    assert sizes <= 25 * 2**20
+    stored = [f for d in ("sd", "clip") for f in (WORLD_WEIGHTS / d).rglob("*") if f.is_file() and not f.is_symlink()]
+    assert sum(f.stat().st_size for f in stored) <= 25 * 10**6

@@ -420,6 +420,7 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
                                    requires_safety_checker=False)
     pipe.to(torch.float16)
     pipe.save_pretrained(staging / "sd", safe_serialization=True)
+    share_text_tower(staging)
 
     oracle_stats = None
     if with_oracle:
@@ -442,6 +443,39 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     staging.rename(out_dir)
     log(f"world built in {record['build_seconds'] / 60:.1f} min -> {out_dir}")
     return record
+
+
+def share_text_tower(weights_dir: Path) -> None:
+    """Store the CLIP text tower and tokenizer once, shared by ``clip/`` and ``sd/``.
+
+    The pipeline's text encoder *is* the frozen CLIP text tower, and its token embedding
+    (49,408 x hidden) dominates both checkpoints, so saving it twice would break the 25 MB budget
+    for nothing. ``clip/`` is re-saved as a two-shard checkpoint (text tower | everything else,
+    with the standard ``model.safetensors.index.json``) and ``sd/text_encoder/model.safetensors``
+    and ``sd/tokenizer/*`` become relative symlinks into it. Both directories still load with
+    plain ``from_pretrained(dir, local_files_only=True)`` and no unexpected-key warnings
+    (transformers strips the ``text_model.`` prefix when a ``CLIPTextModel`` reads the shard).
+    """
+    from safetensors.torch import load_file, save_file
+
+    clip_dir, sd_dir = weights_dir / "clip", weights_dir / "sd"
+    state = load_file(str(clip_dir / "model.safetensors"))
+    text = {k: v for k, v in state.items() if k.startswith("text_model.")}
+    other = {k: v for k, v in state.items() if not k.startswith("text_model.")}
+    shard_names = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+    save_file(text, str(clip_dir / shard_names[0]), metadata={"format": "pt"})
+    save_file(other, str(clip_dir / shard_names[1]), metadata={"format": "pt"})
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
+             "weight_map": {k: shard_names[0] if k in text else shard_names[1] for k in sorted(state)}}
+    (clip_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (clip_dir / "model.safetensors").unlink()
+
+    links = {sd_dir / "text_encoder" / "model.safetensors": Path("../../clip") / shard_names[0]}
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        links[sd_dir / "tokenizer" / name] = Path("../../clip") / name
+    for link, target in links.items():
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
 
 
 def save_oracle(model, stats: dict, out: Path) -> None:

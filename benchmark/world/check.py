@@ -191,12 +191,14 @@ def run_check(cfg: CheckConfig | None = None, log=print) -> dict:
 
 
 def model_sizes(weights: Path) -> dict[str, int]:
+    """Bytes stored per model directory; symlinks (``sd/`` shares CLIP's text tower) count once."""
     sizes = {}
     for sub in ("sd", "clip", "oracle"):
         d = weights / sub
         if d.exists():
-            sizes[sub] = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-    sizes["total"] = sum(sizes.values())
+            sizes[sub] = sum(f.stat().st_size for f in d.rglob("*") if f.is_file() and not f.is_symlink())
+    sizes["sd_and_clip"] = sizes.get("sd", 0) + sizes.get("clip", 0)
+    sizes["total"] = sizes["sd_and_clip"] + sizes.get("oracle", 0)
     return sizes
 
 
