@@ -108,10 +108,9 @@ def cmd_world(args) -> int:
     if args.action == "build":
         from benchmark.world.build import BuildConfig, build
 
-        cfg = BuildConfig(seed=args.seed, device=args.device)
-        if args.smoke:
-            cfg = BuildConfig.smoke()
-        build(out, cfg, log=lambda s: print(s, flush=True))
+        overrides = {"seed": args.seed} | ({"device": args.device} if args.device else {})
+        cfg = BuildConfig.smoke() if args.smoke else BuildConfig.recipe(args.recipe, **overrides)
+        build(out, cfg, log=lambda s: print(s, flush=True), with_oracle=not args.no_oracle)
         return 0
     from benchmark.world.check import CheckConfig, run_check
 
@@ -175,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="weights directory (default: the committed one)")
     p.add_argument("--grid", default=None, help="where `check` writes its sample grid PNG")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="torch device for `build` (default: the recipe's: cpu / cuda)")
+    p.add_argument("--recipe", default="cpu", choices=["cpu", "gpu"],
+                   help="`build` recipe: cpu (the committed models' recipe) or gpu (longer schedule for a GPU)")
+    p.add_argument("--no-oracle", action="store_true", help="`build` without retraining the oracle classifier")
     p.add_argument("--smoke", action="store_true", help="a few steps of every recipe (testing)")
     p.set_defaults(func=cmd_world)
     return parser
