@@ -82,6 +82,8 @@ def cmd_run(args) -> int:
         suite=args.suite, profile=args.profile, methods=args.methods, seeds=args.seeds, run_dir=args.run_dir,
         executor=args.executor, data_root=args.data_root, datasets_dir=args.datasets_dir, device=args.device,
         datasets=args.datasets, shots=args.shots, epochs=args.epochs, batch_size=args.batch_size,
+        ray_address=args.ray_address, ray_cpus_per_task=args.ray_cpus_per_task,
+        ray_gpus_per_task=args.ray_gpus_per_task,
     )
     summary = run_suite(opts)
     if args.json:
@@ -198,7 +200,12 @@ def _run_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", nargs="+", default=None, help="restrict to these datasets")
     p.add_argument("--shots", nargs="+", type=int, default=None, help="restrict to these shot counts")
     p.add_argument("--run-dir", default=None, help="default: runs/<suite>-<profile>")
-    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: cells one after another; ray: one Ray task per subset (pip install 'augbench[ray]')")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or a local one)")
+    p.add_argument("--ray-cpus-per-task", type=float, default=1, help="CPUs each Ray task asks for (default 1)")
+    p.add_argument("--ray-gpus-per-task", type=float, default=0,
+                   help="GPUs each Ray task asks for (sd15 on a GPU cluster: 1; default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=int, default=None, help="generation batch size")

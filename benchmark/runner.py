@@ -88,6 +88,10 @@ class RunOptions:
     shots: list[int] | None = None
     epochs: int | None = None
     batch_size: int | None = None
+    # --executor ray: cluster address (None: RAY_ADDRESS or a local instance) and resources per task
+    ray_address: str | None = None
+    ray_cpus_per_task: float = 1
+    ray_gpus_per_task: float = 0
     log: Any = None
 
 
@@ -442,17 +446,45 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "suite.json", {"spec": spec, "profile": opts.profile})
     cells = plan_cells(spec, opts)
-    if opts.executor == "ray":
-        from benchmark.executors import run_cells_ray
-
-        return run_cells_ray(cells, spec, opts, run_dir)
     registry = default_registry()
     for method_id in dict.fromkeys(c.method for c in cells):  # fail fast, before any work, on a typo
         registry.resolve(method_id)
-    cache = StageCache(run_dir / "cache", log)
+    if opts.executor not in EXECUTORS:
+        raise SuiteError(f"unknown executor {opts.executor!r}: expected one of {', '.join(EXECUTORS)}")
     t0 = time.time()
+    log(f"suite {spec['name']} ({opts.profile}): {len(cells)} cells -> {run_dir} (executor: {opts.executor})")
+    if opts.executor == "ray":
+        from benchmark.executors import run_cells_ray
+
+        outcome = run_cells_ray(cells, spec, opts, run_dir, log)
+    else:
+        outcome = run_cells(cells, spec, opts, run_dir, log)
+    wall = time.time() - t0
+    summary = {"suite": spec["name"], "profile": opts.profile, "run_dir": str(run_dir), "cells": len(cells),
+               "executor": opts.executor, "failed": outcome["failed"], "reused_stages": outcome["reused"],
+               "computed_stages": outcome["computed"], "wall_seconds": wall}
+    write_json_atomic(run_dir / "last_run.json", summary)
+    log(f"done: {len(cells) - len(outcome['failed'])}/{len(cells)} cells in {wall / 60:.1f} min "
+        f"({len(outcome['reused'])} stages reused, {len(outcome['computed'])} computed)")
+    if outcome["failed"]:
+        log(f"{len(outcome['failed'])} cells failed; see {run_dir / 'last_run.json'}")
+    return summary
+
+
+EXECUTORS = ("local", "ray")
+
+
+def run_cells(cells: list[Cell], spec: Mapping[str, Any], opts: RunOptions, run_dir: Path, log) -> dict[str, list]:
+    """Run ``cells`` one after another in this process: the local executor, and each Ray task's body.
+
+    Returns the failed cells (``{"cell", "error"}``) and the stages reused and computed. A failing
+    cell is logged and skipped so it cannot lose the others' work (``AUGBENCH_RAISE=1`` re-raises).
+    """
+    from benchmark.registry import default_registry
+
+    registry = default_registry()
+    cache = StageCache(run_dir / "cache", log)
     failed = []
-    log(f"suite {spec['name']} ({opts.profile}): {len(cells)} cells -> {run_dir}")
     for i, cell in enumerate(cells, 1):
         record_path = run_dir / "records" / f"{cell.key}.json"
         log(f"[{i}/{len(cells)}] {cell.key}")
@@ -460,7 +492,7 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
         n_reused = len(cache.reused)
         try:
             rec = run_cell(cell, spec, opts, cache, run_dir, registry, log)
-        except Exception as exc:  # a failed cell must not lose the others' work
+        except Exception as exc:
             failed.append({"cell": cell.key, "error": f"{type(exc).__name__}: {exc}"})
             log(f"  FAILED: {type(exc).__name__}: {exc}")
             if os.environ.get("AUGBENCH_RAISE"):
@@ -470,16 +502,7 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
         acc = (rec.get("metrics") or {}).get("top1")
         log(f"  top-1 {acc:.2f}% in {time.time() - t:.1f}s" + (f" (reused: {', '.join(s.split('/')[0] for s in reused)})"
                                                                  if reused else "") + f" -> {record_path.name}")
-    wall = time.time() - t0
-    summary = {"suite": spec["name"], "profile": opts.profile, "run_dir": str(run_dir), "cells": len(cells),
-               "failed": failed, "reused_stages": cache.reused, "computed_stages": cache.computed,
-               "wall_seconds": wall}
-    write_json_atomic(run_dir / "last_run.json", summary)
-    log(f"done: {len(cells) - len(failed)}/{len(cells)} cells in {wall / 60:.1f} min "
-        f"({len(cache.reused)} stages reused, {len(cache.computed)} computed)")
-    if failed:
-        log(f"{len(failed)} cells failed; see {run_dir / 'last_run.json'}")
-    return summary
+    return {"failed": failed, "reused": cache.reused, "computed": cache.computed}
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience
@@ -488,5 +511,5 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenienc
     return cli_main(["run", *(argv or sys.argv[1:])])
 
 
-__all__ = ["Cell", "RunOptions", "SuiteError", "draw_subset", "load_suite", "plan_cells",
-           "run_cell", "run_suite"]
+__all__ = ["EXECUTORS", "Cell", "RunOptions", "SuiteError", "draw_subset", "load_suite", "plan_cells",
+           "run_cell", "run_cells", "run_suite"]

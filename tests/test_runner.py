@@ -189,3 +189,28 @@ def test_installed_plugin_runs_in_a_suite(mini, tmp_path):
                             "minibirds.few_shot.shots5.noise+channel_flip.seed0"}
     noise = records["minibirds.few_shot.shots5.noise+channel_flip.seed0"]
     assert noise["synthetic"]["size"] == 16 and noise["method"]["method"] == "noise+channel_flip"
+
+
+def test_ray_executor_gives_the_local_records(mini, tmp_path):
+    """Two subsets (seeds) fan out as two Ray tasks; the records equal a local run's."""
+    ray = pytest.importorskip("ray")
+    from benchmark.executors import group_cells_by_subset
+
+    _, cards, suite = mini
+    extra = ["--seeds", "0", "1", "--methods", "original", "cutmix"]
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    assert _run(suite, local, cards, *extra) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert _run(suite, distributed, cards, "--executor", "ray", *extra) == 0
+    finally:
+        ray.shutdown()
+    assert len(_records(local)) == 4
+    assert _records(distributed) == _records(local)
+    summary = json.loads((distributed / "last_run.json").read_text())
+    assert summary["executor"] == "ray" and summary["failed"] == []
+
+    spec = runner.load_suite(str(suite))
+    cells = runner.plan_cells(spec, runner.RunOptions(suite=str(suite), seeds=[0, 1]))
+    groups = group_cells_by_subset(cells)
+    assert [[c.seed for c in g] for g in groups] == [[0, 0], [1, 1]]
