@@ -66,7 +66,7 @@ def benchmark(session: nox.Session) -> None:
 
 def _report_args(run_args: list[str]):
     """Forward the options ``augbench report`` shares with ``augbench run``."""
-    shared = {"--suite", "--run-dir"}
+    shared = {"--suite", "--run-dir", "--profile"}
     it = iter(run_args)
     for arg in it:
         key = arg.split("=", 1)[0]

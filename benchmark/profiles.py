@@ -7,6 +7,8 @@ uses Stable Diffusion v1.5 and OpenAI CLIP from the hub or a local path.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -77,7 +79,33 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def get_profile(name: str) -> Profile:
+def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
+    """The named profile, with model locations overridden from the environment.
+
+    ``AUGBENCH_<PROFILE>_PIPELINE`` and ``AUGBENCH_<PROFILE>_CLIP`` (e.g. ``AUGBENCH_SD15_PIPELINE=
+    /models/sd-v1-5``) point a profile at local copies — the usual case on an air-gapped GPU box;
+    a local directory also switches the profile to ``local_files_only`` so nothing is downloaded.
+    """
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+    environ = os.environ if environ is None else environ
+    profile = PROFILES[name]
+    overrides: dict[str, str] = {}
+    for attr in ("pipeline", "clip"):
+        variable = f"AUGBENCH_{name.upper()}_{attr.upper()}"
+        value = environ.get(variable, "").strip()
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        if path.is_dir():
+            overrides[attr] = str(path)
+        elif value.startswith(("/", ".", "~")):
+            raise ValueError(f"{variable}={value!r} is not a directory: expected a local diffusers/transformers "
+                             f"model folder, or a hub id such as {getattr(profile, attr)!r}")
+        else:
+            overrides[attr] = value  # a hub id
+    if not overrides:
+        return profile
+    all_local = all(Path(getattr(profile, a) if a not in overrides else overrides[a]).is_dir()
+                    for a in ("pipeline", "clip"))
+    return replace(profile, **overrides, local_files_only=profile.local_files_only or all_local)

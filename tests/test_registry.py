@@ -275,3 +275,4 @@ def test_invalid_compositions():
         reg.create("sd_random+cutmix", {"prob": 0.1})
     with pytest.raises(UnknownMethodError, match="Did you mean: cutmix"):
         reg.create("sd_random+cutmux")
+

@@ -49,6 +49,16 @@ def test_smoke_build_writes_loadable_pipeline_clip_and_oracle(smoke_world):
     assert (out / "sd" / "tokenizer" / "tokenizer.json").resolve() == (out / "clip" / "tokenizer.json").resolve()
 
 
+def test_same_recipe_rebuilds_byte_identical_weights(smoke_world, tmp_path):
+    out, _ = smoke_world
+    again = tmp_path / "weights"
+    build(again, BuildConfig.smoke(), log=lambda s: None)
+    files = sorted(p.relative_to(out) for p in out.rglob("*.safetensors"))
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*.safetensors"))
+    for rel in files:
+        assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
 def test_weights_are_saved_in_fp16(smoke_world):
     from safetensors import safe_open
 
