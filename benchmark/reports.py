@@ -52,6 +52,7 @@ def few_shot_table(records: list[dict[str, Any]], method_order: list[str] | None
     seeds: set[int] = set()
     syn: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     selections, lpips_names = set(), set()
+    class_groups: dict[tuple[str, tuple[str, str]], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     methods: list[str] = []
     for rec in records:
         cell = rec["cell"]
@@ -62,9 +63,13 @@ def few_shot_table(records: list[dict[str, Any]], method_order: list[str] | None
         col = (cell["dataset"], ", ".join(f"{k}={v}" for k, v in params.items()) or "full")
         if col not in cols:
             cols.append(col)
-        top1 = (rec.get("metrics") or {}).get("top1")
+        metrics = rec.get("metrics") or {}
+        top1 = metrics.get("top1")
         if top1 is not None:
             acc[(method, col)].append(float(top1))
+        for group, value in (metrics.get("class_groups") or {}).items():
+            if value is not None:
+                class_groups[(method, col)][group].append(float(value))
         seeds.add(cell["seed"])
         selections.add(rec.get("selection"))
         s = (rec.get("synthetic") or {}).get("metrics") or {}
@@ -87,12 +92,66 @@ def few_shot_table(records: list[dict[str, Any]], method_order: list[str] | None
         avg = sum(means) / len(means) if len(means) == len(cols) and means else math.nan
         if method == "original":
             base_avg = avg
-        rows.append({"method": method, "cells": cells, "n": n, "avg": avg,
+        groups = {col: {g: _mean_or_none(v) for g, v in class_groups[(method, col)].items()} for col in cols
+                  if (method, col) in class_groups}
+        rows.append({"method": method, "cells": cells, "n": n, "avg": avg, "extra": {}, "class_groups": groups,
                      "lpips": _mean_or_none(syn[method]["lpips"]), "clip_score": _mean_or_none(syn[method]["clip_score"])})
     for row in rows:
         row["delta"] = (row["avg"] - base_avg) if base_avg is not None and not math.isnan(row["avg"]) else None
-    return {"columns": cols, "rows": rows, "seeds": sorted(seeds), "selection": sorted(s for s in selections if s),
+    return {"kind": "few_shot", "columns": cols, "labels": [f"{d} ({p})" for d, p in cols], "extra_columns": [],
+            "rows": rows, "seeds": sorted(seeds), "selection": sorted(s for s in selections if s),
             "lpips_names": sorted(n for n in lpips_names if n)}
+
+
+#: Waterbirds groups ``"{y}{place}"`` in P2 Tab.3's column order: (bird type, background), L = land, W = water.
+WATERBIRDS_GROUPS = (("00", "L,L"), ("11", "W,W"), ("01", "L,W"), ("10", "W,L"))
+
+
+def waterbirds_table(records: list[dict[str, Any]], method_order: list[str] | None = None) -> dict[str, Any]:
+    """P2 Tab.3 layout (METHODS_SPEC §6.3, §9.4): the four group accuracies, their unweighted mean
+    (``Avg``, with the difference to ``original``), the worst group and the pooled accuracy; each the
+    mean ± sample std over seeds. Records without group metrics are skipped.
+    """
+    grouped = [r for r in records if (r.get("metrics") or {}).get("groups")]
+    # the generic aggregation gives seeds, selection and synthetic-set metrics; the cells are rebuilt below
+    table = few_shot_table(grouped, method_order)
+    cols = [("groups", label) for _, label in WATERBIRDS_GROUPS]
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for rec in grouped:
+        method, m = rec["cell"]["method"], rec["metrics"]
+        for key, label in WATERBIRDS_GROUPS:
+            if key in m["groups"]:
+                values[(method, label)].append(float(m["groups"][key]))
+        values[(method, "worst")].append(float(m["worst_group"]))
+        values[(method, "pooled")].append(float(m["pooled"]))
+    base_avg = None
+    for row in table["rows"]:
+        method = row["method"]
+        row["cells"] = {col: _mean_std(values[(method, col[1])]) for col in cols}
+        row["n"] = {col: len(values[(method, col[1])]) for col in cols}
+        means = [row["cells"][c][0] for c in cols]
+        row["avg"] = sum(means) / len(means) if not any(math.isnan(v) for v in means) else math.nan
+        row["extra"] = {"worst": _mean_std(values[(method, "worst")]), "pooled": _mean_std(values[(method, "pooled")])}
+        row["class_groups"] = {}
+        if method == "original":
+            base_avg = row["avg"]
+    for row in table["rows"]:
+        row["delta"] = (row["avg"] - base_avg) if base_avg is not None and not math.isnan(row["avg"]) else None
+    table.update(kind="waterbirds", columns=cols, labels=[label for _, label in cols],
+                 extra_columns=[("worst", "Worst"), ("pooled", "Pooled")])
+    return table
+
+
+def build_table(kind: str, records: list[dict[str, Any]], method_order: list[str] | None = None) -> dict[str, Any]:
+    """The table a suite's ``table`` names: ``few_shot`` / ``long_tail`` (rows = methods, columns =
+    dataset × setting) or ``waterbirds`` (columns = groups)."""
+    if kind == "waterbirds":
+        return waterbirds_table(records, method_order)
+    if kind in ("few_shot", "long_tail", "full_data"):
+        table = few_shot_table(records, method_order)
+        table["kind"] = kind
+        return table
+    raise ValueError(f"unknown table {kind!r}; expected few_shot, long_tail, full_data or waterbirds")
 
 
 def _mean_or_none(v: list[float]) -> float | None:
@@ -113,9 +172,18 @@ def caption(table: dict[str, Any], spec: dict[str, Any], profile: str) -> str:
     lp = ", ".join(table["lpips_names"]) or "lpips"
     uncal = " (uncalibrated: distance of unit-normalised EfficientNet-Lite0 ImageNet features, not AlexNet LPIPS)" \
         if any("effnet" in n for n in table["lpips_names"]) else ""
+    kind = table.get("kind", "few_shot")
+    what = {
+        "waterbirds": "Accuracy (%) per test group (bird type, background; L = land, W = water), "
+                      "Avg = unweighted mean of the four groups, Worst = worst group, Pooled = accuracy over all "
+                      "test images (METHODS_SPEC §6.3)",
+        "long_tail": "Top-1 accuracy (%) on the balanced test split, long-tail subsets built as in METHODS_SPEC §6.2; "
+                     "many / medium / few = mean per-class accuracy of classes with > 20, 5-20, < 5 training images "
+                     "(per-dataset thresholds from the suite, §5.4)",
+    }.get(kind, "Top-1 accuracy (%) on the test split")
     return (
-        f"{spec.get('description', spec['name'])} — profile `{profile}`. Top-1 accuracy (%) on the test split, "
-        f"mean ± sample std (ddof=1) over trial seeds {seeds} (the seed sets the few-shot subset, the "
+        f"{spec.get('description', spec['name'])} — profile `{profile}`. {what}; "
+        f"mean ± sample std (ddof=1) over trial seeds {seeds} (the seed sets the training subset, the "
         f"validation split, the synthetic set and training; std shown only with ≥2 seeds). Model selection: {sel}. "
         f"Avg = unweighted mean over columns, [Δ] = difference to `original`. "
         f"LPIPS = mean pairwise distance among same-class synthetic images ×100 ({lp}){uncal}. "
@@ -133,17 +201,43 @@ def _fmt_opt(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
+def _row_strings(table: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """Method, cells, Avg [Δ], extra columns, LPIPS, CLIP of one row, as text."""
+    avg = "—" if math.isnan(row["avg"]) else f"{row['avg']:.2f}"
+    if row["delta"] is not None and row["method"] != "original":
+        avg += f" [{row['delta']:+.2f}]"
+    cells = [_fmt(*row["cells"][c]) for c in table["columns"]]
+    extra = [_fmt(*row["extra"][key]) for key, _ in table.get("extra_columns", [])]
+    return [row["method"], *cells, avg, *extra, _fmt_opt(row["lpips"]), _fmt_opt(row["clip_score"])]
+
+
+def _header(table: dict[str, Any]) -> list[str]:
+    return ["Method", *table["labels"], "Avg [Δ]", *[label for _, label in table.get("extra_columns", [])],
+            "LPIPS", "CLIP"]
+
+
+def class_group_markdown(table: dict[str, Any]) -> str:
+    """Long-tail only: many / medium / few accuracy per method and column (empty when no record has them)."""
+    cols = [c for c in table["columns"] if any(c in row["class_groups"] for row in table["rows"])]
+    if not cols:
+        return ""
+    lines = ["", "Many / medium / few (mean per-class accuracy, %):", "",
+             "| " + " | ".join(["Method", *[f"{d} ({p})" for d, p in cols]]) + " |", "|" + "---|" * (len(cols) + 1)]
+    for row in table["rows"]:
+        cells = []
+        for col in cols:
+            g = row["class_groups"].get(col, {})
+            cells.append(" / ".join("—" if g.get(k) is None else f"{g[k]:.1f}" for k in ("many", "medium", "few")))
+        lines.append("| " + " | ".join([row["method"], *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(table: dict[str, Any], cap: str) -> str:
-    cols = table["columns"]
-    header = ["Method", *[f"{d} ({p})" for d, p in cols], "Avg [Δ]", "LPIPS", "CLIP"]
+    header = _header(table)
     lines = [f"**{cap}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table["rows"]:
-        avg = "—" if math.isnan(row["avg"]) else f"{row['avg']:.2f}"
-        if row["delta"] is not None and row["method"] != "original":
-            avg += f" [{row['delta']:+.2f}]"
-        cells = [_fmt(*row["cells"][c]) for c in cols]
-        lines.append("| " + " | ".join([row["method"], *cells, avg, _fmt_opt(row["lpips"]), _fmt_opt(row["clip_score"])]) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append("| " + " | ".join(_row_strings(table, row)) + " |")
+    return "\n".join(lines) + "\n" + class_group_markdown(table)
 
 
 def _tex_escape(s: str) -> str:
@@ -155,18 +249,12 @@ def _tex_escape(s: str) -> str:
 
 
 def to_latex(table: dict[str, Any], cap: str) -> str:
-    cols = table["columns"]
-    spec = "l" + "c" * (len(cols) + 3)
-    head = " & ".join(["Method", *[f"{d} ({p})" for d, p in cols], "Avg [$\\Delta$]", "LPIPS", "CLIP"])
+    header = _header(table)
+    spec = "l" + "c" * (len(header) - 1)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             _tex_escape(head).replace(r"[\$\textbackslash{}Delta\$]", r"[$\Delta$]") + r" \\", r"\midrule"]
+             " & ".join(_tex_escape(h) for h in header) + r" \\", r"\midrule"]
     for row in table["rows"]:
-        avg = "--" if math.isnan(row["avg"]) else f"{row['avg']:.2f}"
-        if row["delta"] is not None and row["method"] != "original":
-            avg += f" [{row['delta']:+.2f}]"
-        cells = [_fmt(*row["cells"][c]) for c in cols]
-        lines.append(" & ".join(_tex_escape(x) for x in [row["method"], *cells, avg, _fmt_opt(row["lpips"]),
-                                                         _fmt_opt(row["clip_score"])]) + r" \\")
+        lines.append(" & ".join(_tex_escape(x) for x in _row_strings(table, row)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex_escape(cap)}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -177,10 +265,12 @@ def to_csv(table: dict[str, Any]) -> str:
     w.writerow(["method", "dataset", "setting", "top1_mean", "top1_std", "n_seeds", "avg", "delta_vs_original",
                 "lpips", "clip_score"])
     for row in table["rows"]:
-        for col in table["columns"]:
-            m, s = row["cells"][col]
+        columns = [(col, row["cells"][col], row["n"][col]) for col in table["columns"]]
+        columns += [(("summary", label.lower()), row["extra"][key], None) for key, label in table.get("extra_columns", [])]
+        for col, (m, s), n in columns:
             w.writerow([row["method"], col[0], col[1], "" if math.isnan(m) else f"{m:.4f}",
-                        "" if s is None else f"{s:.4f}", row["n"][col], "" if math.isnan(row["avg"]) else f"{row['avg']:.4f}",
+                        "" if s is None else f"{s:.4f}", "" if n is None else n,
+                        "" if math.isnan(row["avg"]) else f"{row['avg']:.4f}",
                         "" if row["delta"] is None else f"{row['delta']:.4f}",
                         "" if row["lpips"] is None else f"{row['lpips']:.4f}",
                         "" if row["clip_score"] is None else f"{row['clip_score']:.4f}"])
@@ -196,7 +286,7 @@ def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=(
     records = load_records(run_dir, profile)
     if not records:
         raise FileNotFoundError(f"no result records in {run_dir / 'records'}; run `augbench run --suite {suite}` first")
-    table = few_shot_table(records, method_order=list(spec.get("methods", [])))
+    table = build_table(spec.get("table", spec["protocol"]), records, method_order=list(spec.get("methods", [])))
     cap = caption(table, spec, records[0].get("profile", profile_name))
     out_dir = run_dir / "reports"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ never reads a half-written file and a second run recomputes nothing that finishe
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import platform
@@ -70,7 +71,19 @@ def load_suite(name_or_path: str, profile: str = "embedded") -> dict[str, Any]:
     for key in ("protocol", "datasets", "methods", "seeds"):
         if key not in spec:
             raise SuiteError(f"{path}: [suite] needs {key!r}")
+    if spec["protocol"] not in PROTOCOLS:
+        raise SuiteError(f"{path}: unknown protocol {spec['protocol']!r}; expected one of {', '.join(PROTOCOLS)}")
+    from benchmark.training import RECIPES
+
+    if spec.get("recipe", "embedded") not in RECIPES:
+        close = difflib.get_close_matches(str(spec.get("recipe")), list(RECIPES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SuiteError(f"{path} (profile {profile}): unknown recipe {spec.get('recipe')!r}{hint}; "
+                         f"expected one of {', '.join(RECIPES)}")
     return spec
+
+
+PROTOCOLS = ("few_shot", "long_tail", "waterbirds", "full_data")
 
 
 @dataclass
@@ -252,6 +265,22 @@ def _instantiate(registry, method_id: str, params: dict[str, dict[str, Any]]):
     return registry.create(full_id, params=overrides), full_id
 
 
+def long_tail_class_groups(subset, num_classes: int, spec: Mapping[str, Any], dataset: str) -> dict[str, list[int]]:
+    """Many / medium / few classes by their count in the long-tail training subset (METHODS_SPEC §5.4).
+
+    A class with more than ``many`` images is "many", fewer than ``few`` "few", else "medium". The
+    suite's ``class_group_thresholds = {<dataset> = [many, few]}`` sets them per dataset (CUB-LT
+    20 / 5, Flowers-LT 30 / 10); the default is CUB's.
+    """
+    from benchmark.training import many_medium_few
+
+    many, few = (spec.get("class_group_thresholds") or {}).get(dataset, (20, 5))
+    counts = [0] * num_classes
+    for sample in subset.samples:
+        counts[sample.label] += 1
+    return many_medium_few(counts, many=int(many), few=int(few))
+
+
 def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: StageCache, run_dir: Path,
              registry, log) -> dict[str, Any]:
     """Run (or reuse) every stage of ``cell`` and write its record."""
@@ -331,13 +360,18 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
     if test_source.class_names != source.class_names:
         raise SuiteError(f"test dataset {test_source.card.id!r} has different classes from {source.card.id!r}")
     test_split = P.default_test_split(test_source)
-    train_key = content_hash({
+    class_groups = (long_tail_class_groups(subset, source.num_classes, spec, cell.dataset)
+                    if cell.protocol == "long_tail" else None)
+    key_inputs = {
         "stage": "train", "cell": cell.to_dict(), "subset": subset.manifest_hash,
         "train_subset": train_subset.manifest_hash, "val": val_subset.manifest_hash if val_subset else None,
         "synthetic": syn_info["key"] if syn_info else None, "mixer": mixer.provenance() if mixer else None,
         "train": train_cfg.to_dict(), "classifier": [profile.classifier, profile.classifier_weights],
         "test": [test_source.card.id, test_split], "augbench": __version__,
-    })
+    }
+    if class_groups is not None:
+        key_inputs["class_groups"] = class_groups
+    train_key = content_hash(key_inputs)
     result = cache.load("train", train_key)
     if result is None:
         t = time.time()
@@ -356,7 +390,7 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
         log(f"  training {profile.classifier} ({recipe.name}, {recipe.epochs} epochs) on {len(train)} real"
             + (f" + {len(synthetic)} synthetic" if synthetic is not None else "") + " images")
         out = train_classifier(spec_cls.model, train, num_classes=source.num_classes, config=train_cfg, test=test, val=val,
-                               synthetic=synthetic, mixer=mixer)
+                               synthetic=synthetic, mixer=mixer, class_groups=class_groups)
         result = out.to_dict()
         result.pop("model", None)
         result["seconds"] = time.time() - t

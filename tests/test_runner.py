@@ -214,3 +214,73 @@ def test_ray_executor_gives_the_local_records(mini, tmp_path):
     cells = runner.plan_cells(spec, runner.RunOptions(suite=str(suite), seeds=[0, 1]))
     groups = group_cells_by_subset(cells)
     assert [[c.seed for c in g] for g in groups] == [[0, 0], [1, 1]]
+
+
+def _species_tables(species) -> str:
+    return "\n\n".join("[[world.species]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in s.items())
+                       for s in species)
+
+
+@pytest.fixture(scope="module")
+def mini_ood(tmp_path_factory):
+    """Two water and two land species: a training card and a background-shifted Waterbirds-style test card."""
+    root = tmp_path_factory.mktemp("mini_ood")
+    species = [s for i, s in enumerate(tomllib.loads(TOYBIRDS.read_text())["world"]["species"]) if i in (0, 1, 12, 13)]
+    assert {s["habitat"] for s in species} == {"water", "land"}
+    names = ", ".join(json.dumps(s["name"]) for s in species)
+    cards = root / "cards"
+    cards.mkdir()
+    header = '[dataset]\nname = "{name}"\nkind = "embedded"\nreader = "world"\nmeta = "bird"\n'
+    (cards / "minitrain.toml").write_text(
+        header.format(name="mini train") + f"[splits]\ntrain = 48\ntest = 16\n[classes]\nnames = [{names}]\n"
+        "[world]\nmode = \"species\"\nimage_size = 64\n[world.splits.train]\nper_class = 12\nhabitat_consistency = 0.95\n"
+        "[world.splits.test]\nper_class = 4\nhabitat_consistency = 0.95\n\n" + _species_tables(species))
+    (cards / "miniwater.toml").write_text(
+        header.format(name="mini waterbirds") + f"[splits]\ntrain = 16\ntest = 32\n[classes]\nnames = [{names}]\n"
+        "[world]\nmode = \"species\"\nimage_size = 64\n[world.splits.train]\nper_class = 4\nhabitat_consistency = 0.95\n"
+        "[world.splits.test]\nper_class = 8\nbalanced_places = true\n\n" + _species_tables(species))
+    common = ('recipe = "embedded"\nepochs = 1\nselection = "val_split"\nval_fraction = 0.2\nseeds = [0]\n'
+              'datasets = ["minitrain"]\nmethods = ["original", "mixup"]\n')
+    (root / "mini_wb.toml").write_text('[suite]\nname = "mini_wb"\nprotocol = "waterbirds"\ntable = "waterbirds"\n'
+                                       'test_dataset = "miniwater"\nshots = [5]\n' + common)
+    (root / "mini_lt.toml").write_text('[suite]\nname = "mini_lt"\nprotocol = "long_tail"\ntable = "long_tail"\n'
+                                       'imbalance_factors = [10]\nclass_group_thresholds = { minitrain = [8, 2] }\n'
+                                       + common)
+    return root, cards
+
+
+def test_waterbirds_suite_reports_the_four_groups(mini_ood, tmp_path):
+    root, cards = mini_ood
+    run_dir = tmp_path / "wb"
+    assert _run(root / "mini_wb.toml", run_dir, cards) == 0
+    rec = json.loads((run_dir / "records" / "minitrain.waterbirds.shots5.original.seed0.json").read_text())
+    metrics = rec["metrics"]
+    assert set(metrics["groups"]) == {"00", "01", "10", "11"}
+    assert set(metrics["group_sizes"].values()) == {8}  # balanced: 4 species x 8 / 4 groups
+    assert metrics["worst_group"] == min(metrics["groups"].values())
+    assert main(["report", "--suite", str(root / "mini_wb.toml"), "--run-dir", str(run_dir)]) == 0
+    md = (run_dir / "reports" / "mini_wb.md").read_text()
+    assert "| L,L | W,W | L,W | W,L | Avg [Δ] | Worst | Pooled |" in md and "| mixup |" in md
+
+
+def test_long_tail_suite_reports_many_medium_few(mini_ood, tmp_path):
+    root, cards = mini_ood
+    run_dir = tmp_path / "lt"
+    assert _run(root / "mini_lt.toml", run_dir, cards) == 0
+    rec = json.loads((run_dir / "records" / "minitrain.long_tail.imbalance_factor10.original.seed0.json").read_text())
+    assert rec["subset"]["size"] == 12 + 3 + 1 + 1  # n_k = max(floor(12 * 0.1^(k/2)), 1), METHODS_SPEC §6.2
+    groups = rec["metrics"]["class_groups"]  # many > 8 images, few < 2, medium in between
+    assert set(groups) == {"many", "medium", "few"} and None not in groups.values()
+    assert main(["report", "--suite", str(root / "mini_lt.toml"), "--run-dir", str(run_dir)]) == 0
+    assert "Many / medium / few" in (run_dir / "reports" / "mini_lt.md").read_text()
+
+
+def test_suite_with_an_unknown_recipe_fails_before_any_work(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[suite]\nprotocol = "few_shot"\ndatasets = ["toybirds"]\nmethods = ["original"]\nseeds = [0]\n'
+                   'recipe = "diffii_resnet50"\n')
+    with pytest.raises(runner.SuiteError, match="did you mean 'diff_ii_resnet50'"):
+        runner.load_suite(str(bad))
+    for name in runner.list_suites():
+        for profile in ("embedded", "sd15"):
+            runner.load_suite(name, profile)  # every built-in suite is valid in both profiles
