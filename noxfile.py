@@ -60,14 +60,13 @@ def benchmark(session: nox.Session) -> None:
     install_project(session, "report")
     args = session.posargs or ["--suite", "few_shot"]
     session.run("augbench", "run", *args, env=offline_env())
-    report_args = [a for a in _report_args(args)]
+    report_args = list(_forwarded(args, {"--suite", "--run-dir", "--profile"}))
     session.run("augbench", "report", *report_args, env=offline_env())
 
 
-def _report_args(run_args: list[str]):
-    """Forward the options ``augbench report`` shares with ``augbench run``."""
-    shared = {"--suite", "--run-dir", "--profile"}
-    it = iter(run_args)
+def _forwarded(args: list[str], shared: set[str]):
+    """The options in ``shared`` (with their values) out of another command's arguments."""
+    it = iter(args)
     for arg in it:
         key = arg.split("=", 1)[0]
         if key in shared:
@@ -85,10 +84,11 @@ def report(session: nox.Session) -> None:
 
 @nox.session(reuse_venv=True)
 def world(session: nox.Session) -> None:
-    """Rebuild the embedded world's foundation models from scratch, then check them."""
+    """Rebuild the embedded world's models from scratch, then check them: ``nox -s world [-- --weights DIR]``."""
     install_project(session, "report")
     session.run("augbench", "world", "build", *session.posargs, env=offline_env())
-    session.run("augbench", "world", "check", env=offline_env())
+    weights = list(_forwarded(session.posargs, {"--weights"}))
+    session.run("augbench", "world", "check", *weights, env=offline_env())
 
 
 @nox.session(reuse_venv=True)
