@@ -150,12 +150,19 @@ def build_table(kind: str, records: list[dict[str, Any]], method_order: list[str
     if kind in ("few_shot", "long_tail", "full_data"):
         table = few_shot_table(records, method_order)
         table["kind"] = kind
+        if kind == "long_tail":  # P2 Tab.2 order: IF = 100, 20, 10
+            table["columns"].sort(key=lambda c: (c[0], -_as_number(_shots_key(c[1]))))
+            table["labels"] = [f"{d} ({p})" for d, p in table["columns"]]
         return table
     raise ValueError(f"unknown table {kind!r}; expected few_shot, long_tail, full_data or waterbirds")
 
 
 def _mean_or_none(v: list[float]) -> float | None:
     return sum(v) / len(v) if v else None
+
+
+def _as_number(key: Any) -> float:
+    return key if isinstance(key, float) else 0.0
 
 
 def _shots_key(label: str) -> Any:

@@ -48,8 +48,8 @@ def test_long_tail_table_orders_imbalance_factors_and_reports_class_groups():
         metrics = {"top1": acc, "class_groups": {"many": acc + 10, "medium": acc, "few": None}}
         records.append(_record("original", 0, params={"imbalance_factor": imbalance}, metrics=metrics))
     table = build_table("long_tail", records)
-    assert [label for _, label in table["columns"]] == ["imbalance_factor=10", "imbalance_factor=20",
-                                                        "imbalance_factor=100"]
+    assert [label for _, label in table["columns"]] == ["imbalance_factor=100", "imbalance_factor=20",
+                                                        "imbalance_factor=10"]  # P2 Tab.2 order
     assert table["rows"][0]["avg"] == pytest.approx(45.0)
     md = to_markdown(table, caption(table, {"name": "long_tail"}, "embedded"))
     assert "Many / medium / few" in md and "70.0 / 60.0 / —" in md
