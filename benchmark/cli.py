@@ -118,7 +118,8 @@ def cmd_world(args) -> int:
 
     grid = Path(args.grid) if args.grid else Path("out") / "world_check_grid.png"
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else print
-    results = run_check(CheckConfig(weights=out, grid_path=grid), log=log)
+    results = run_check(CheckConfig(weights=out, grid_path=grid, guidance_scale=args.guidance_scale,
+                                    num_inference_steps=args.steps, seed=args.seed), log=log)
     if args.json:
         _print_json(results)
     else:
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="`build` recipe: cpu (the committed models' recipe) or gpu (longer schedule for a GPU)")
     p.add_argument("--no-oracle", action="store_true", help="`build` without retraining the oracle classifier")
     p.add_argument("--smoke", action="store_true", help="a few steps of every recipe (testing)")
+    p.add_argument("--guidance-scale", type=float, default=7.5, help="`check`: classifier-free guidance scale")
+    p.add_argument("--steps", type=int, default=25, help="`check`: sampler steps")
     p.set_defaults(func=cmd_world)
     return parser
 
