@@ -6,6 +6,12 @@ Reports read records only (no model, no GPU). The few-shot table follows P2 Tab.
 difference to ``original`` in brackets, and the synthetic-set metrics of each method (LPIPS diversity,
 CLIP score; METHODS_SPEC §7.2-7.3). The caption states the selection rule, the seeds and the metric
 definitions, so a table can never be read without them.
+
+A suite may name published tables (``published = ["p2_tab1_resnet50"]``, usually in its
+``[profiles.sd15]`` table); each is then rendered after ours, restricted to the columns our table has
+and in our column order, with the paper's numbers exactly as printed (``benchmark.published``,
+METHODS_SPEC §9): a second table in Markdown, a second tabular in LaTeX, extra rows tagged by a
+``source`` column in CSV. Without ``published`` the output is ours alone.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import io
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.published import Column, PublishedTable, load_published
 from benchmark.runner import default_run_dir, load_suite
 
 SELECTION_TEXT = {
@@ -208,6 +216,10 @@ def _fmt_opt(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
 def _row_strings(table: dict[str, Any], row: dict[str, Any]) -> list[str]:
     """Method, cells, Avg [Δ], extra columns, LPIPS, CLIP of one row, as text."""
     avg = "—" if math.isnan(row["avg"]) else f"{row['avg']:.2f}"
@@ -221,6 +233,33 @@ def _row_strings(table: dict[str, Any], row: dict[str, Any]) -> list[str]:
 def _header(table: dict[str, Any]) -> list[str]:
     return ["Method", *table["labels"], "Avg [Δ]", *[label for _, label in table.get("extra_columns", [])],
             "LPIPS", "CLIP"]
+
+
+def _published_view(table: dict[str, Any], pub: PublishedTable) -> tuple[list[Column], list[int]]:
+    """The published columns our table also has (in our order) and the indices of the printed
+    averages whose cells are all among them."""
+    cols = [c for c in table["columns"] if c in pub.columns]
+    averages = [i for i, a in enumerate(pub.averages) if set(a.columns) <= set(cols)]
+    return cols, averages
+
+
+def _fmt_printed_avg(avg: float | None, delta: float | None) -> str:
+    parts = ([f"{avg:.2f}"] if avg is not None else []) + ([f"[{delta:+.2f}]"] if delta is not None else [])
+    return " ".join(parts) or "—"
+
+
+def _published_strings(table: dict[str, Any], pub: PublishedTable) -> tuple[list[str], list[list[str]], str]:
+    """Header, rows and caption of ``pub`` restricted to ``table``'s columns (METHODS_SPEC §9)."""
+    cols, averages = _published_view(table, pub)
+    labels = dict(zip(table["columns"], table["labels"]))
+    header = ["Method (paper)", "id", *[labels[c] for c in cols], *[f"{pub.averages[i].label} [Δ]" for i in averages]]
+    rows = [[row.method, row.method_id or "—", *[_fmt(*row.cells[c]) for c in cols],
+             *[_fmt_printed_avg(row.avg[i], row.delta[i]) for i in averages]] for row in pub.rows]
+    cap = (f"Published: {pub.title}. Source: {pub.source}. Backbone {pub.backbone} (our recipe `{pub.recipe}`); "
+           f"{pub.statistic}. Shown: {len(cols)} of the {len(pub.columns)} published columns (those this report "
+           f"has, in its order) and the printed averages over shown columns only; numbers and Avg [Δ] as printed. "
+           + " ".join(pub.notes))
+    return header, rows, cap
 
 
 def class_group_markdown(table: dict[str, Any]) -> str:
@@ -239,12 +278,17 @@ def class_group_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(table: dict[str, Any], cap: str) -> str:
-    header = _header(table)
+def _markdown(header: list[str], rows: list[list[str]], cap: str) -> str:
     lines = [f"**{cap}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in table["rows"]:
-        lines.append("| " + " | ".join(_row_strings(table, row)) + " |")
-    return "\n".join(lines) + "\n" + class_group_markdown(table)
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(table: dict[str, Any], cap: str, published: Sequence[PublishedTable] = ()) -> str:
+    """Our table, its class-group table, then each ``published`` table restricted to our columns."""
+    text = _markdown(_header(table), [_row_strings(table, row) for row in table["rows"]], cap)
+    text += class_group_markdown(table)
+    return text + "".join("\n" + _markdown(*_published_strings(table, pub)) for pub in published)
 
 
 def _tex_escape(s: str) -> str:
@@ -255,38 +299,55 @@ def _tex_escape(s: str) -> str:
     return s
 
 
-def to_latex(table: dict[str, Any], cap: str) -> str:
-    header = _header(table)
+def _latex(header: list[str], rows: list[list[str]], cap: str) -> str:
     spec = "l" + "c" * (len(header) - 1)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(_tex_escape(h) for h in header) + r" \\", r"\midrule"]
-    for row in table["rows"]:
-        lines.append(" & ".join(_tex_escape(x) for x in _row_strings(table, row)) + r" \\")
+    lines += [" & ".join(_tex_escape(x) for x in cells) + r" \\" for cells in rows]
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex_escape(cap)}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(table: dict[str, Any]) -> str:
+def to_latex(table: dict[str, Any], cap: str, published: Sequence[PublishedTable] = ()) -> str:
+    """Our table as a LaTeX float, then one float (a second tabular) per ``published`` table."""
+    text = _latex(_header(table), [_row_strings(table, row) for row in table["rows"]], cap)
+    return text + "".join(_latex(*_published_strings(table, pub)) for pub in published)
+
+
+def to_csv(table: dict[str, Any], published: Sequence[PublishedTable] = ()) -> str:
+    """One line per method and column; with ``published`` tables a ``source`` column is added
+    (``measured`` for ours, the table id for the paper's rows restricted to our columns)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    source = ["source"] if published else []
     w.writerow(["method", "dataset", "setting", "top1_mean", "top1_std", "n_seeds", "avg", "delta_vs_original",
-                "lpips", "clip_score"])
+                "lpips", "clip_score", *source])
+    measured = ["measured"] if published else []
     for row in table["rows"]:
         columns = [(col, row["cells"][col], row["n"][col]) for col in table["columns"]]
         columns += [(("summary", label.lower()), row["extra"][key], None) for key, label in table.get("extra_columns", [])]
         for col, (m, s), n in columns:
             w.writerow([row["method"], col[0], col[1], "" if math.isnan(m) else f"{m:.4f}",
-                        "" if s is None else f"{s:.4f}", "" if n is None else n,
+                        _num(s), "" if n is None else n,
                         "" if math.isnan(row["avg"]) else f"{row['avg']:.4f}",
-                        "" if row["delta"] is None else f"{row['delta']:.4f}",
-                        "" if row["lpips"] is None else f"{row['lpips']:.4f}",
-                        "" if row["clip_score"] is None else f"{row['clip_score']:.4f}"])
+                        _num(row["delta"]), _num(row["lpips"]), _num(row["clip_score"]), *measured])
+    for pub in published:
+        cols, averages = _published_view(table, pub)
+        covering = {c: i for i in averages for c in pub.averages[i].columns}
+        for row in pub.rows:
+            for col in cols:
+                m, s = row.cells[col]
+                i = covering.get(col)
+                avg, delta = (None, None) if i is None else (row.avg[i], row.delta[i])
+                w.writerow([row.method_id or row.method, col[0], col[1], f"{m:.4f}", _num(s),
+                            "" if pub.trials is None else pub.trials, _num(avg), _num(delta), "", "", pub.id])
     return buf.getvalue()
 
 
 def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=("md", "tex", "csv"),
                         profile: str | None = None, echo=print) -> list[Path]:
-    """Render ``suite``'s table from the records in ``run_dir``; returns the written files."""
+    """Render ``suite``'s table from the records in ``run_dir``, followed by the published tables the
+    suite names in ``published`` (side by side, module docstring); returns the written files."""
     profile_name = profile or "embedded"
     run_dir = Path(run_dir) if run_dir else default_run_dir(suite, profile_name)
     spec = load_suite(suite, profile_name)
@@ -295,9 +356,12 @@ def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=(
         raise FileNotFoundError(f"no result records in {run_dir / 'records'}; run `augbench run --suite {suite}` first")
     table = build_table(spec.get("table", spec["protocol"]), records, method_order=list(spec.get("methods", [])))
     cap = caption(table, spec, records[0].get("profile", profile_name))
+    ids = spec.get("published", [])
+    published = [load_published(t) for t in ([ids] if isinstance(ids, str) else ids)]
     out_dir = run_dir / "reports"
     out_dir.mkdir(parents=True, exist_ok=True)
-    writers = {"md": lambda: to_markdown(table, cap), "tex": lambda: to_latex(table, cap), "csv": lambda: to_csv(table)}
+    writers = {"md": lambda: to_markdown(table, cap, published), "tex": lambda: to_latex(table, cap, published),
+               "csv": lambda: to_csv(table, published)}
     paths = []
     for fmt in formats:
         fmt = fmt.strip()
@@ -307,5 +371,5 @@ def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=(
         p.write_text(writers[fmt](), encoding="utf-8")
         paths.append(p)
     if "md" in formats and echo:
-        echo(to_markdown(table, cap))
+        echo(writers["md"]())
     return paths
