@@ -59,6 +59,15 @@ def test_same_recipe_rebuilds_byte_identical_weights(smoke_world, tmp_path):
         assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
 
 
+def test_oracle_alone_equals_the_full_builds_oracle(smoke_world, tmp_path):
+    from benchmark.world.build import build_oracle
+
+    out, _ = smoke_world
+    torch.manual_seed(12345)  # global RNG state must not matter
+    build_oracle(tmp_path, BuildConfig.smoke(), log=lambda s: None)
+    assert (tmp_path / "oracle" / "model.safetensors").read_bytes() == (out / "oracle" / "model.safetensors").read_bytes()
+
+
 def test_weights_are_saved_in_fp16(smoke_world):
     from safetensors import safe_open
 

@@ -450,7 +450,7 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
 
     oracle_stats = None
     if with_oracle:
-        oracle, oracle_stats = train_oracle(cfg, log)
+        oracle, oracle_stats = train_oracle_seeded(cfg, log)
         save_oracle(oracle, oracle_stats, staging / "oracle")
 
     record = {
@@ -545,14 +545,22 @@ def _progress(log: Log, name: str, step: int, total: int, losses: list[float], t
             f"({rate:.2f}s/step, eta {rate * (total - step - 1) / 60:.1f} min)")
 
 
+def train_oracle_seeded(cfg: BuildConfig, log: Log = print):
+    """:func:`train_oracle` with its head initialised from the build seed, not from global RNG state,
+    so the whole build and :func:`build_oracle` alone give the same oracle, byte for byte."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "oracle-init") % (2**31))
+        model, stats = train_oracle(cfg, log)
+    # oneDNN's convolution kernels depend on the thread count: record it with the weights
+    return model, {**stats, "threads": torch.get_num_threads()}
+
+
 def build_oracle(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print) -> dict:
     """Train only the oracle and save it to ``out_dir/oracle``, recording its stats in ``build.json``."""
     cfg = cfg or BuildConfig()
     torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "oracle-init") % (2**31))
-        model, stats = train_oracle(cfg, log)
+    model, stats = train_oracle_seeded(cfg, log)
     save_oracle(model, stats, out_dir / "oracle")
     record_path = out_dir / "build.json"
     if record_path.exists():
