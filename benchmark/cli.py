@@ -7,7 +7,7 @@
     augbench data verify|fetch|subset ...
     augbench generate --method M --dataset D [--protocol few_shot --shots K] --seed S --out DIR
     augbench run --suite SUITE [--profile embedded|sd15] [--methods ...] [--seeds ...] [--run-dir DIR]
-    augbench report --suite SUITE [--run-dir DIR] [--format md,tex,csv]
+    augbench report --suite SUITE [--run-dir DIR] [--format md,tex,csv,html]
     augbench world build|check [--json]
 
 Heavy libraries (torch, diffusers) are imported inside the handlers, so ``augbench methods`` and
@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True)
     p.add_argument("--run-dir", default=None)
     p.add_argument("--profile", default=None, help="only records of this profile (default: all)")
-    p.add_argument("--format", default="md,tex,csv", help="comma-separated: md, tex, csv")
+    p.add_argument("--format", default="md,tex,csv,html",
+                   help="comma-separated: md, tex, csv, html (one self-contained page with plots and sample grids)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("world", help="build or check the embedded world's foundation models")

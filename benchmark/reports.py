@@ -25,8 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.html_report import to_html
 from benchmark.published import Column, PublishedTable, load_published
 from benchmark.runner import default_run_dir, load_suite
+
+#: Formats ``augbench report`` writes by default (``--format`` picks a subset).
+REPORT_FORMATS = ("md", "tex", "csv", "html")
 
 SELECTION_TEXT = {
     "val_split": "epoch chosen by accuracy on a validation split carved from the training subset",
@@ -262,19 +266,31 @@ def _published_strings(table: dict[str, Any], pub: PublishedTable) -> tuple[list
     return header, rows, cap
 
 
-def class_group_markdown(table: dict[str, Any]) -> str:
-    """Long-tail only: many / medium / few accuracy per method and column (empty when no record has them)."""
+def class_group_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Long-tail only: header and rows of many / medium / few accuracy per method and column (None
+    when no record has them)."""
     cols = [c for c in table["columns"] if any(c in row["class_groups"] for row in table["rows"])]
     if not cols:
-        return ""
-    lines = ["", "Many / medium / few (mean per-class accuracy, %):", "",
-             "| " + " | ".join(["Method", *[f"{d} ({p})" for d, p in cols]]) + " |", "|" + "---|" * (len(cols) + 1)]
+        return None
+    rows = []
     for row in table["rows"]:
         cells = []
         for col in cols:
             g = row["class_groups"].get(col, {})
             cells.append(" / ".join("—" if g.get(k) is None else f"{g[k]:.1f}" for k in ("many", "medium", "few")))
-        lines.append("| " + " | ".join([row["method"], *cells]) + " |")
+        rows.append([row["method"], *cells])
+    return ["Method", *[f"{d} ({p})" for d, p in cols]], rows
+
+
+def class_group_markdown(table: dict[str, Any]) -> str:
+    """Long-tail only: the many / medium / few table in Markdown (empty when no record has them)."""
+    groups = class_group_rows(table)
+    if groups is None:
+        return ""
+    header, rows = groups
+    lines = ["", "Many / medium / few (mean per-class accuracy, %):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -344,7 +360,7 @@ def to_csv(table: dict[str, Any], published: Sequence[PublishedTable] = ()) -> s
     return buf.getvalue()
 
 
-def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=("md", "tex", "csv"),
+def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=REPORT_FORMATS,
                         profile: str | None = None, echo=print) -> list[Path]:
     """Render ``suite``'s table from the records in ``run_dir``, followed by the published tables the
     suite names in ``published`` (side by side, module docstring); returns the written files."""
@@ -361,12 +377,16 @@ def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=(
     out_dir = run_dir / "reports"
     out_dir.mkdir(parents=True, exist_ok=True)
     writers = {"md": lambda: to_markdown(table, cap, published), "tex": lambda: to_latex(table, cap, published),
-               "csv": lambda: to_csv(table, published)}
+               "csv": lambda: to_csv(table, published),
+               "html": lambda: to_html(table, cap, records, run_dir, title=f"augbench — {spec['name']} ({profile_name})",
+                                       tables=[(_header(table), [_row_strings(table, r) for r in table["rows"]], cap),
+                                               *[_published_strings(table, pub) for pub in published]],
+                                       class_groups=class_group_rows(table))}
     paths = []
     for fmt in formats:
         fmt = fmt.strip()
         if fmt not in writers:
-            raise ValueError(f"unknown report format {fmt!r}; expected md, tex or csv")
+            raise ValueError(f"unknown report format {fmt!r}; expected some of {', '.join(REPORT_FORMATS)}")
         p = out_dir / f"{Path(suite).stem}.{fmt}"
         p.write_text(writers[fmt](), encoding="utf-8")
         paths.append(p)

@@ -45,7 +45,13 @@ Log = Callable[[str], None]
 
 @dataclass
 class BuildConfig:
-    """Recipe of ``augbench world build``; defaults fit 2 CPU cores in under 45 minutes."""
+    """Recipe of ``augbench world build``; the defaults are the committed models' CPU recipe.
+
+    On 2 CPU cores the defaults take 57 minutes (CLIP 11, VAE 7, UNet 30, oracle 3, data 6), above
+    the 45-minute aim: the UNet step is conv-bound (oneDNN; channels-last and ``torch.compile``
+    measured no faster), so the only way under 45 minutes is fewer UNet samples, which would cost
+    the text-to-image faithfulness that is already short of its target. See README "World numbers".
+    """
 
     seed: int = 0
     image_size: int = 64

@@ -1,0 +1,93 @@
+"""The HTML report: one self-contained page with the table, plots and sample grids from a run directory."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from benchmark import html_report
+from benchmark.reports import render_suite_report
+
+CLASSES = ["Red Finch", "Blue Gull", "Green Tern"]
+
+
+def _write_synthetic_set(directory, per_class=2, size=16):
+    (directory / "images").mkdir(parents=True)
+    rows = []
+    for c, name in enumerate(CLASSES):
+        for j in range(per_class):
+            file = f"images/{c:02d}_{j}.png"
+            Image.new("RGB", (size, size), (40 * c, 80, 20 * j)).save(directory / file)
+            label = {name: 1.0} if j == 0 else {name: 0.7, CLASSES[(c + 1) % 3]: 0.3}
+            rows.append({"file": file, "label": label, "target_class": name, "sources": [], "seed": j})
+    (directory / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _record(method, seed, top1, shots=5, synthetic=None, losses=(2.0, 1.0)):
+    return {"cell": {"method": method, "seed": seed, "dataset": "toybirds", "protocol": "few_shot",
+                     "protocol_params": {"shots": shots}, "suite": "few_shot", "profile": "embedded"},
+            "metrics": {"top1": top1}, "selection": "val_split", "profile": "embedded", "synthetic": synthetic,
+            "history": [{"epoch": i + 1, "train_loss": v} for i, v in enumerate(losses)]}
+
+
+def _run_dir(tmp_path, with_set=True):
+    run_dir = tmp_path / "run"
+    (run_dir / "records").mkdir(parents=True)
+    if with_set:
+        _write_synthetic_set(run_dir / "cache" / "synthetic" / "abc123")
+    # "dir" as recorded by a run started elsewhere: the page must find the set by its key
+    syn = {"key": "abc123", "dir": "/elsewhere/cache/synthetic/abc123", "size": 6,
+           "metrics": {"lpips": {"value": 30.0, "metric": "lpips_effnet_uncalibrated"}, "clip_score": {"value": 60.0}}}
+    records = [_record("original", 0, 50.0), _record("original", 1, 54.0),
+               _record("sd_random", 0, 58.0, synthetic=syn), _record("sd_random+mixup", 0, 57.0, synthetic=syn)]
+    for i, rec in enumerate(records):
+        (run_dir / "records" / f"{i}.json").write_text(json.dumps(rec), encoding="utf-8")
+    return run_dir
+
+
+def _images(page: str) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(b)))
+            for b in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)]
+
+
+def test_html_page_has_table_plots_and_one_grid_per_synthetic_set(tmp_path):
+    pytest.importorskip("matplotlib")
+    run_dir = _run_dir(tmp_path)
+    [path] = render_suite_report("few_shot", run_dir=run_dir, formats=("html",), echo=None)
+    page = path.read_text(encoding="utf-8")
+    assert path.name == "few_shot.html"
+    assert "<td>original</td><td>52.00 ± 2.83</td>" in page  # mean ± sample std over the two seeds
+    assert "<td>sd_random</td><td>58.00</td><td>58.00 [+6.00]</td><td>30.0</td><td>60.0</td>" in page
+    # accuracy plot, loss plot, and a single grid shared by the two methods that use the set
+    images = _images(page)
+    assert len(images) == 3
+    assert "sd_random, sd_random+mixup — toybirds (shots=5)" in page
+    grid = images[2]
+    # 3 classes × at most 6 images, tiles at the images' own 16 px (never scaled up), labels to the left
+    assert grid.size == (220 + 6 * 16, 3 * 16)
+
+
+def test_html_page_without_matplotlib_or_synthetic_images_still_renders(tmp_path, monkeypatch):
+    monkeypatch.setattr(html_report, "_pyplot", lambda: None)
+    run_dir = _run_dir(tmp_path, with_set=False)
+    [path] = render_suite_report("few_shot", run_dir=run_dir, formats=("html",), echo=None)
+    page = path.read_text(encoding="utf-8")
+    assert "pip install 'augbench[report]'" in page
+    assert "synthetic set not found" in page and "cache cleared" in page
+    assert _images(page) == []
+
+
+def test_mixed_labels_are_written_on_the_tiles():
+    assert html_report._label_text({"a": 0.3, "b": 0.7}) == "b 0.70 / a 0.30"
+    assert html_report._label_text({"a": 1.0}) == "a"
+    assert html_report._label_text({"a": 1.0, "b": 0.0}) == "a"
+
+
+def test_unknown_report_format_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="md, tex, csv, html"):
+        render_suite_report("few_shot", run_dir=_run_dir(tmp_path, with_set=False), formats=("pdf",), echo=None)
