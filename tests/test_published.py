@@ -147,8 +147,9 @@ def test_suite_report_renders_waterbirds_side_by_side(tmp_path):
     record["metrics"].update(groups=groups, worst_group=26.0, pooled=33.0)
     (tmp_path / "records").mkdir()
     (tmp_path / "records" / "cell.json").write_text(json.dumps(record))
-    md_path, tex_path, csv_path = render_suite_report(str(suite), tmp_path, profile="sd15", echo=None)
+    md_path, tex_path, csv_path, html_path = render_suite_report(str(suite), tmp_path, profile="sd15", echo=None)
     md = md_path.read_text()
+    assert "<td>Ours (Diff-II)</td><td>diff_ii</td><td>49.84</td>" in html_path.read_text()
     assert "| original | 40.00 | 30.00 | 36.00 | 26.00 | 33.00 |" in md
     assert "| Ours (Diff-II) | diff_ii | 49.84 | 41.46 | 51.01 | 42.03 | 46.09 [+11.39] |" in md
     assert tex_path.read_text().count(r"\begin{tabular}") == 2
