@@ -65,8 +65,12 @@ def load_suite(name_or_path: str, profile: str = "embedded") -> dict[str, Any]:
                          "(or pass the path of a suite TOML file)")
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     spec = dict(raw.get("suite", {}))
-    spec.update(raw.get("profiles", {}).get(profile, {}))
-    spec["methods_params"] = raw.get("methods_params", {})
+    overlay = dict(raw.get("profiles", {}).get(profile, {}))
+    # [profiles.<p>.methods_params.<family>] refines [methods_params.<family>] key by key
+    profile_params = overlay.pop("methods_params", {})
+    spec.update(overlay)
+    spec["methods_params"] = {family: {**raw.get("methods_params", {}).get(family, {}), **profile_params.get(family, {})}
+                              for family in {*raw.get("methods_params", {}), *profile_params}}
     spec.setdefault("name", path.stem)
     for key in ("protocol", "datasets", "methods", "seeds"):
         if key not in spec:

@@ -284,3 +284,16 @@ def test_suite_with_an_unknown_recipe_fails_before_any_work(tmp_path):
     for name in runner.list_suites():
         for profile in ("embedded", "sd15"):
             runner.load_suite(name, profile)  # every built-in suite is valid in both profiles
+
+
+def test_profile_overlay_refines_method_params_key_by_key(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text('[suite]\nprotocol = "long_tail"\ndatasets = ["toybirds"]\nmethods = ["sd_random"]\nseeds = [0]\n'
+                     '[methods_params.sd_random]\nallocation = "uniform"\nguidance_scale = 5.0\n'
+                     '[profiles.sd15]\nseeds = [0, 1]\npublished = ["p2_tab2"]\n'
+                     '[profiles.sd15.methods_params.sd_random]\nallocation = "proportional"\nexpansion = 5.0\n')
+    embedded, sd15 = runner.load_suite(str(suite)), runner.load_suite(str(suite), "sd15")
+    assert embedded["methods_params"] == {"sd_random": {"allocation": "uniform", "guidance_scale": 5.0}}
+    assert sd15["methods_params"] == {"sd_random": {"allocation": "proportional", "guidance_scale": 5.0,
+                                                    "expansion": 5.0}}
+    assert sd15["seeds"] == [0, 1] and sd15["published"] == ["p2_tab2"]
