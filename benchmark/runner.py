@@ -33,13 +33,16 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmark import __version__
 from benchmark.hashing import content_hash
 from benchmark.seeding import derive_seed
+
+if TYPE_CHECKING:  # training imports torch and timm; the runner loads it only when a cell runs
+    from benchmark.training import TrainConfig
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 RECORD_FORMAT = "augbench.record/1"
@@ -132,6 +135,20 @@ class Cell:
     def to_dict(self) -> dict[str, Any]:
         return {"suite": self.suite, "profile": self.profile, "dataset": self.dataset, "protocol": self.protocol,
                 "protocol_params": dict(self.protocol_params), "method": self.method, "seed": self.seed}
+
+
+def _train_key_config(train_cfg: TrainConfig, has_synthetic: bool) -> dict[str, Any]:
+    """The training config as it enters the train-stage cache key.
+
+    Without a synthetic set the replacement mode and probability change nothing (METHODS_SPEC §4 only
+    mixes real and synthetic images), so they are left out: editing them in a suite does not retrain
+    ``original`` or the batch mixers.
+    """
+    cfg = train_cfg.to_dict()
+    if not has_synthetic:
+        cfg.pop("replacement_mode", None)
+        cfg.pop("replacement_p", None)
+    return cfg
 
 
 def plan_cells(spec: Mapping[str, Any], opts: RunOptions) -> list[Cell]:
@@ -370,7 +387,7 @@ def run_cell(cell: Cell, spec: Mapping[str, Any], opts: RunOptions, cache: Stage
         "stage": "train", "cell": cell.to_dict(), "subset": subset.manifest_hash,
         "train_subset": train_subset.manifest_hash, "val": val_subset.manifest_hash if val_subset else None,
         "synthetic": syn_info["key"] if syn_info else None, "mixer": mixer.provenance() if mixer else None,
-        "train": train_cfg.to_dict(), "classifier": [profile.classifier, profile.classifier_weights],
+        "train": _train_key_config(train_cfg, has_synthetic=syn_info is not None), "classifier": [profile.classifier, profile.classifier_weights],
         "test": [test_source.card.id, test_split], "augbench": __version__,
     }
     if class_groups is not None:

@@ -132,6 +132,15 @@ def test_interrupted_run_resumes_with_identical_records(mini, tmp_path, monkeypa
     summary = json.loads(out_json(capsys.readouterr().out))
     assert summary["computed_stages"] == []
 
+    # changing how synthetic images join training retrains only the cell that has them
+    edited = tmp_path / "mini_suite.toml"
+    edited.write_text(suite.read_text().replace('replacement_mode = "concat"', 'replacement_mode = "same_class"'))
+    capsys.readouterr()
+    assert _run(edited, interrupted, cards, "--json") == 0
+    computed = json.loads(out_json(capsys.readouterr().out))["computed_stages"]
+    assert [s for s in computed if s.startswith("train/")] and not [s for s in computed if s.startswith("synthetic/")]
+    assert len([s for s in computed if s.startswith("train/")]) == 1
+
     # the report renders every method with measured numbers
     assert main(["report", "--suite", str(suite), "--run-dir", str(interrupted)]) == 0
     md = (interrupted / "reports" / "mini_suite.md").read_text()
