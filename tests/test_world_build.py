@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -106,3 +107,49 @@ def test_committed_clip_and_build_record():
     assert record["config"]["seed"] == 0 and record["build_seconds"] > 0
     stored = [f for d in ("sd", "clip") for f in (WORLD_WEIGHTS / d).rglob("*") if f.is_file() and not f.is_symlink()]
     assert sum(f.stat().st_size for f in stored) <= 25 * 10**6
+
+
+@pytest.mark.parametrize("stage", ["vae", "unet"])
+def test_data_parallel_training_matches_one_process(stage):
+    """Two single-threaded processes on half batches train the same model as one process on the
+    whole batch (same batches and noise from the same generator; only float summation order differs).
+
+    Compared by outputs, not weights: a conv bias ahead of a one-channel GroupNorm gets a gradient
+    of pure rounding noise, which Adam's first steps turn into +-lr either way without any effect.
+    """
+    from benchmark.world import build as B
+
+    cfg = dataclasses.replace(BuildConfig.smoke(), vae_steps=3, unet_steps=3)
+    gen = torch.Generator().manual_seed(0)
+    if stage == "vae":
+        images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen)
+        probe = B.to_unit(images[:4])
+        train = lambda c: B.train_vae(c, images, log=lambda s: None)  # noqa: E731
+        run = lambda m: m(probe, sample_posterior=False).sample  # noqa: E731
+    else:
+        lat = torch.randn(32, 4, 8, 8, generator=gen)
+        text = torch.randn(16, 77, cfg.text_hidden, generator=gen)
+        train = lambda c: B.train_unet(c, lat, lat.abs() * 0.1, 1.3, text, text[0], log=lambda s: None)  # noqa: E731
+        run = lambda m: m(lat[:4], torch.tensor([10, 300, 600, 900]), encoder_hidden_states=text[:4]).sample  # noqa: E731
+    outputs, losses = [], []
+    with torch.no_grad():
+        torch.manual_seed(0)
+        untrained = run((B.make_vae if stage == "vae" else B.make_unet)(cfg).eval())
+    for processes in (1, 2):
+        torch.manual_seed(0)  # the freshly built model's init, as build() seeds it
+        model, stats = train(dataclasses.replace(cfg, processes=processes))
+        assert stats["processes"] == processes
+        losses.append(stats["final_loss"])
+        with torch.no_grad():
+            outputs.append(run(model))
+    assert not torch.allclose(outputs[0], untrained, atol=1e-3), "training changed nothing"
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-3, atol=1e-3)
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused():
+    from benchmark.world import build as B
+
+    cfg = dataclasses.replace(BuildConfig.smoke(), unet_batch=6, processes=4)
+    with pytest.raises(ValueError, match="does not split over 4 processes"):
+        B._batch_slice(cfg.unet_batch, 0, B.num_processes(cfg))
