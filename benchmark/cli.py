@@ -110,7 +110,8 @@ def cmd_world(args) -> int:
     if args.action == "build":
         from benchmark.world.build import BuildConfig, build
 
-        overrides = {"seed": args.seed} | ({"device": args.device} if args.device else {})
+        overrides = ({"seed": args.seed} | ({"device": args.device} if args.device else {})
+                     | ({"processes": args.processes} if args.processes is not None else {}))
         cfg = BuildConfig.smoke() if args.smoke else BuildConfig.recipe(args.recipe, **overrides)
         build(out, cfg, log=lambda s: print(s, flush=True), with_oracle=not args.no_oracle)
         return 0
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="cpu", choices=["cpu", "gpu"],
                    help="`build` recipe: cpu (the committed models' recipe) or gpu (longer schedule for a GPU)")
     p.add_argument("--no-oracle", action="store_true", help="`build` without retraining the oracle classifier")
+    p.add_argument("--processes", type=int, default=None,
+                   help="`build` on CPU: data-parallel processes for the VAE and UNet (default: one per core; "
+                        "1 trains in this process)")
     p.add_argument("--smoke", action="store_true", help="a few steps of every recipe (testing)")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="`check`: classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=25, help="`check`: sampler steps")

@@ -135,7 +135,7 @@ def test_data_parallel_training_matches_one_process(stage):
     with torch.no_grad():
         torch.manual_seed(0)
         untrained = run((B.make_vae if stage == "vae" else B.make_unet)(cfg).eval())
-    for processes in (1, 2):
+    for processes in (1, 2, 2):
         torch.manual_seed(0)  # the freshly built model's init, as build() seeds it
         model, stats = train(dataclasses.replace(cfg, processes=processes))
         assert stats["processes"] == processes
@@ -145,6 +145,7 @@ def test_data_parallel_training_matches_one_process(stage):
     assert not torch.allclose(outputs[0], untrained, atol=1e-3), "training changed nothing"
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-3, atol=1e-3)
+    assert torch.equal(outputs[2], outputs[1]), "two data-parallel runs of the same recipe differ"
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused():

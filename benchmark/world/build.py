@@ -47,10 +47,11 @@ Log = Callable[[str], None]
 class BuildConfig:
     """Recipe of ``augbench world build``; the defaults are the committed models' CPU recipe.
 
-    On 2 CPU cores the defaults take 57 minutes (CLIP 11, VAE 7, UNet 30, oracle 3, data 6), above
-    the 45-minute aim: the UNet step is conv-bound (oneDNN; channels-last and ``torch.compile``
-    measured no faster), so the only way under 45 minutes is fewer UNet samples, which would cost
-    the text-to-image faithfulness that is already short of its target. See README "World numbers".
+    On 2 CPU cores the defaults take 40 minutes (CLIP 9.6, VAE 5.1, UNet 18.2, oracle 3.6, rendering
+    and encoding 3.4). The VAE and UNet train data-parallel over single-threaded processes (see
+    ``processes``): one process on two threads took 57 minutes for the same recipe (UNet 30).
+    Channels-last and ``torch.compile`` measured no faster for the UNet step. See README
+    "The embedded world".
     """
 
     seed: int = 0
@@ -602,7 +603,8 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
         "vae_scaling_factor": scaling,
         "build_seconds": time.time() - t_start,
         "versions": package_versions(),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": cfg.threads,
+        "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+                    "threads": cfg.threads,
                     "processes": num_processes(cfg),
                     "device": cfg.device},
     }
@@ -612,6 +614,18 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     staging.rename(out_dir)
     log(f"world built in {record['build_seconds'] / 60:.1f} min -> {out_dir}")
     return record
+
+
+def _cpu_model() -> str:
+    """The CPU's model name: float kernels (oneDNN, MKL) differ between CPU types, so byte-identical
+    rebuilds are only expected on the same kind of CPU with the same package versions."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def share_text_tower(weights_dir: Path) -> None:
