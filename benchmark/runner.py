@@ -70,10 +70,10 @@ def load_suite(name_or_path: str, profile: str = "embedded") -> dict[str, Any]:
     spec = dict(raw.get("suite", {}))
     overlay = dict(raw.get("profiles", {}).get(profile, {}))
     # [profiles.<p>.methods_params.<family>] refines [methods_params.<family>] key by key
-    profile_params = overlay.pop("methods_params", {})
+    suite_params, profile_params = raw.get("methods_params", {}), overlay.pop("methods_params", {})
     spec.update(overlay)
-    spec["methods_params"] = {family: {**raw.get("methods_params", {}).get(family, {}), **profile_params.get(family, {})}
-                              for family in {*raw.get("methods_params", {}), *profile_params}}
+    spec["methods_params"] = {family: {**suite_params.get(family, {}), **profile_params.get(family, {})}
+                              for family in {*suite_params, *profile_params}}
     spec.setdefault("name", path.stem)
     for key in ("protocol", "datasets", "methods", "seeds"):
         if key not in spec:
