@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmark.suites import PROTOCOLS
+
 
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
@@ -50,7 +52,7 @@ def cmd_generate(args) -> int:
     from benchmark.data import open_dataset
     from benchmark.generate import generate_synthetic_set
     from benchmark.profiles import get_profile
-    from benchmark.runner import draw_subset
+    from benchmark.stages import draw_subset
 
     profile = get_profile(args.profile)
     source = open_dataset(args.dataset, args.data_root, args.datasets_dir)
@@ -76,11 +78,12 @@ def _parse_values(d: dict[str, str]) -> dict:
 # --- run / report -----------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from benchmark.runner import RunOptions, run_suite
+    from benchmark.runner import run_suite
+    from benchmark.suites import RunOptions
 
     opts = RunOptions(
         suite=args.suite, profile=args.profile, methods=args.methods, seeds=args.seeds, run_dir=args.run_dir,
-        executor=args.executor, data_root=args.data_root, datasets_dir=args.datasets_dir, device=args.device,
+        cache_dir=args.cache_dir, progress=not args.no_progress, executor=args.executor, data_root=args.data_root, datasets_dir=args.datasets_dir, device=args.device,
         datasets=args.datasets, shots=args.shots, epochs=args.epochs, batch_size=args.batch_size,
         ray_address=args.ray_address, ray_cpus_per_task=args.ray_cpus_per_task,
         ray_gpus_per_task=args.ray_gpus_per_task,
@@ -149,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate a synthetic set: DIR/manifest.jsonl + DIR/images/")
     p.add_argument("--method", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--protocol", default="few_shot", choices=["few_shot", "long_tail", "full_data"])
+    p.add_argument("--protocol", default="few_shot", choices=PROTOCOLS)
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--imbalance-factor", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -207,7 +210,11 @@ def _run_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="trial seeds (default: the suite's)")
     p.add_argument("--datasets", nargs="+", default=None, help="restrict to these datasets")
     p.add_argument("--shots", nargs="+", type=int, default=None, help="restrict to these shot counts")
-    p.add_argument("--run-dir", default=None, help="default: runs/<suite>-<profile>")
+    p.add_argument("--run-dir", default=None, help="records and classifier results (default: runs/<suite>-<profile>)")
+    p.add_argument("--cache-dir", default=None,
+                   help="shared store of artifacts and synthetic sets, reused by every run and suite "
+                        "(default: $AUGBENCH_CACHE or ~/.cache/augbench)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: cells one after another; ray: one Ray task per subset (pip install 'augbench[ray]')")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or a local one)")
@@ -220,14 +227,35 @@ def _run_opts(p: argparse.ArgumentParser) -> None:
     _data_opts(p)
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can fix (a typo, a missing dataset, a bad config): one line and exit code 2."""
+    from benchmark.artifacts import ArtifactError
+    from benchmark.cards import CardError
+    from benchmark.contract import ConfigError
+    from benchmark.data.core import DataError
+    from benchmark.generate import GenerateError
+    from benchmark.registry import RegistryError
+    from benchmark.runner import DataMissingError
+    from benchmark.suites import SuiteError
+
+    return (SuiteError, ConfigError, RegistryError, CardError, DataError, DataMissingError, ArtifactError,
+            GenerateError, FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; finished stages are cached, run the same command again to resume", file=sys.stderr)
         return 130
+    except expected_errors() as exc:
+        if args.debug:
+            raise
+        print(f"augbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

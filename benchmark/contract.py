@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from benchmark.profiles import Profile
 
 __all__ = [
+    "ArtifactSpec",
     "BatchMethod",
     "ConfigError",
     "GenerationRequest",
@@ -55,6 +56,7 @@ __all__ = [
     "PipelineCache",
     "PROCESS_PIPELINES",
     "SyntheticSample",
+    "TrainingIntegration",
     "as_soft_targets",
     "param",
     "request_seed",
@@ -196,6 +198,85 @@ class EmptyConfig(MethodConfig):
     """Config of a method without parameters."""
 
 
+LABEL_RULES = ("as_generated", "hard", "diff_mix")
+
+
+@dataclass(frozen=True)
+class TrainingIntegration:
+    """How a method's synthetic images join classifier training (METHODS_SPEC §4), declared on its card.
+
+    A suite overrides these per family in ``[training.<family>]`` (or for every family in ``[training]``);
+    records and table captions state what was used.
+
+    Attributes:
+        replacement_mode: ``concat`` (P1: real and synthetic sets concatenated), ``same_class``,
+            ``own_edits``, ``global_pool``, ``inverse_freq_class`` or ``global_pool_inverse_freq``
+            (§4 (a)-(d')).
+        replacement_p: probability that a real sample is replaced by a synthetic one (§4: 0.5).
+        labels: ``as_generated`` (the stored normalised label), ``hard`` (one-hot of the target class,
+            §4 per-class methods) or ``diff_mix`` (``sigma * [(1 - s**gamma) e_a + s**gamma e_b]`` from the
+            stored mixing metadata, §3.7), applied when the set is loaded, as the papers' code does.
+        label_gamma, label_sigma: the ``diff_mix`` rule's γ and σ (§3.7: 0.8 and 0.9 / 1.0 for CUB-LT).
+    """
+
+    replacement_mode: str = "concat"
+    replacement_p: float = 0.5
+    labels: str = "as_generated"
+    label_gamma: float = 0.8
+    label_sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        from benchmark.training import REPLACEMENT_MODES
+
+        if self.replacement_mode not in REPLACEMENT_MODES:
+            close = _close_matches(self.replacement_mode, REPLACEMENT_MODES)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown replacement_mode {self.replacement_mode!r}{hint}; "
+                              f"expected one of {', '.join(REPLACEMENT_MODES)}")
+        if self.labels not in LABEL_RULES:
+            raise ConfigError(f"unknown labels rule {self.labels!r}; expected one of {', '.join(LABEL_RULES)}")
+        if not 0.0 <= float(self.replacement_p) <= 1.0:
+            raise ConfigError(f"replacement_p must be in [0, 1], got {self.replacement_p}")
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainingIntegration:
+        unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(self)}]
+        if unknown:
+            raise ConfigError(f"unknown training key(s) {unknown}; expected "
+                              f"{', '.join(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """Something an offline method needs built before it generates (DESIGN.md, "Stages, artifacts").
+
+    The runner builds it once per (kind, recipe, base model, training images) in the shared store, or
+    reuses it, and hands it to the method in ``ctx.artifacts[name]``.
+
+    Attributes:
+        kind: a registered artifact kind (``benchmark.artifacts.ARTIFACT_KINDS``).
+        recipe: the kind's parameters (JSON-ready); part of the artifact's key.
+        name: the key in ``ctx.artifacts`` (default: ``kind``).
+        path: an existing artifact folder to import instead of building one (its ``artifact.json`` says
+            what it was trained on; the leakage guard checks it like a built one).
+    """
+
+    kind: str
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+    path: str | None = None
+
+    @property
+    def slot(self) -> str:
+        return self.name or self.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "recipe": dict(self.recipe), "name": self.slot, "path": self.path}
+
+
 @dataclass(frozen=True)
 class MethodCard:
     """What a method is, in a few lines (USER_NEEDS §8.9: "write a method card for each generator").
@@ -209,6 +290,7 @@ class MethodCard:
         labels: the labels it emits (hard one-hot, soft mixtures, ...).
         cost: compute cost (what runs, how many UNet/VAE/text-encoder passes per image, ...).
         references: METHODS_SPEC sections and papers.
+        training: how its synthetic images join training by default (METHODS_SPEC §4).
     """
 
     summary: str
@@ -216,6 +298,7 @@ class MethodCard:
     labels: str = ""
     cost: str = ""
     references: tuple[str, ...] = ()
+    training: TrainingIntegration = field(default_factory=TrainingIntegration)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -504,6 +587,8 @@ class MethodContext:
         cache_dir: where artifacts (concept learning, inversion pools) are cached.
         batch_size: how many requests ``generate`` processes per model call.
         pipelines: the warm-model cache (default: the process-wide one).
+        artifacts: the built artifacts the method declared, by ``ArtifactSpec.slot``
+            (``benchmark.artifacts.Artifact``: folder, kind, recipe, what it was trained on).
     """
 
     profile: Profile
@@ -513,6 +598,7 @@ class MethodContext:
     cache_dir: Path | None = None
     batch_size: int = 8
     pipelines: PipelineCache = field(default_factory=lambda: PROCESS_PIPELINES)
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.card is None and self.source is not None:
@@ -542,8 +628,16 @@ class OfflineMethod(Method):
 
     kind: ClassVar[str] = "offline"
 
+    def artifacts(self, subset: Subset, ctx: MethodContext) -> list[ArtifactSpec]:
+        """The artifacts to build (or reuse) before ``setup``: concept learning, inversion pools, ...
+
+        Built on ``subset`` (the cell's training part) in the shared store and passed in
+        ``ctx.artifacts``; the default is none.
+        """
+        return []
+
     def setup(self, subset: Subset, ctx: MethodContext) -> None:  # noqa: B027 - optional hook
-        """Optional preparation (concept learning, inversion pools); cached by the method."""
+        """Optional preparation after the artifacts are built (e.g. loading them into a pipeline)."""
 
     def plan(
         self, subset: Subset, budget: int | None, seed: int, *, ctx: MethodContext | None = None
@@ -562,6 +656,16 @@ class OfflineMethod(Method):
         """Generate one ``SyntheticSample`` per request, in request order (batched internally)."""
         raise NotImplementedError
 
+    def select(self, rows: Sequence[Mapping[str, Any]], load_image: Callable[[int], np.ndarray],
+               ctx: MethodContext) -> list[int] | None:
+        """Whole-set filter after generation (the ``select`` stage): indices of the rows to keep.
+
+        ``rows`` are the synthetic set's manifest rows in request order and ``load_image(i)`` gives
+        row ``i``'s image as ``uint8 [H, W, 3]``. ``None`` (the default) keeps every image; a filter
+        that needs the whole set (Real-Filter's "drop the bottom 10 %", METHODS_SPEC §3.4) overrides it.
+        """
+        return None
+
     def request_seed(self, run_seed: int, index: int) -> int:
         return request_seed(run_seed, self.id, index)
 
@@ -574,5 +678,7 @@ class OfflineMethod(Method):
             "source_classes": list(request.source_classes),
             "request_index": request.index,
             "target_class": request.target_class,
+            **({"strength": request.strength} if request.strength is not None else {}),
+            **({"lam": request.lam} if request.lam is not None else {}),
             **extra,
         }

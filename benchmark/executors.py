@@ -1,61 +1,111 @@
-"""Executors beyond the local one: fan a suite's cells out over a Ray cluster (DESIGN.md, "Ray").
+"""Executors: run a suite's cells through a per-cell function, locally or over a Ray cluster.
 
-A suite's cells are grouped by the real-data subset they train on (dataset, protocol parameters,
-seed). Cells of one group share stages — the subset, and the synthetic set a composition such as
-``sd_random+cutmix`` reuses from ``sd_random`` — so a group runs as one Ray task, in order, through
-exactly the code of the local executor (:func:`benchmark.runner.run_cells`); different groups share
-no stage and run in parallel. Every stage is cached under a content hash and every record is written
-atomically, so the records are the same as a local run's, and an interrupted Ray run resumes like a
-local one.
+An executor receives the cells and the per-cell function (``runner.CellRunner``:
+``cell_fn(cell, log, on_stage) -> record``) and knows nothing else about what a cell does, so local
+and Ray runs execute the same code and write the same records.
 
-The run directory must be on a file system every node sees (one machine, NFS, a mounted bucket);
-augbench and the methods a suite names must be installed on every node. ``ray.init`` connects to
-``--ray-address`` or ``RAY_ADDRESS`` when given, else starts a local Ray instance.
+* ``local``: cells one after another in this process, with a progress bar (cells done, the stage now
+  running, ETA). A failing cell is logged and skipped so it cannot lose the others' work
+  (``AUGBENCH_RAISE=1`` re-raises).
+* ``ray``: cells grouped by the real subset they train on (``Cell.subset_group``: dataset, protocol
+  parameters, seed) run as one Ray task each, in order, through :func:`run_local`; different groups
+  share no stage and run in parallel. The run directory and the shared cache must be on storage every
+  node sees; augbench and the methods the suite names must be installed on every node. ``ray.init``
+  connects to ``--ray-address`` or ``RAY_ADDRESS`` when given, else starts a local Ray instance.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from pathlib import Path
+import os
+import time
+from collections.abc import Callable
 from typing import Any
 
-from benchmark.runner import Cell, RunOptions, run_cells
+from benchmark.suites import Cell, RunOptions
+
+CellFn = Callable[..., dict[str, Any]]
 
 
 def group_cells_by_subset(cells: list[Cell]) -> list[list[Cell]]:
     """Cells that train on the same subset, in plan order; groups in order of first appearance."""
     groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        groups.setdefault((cell.dataset, cell.protocol, cell.protocol_params, cell.seed), []).append(cell)
+        groups.setdefault(cell.subset_group, []).append(cell)
     return list(groups.values())
 
 
-def _run_group(cells: list[Cell], spec: Mapping[str, Any], opts: RunOptions, run_dir: str,
-               threads: int) -> dict[str, list]:
+class Progress:
+    """A tqdm bar over cells whose postfix names the cell and stage now running; logs go above it."""
+
+    def __init__(self, total: int, enabled: bool, log: Callable[[str], None]):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="cell", desc="cells", disable=not enabled, dynamic_ncols=True)
+        self._log = log
+        self.cell = ""
+
+    def log(self, message: str) -> None:
+        if self.bar.disable:
+            self._log(message)
+        else:
+            self.bar.write(message)
+
+    def stage(self, stage: str) -> None:
+        self.bar.set_postfix_str(f"{self.cell}: {stage}", refresh=True)
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_local(cells: list[Cell], cell_fn: CellFn, opts: RunOptions, log: Callable[[str], None]) -> dict[str, list]:
+    """Run ``cells`` one after another; returns failed cells and the store entries reused / computed."""
+    progress = Progress(len(cells), opts.progress, log)
+    failed = []
+    try:
+        for i, cell in enumerate(cells, 1):
+            progress.cell = cell.key
+            progress.log(f"[{i}/{len(cells)}] {cell.key}")
+            t = time.time()
+            try:
+                rec = cell_fn(cell, progress.log, progress.stage)
+            except Exception as exc:  # noqa: BLE001 - one cell's failure must not lose the others' work
+                failed.append({"cell": cell.key, "error": f"{type(exc).__name__}: {exc}"})
+                progress.log(f"  FAILED: {type(exc).__name__}: {exc}")
+                if os.environ.get("AUGBENCH_RAISE"):
+                    raise
+                continue
+            finally:
+                progress.advance()
+            acc = (rec.get("metrics") or {}).get("top1")
+            reused = f" (reused: {', '.join(rec['reused'])})" if rec.get("reused") else ""
+            progress.log(f"  top-1 {acc:.2f}% in {time.time() - t:.1f}s{reused}")
+    finally:
+        progress.close()
+    reused, computed = cell_fn.stage_log() if hasattr(cell_fn, "stage_log") else ([], [])
+    return {"failed": failed, "reused": reused, "computed": computed}
+
+
+def _run_group(cells: list[Cell], cell_fn: CellFn, opts: RunOptions, threads: int) -> dict[str, list]:
     """The body of one Ray task: the local executor over one group, with the task's CPU share."""
+    import dataclasses
+
     import torch
 
     torch.set_num_threads(max(1, threads))
-    return run_cells(cells, spec, opts, Path(run_dir), lambda s: print(s, flush=True))
+    return run_local(cells, cell_fn, dataclasses.replace(opts, progress=False), lambda s: print(s, flush=True))
 
 
-def run_cells_ray(cells: list[Cell], spec: Mapping[str, Any], opts: RunOptions, run_dir: Path,
-                  log) -> dict[str, list]:
-    """Run ``cells`` as one Ray task per subset group; returns what :func:`run_cells` returns, merged."""
+def run_ray(cells: list[Cell], cell_fn: CellFn, opts: RunOptions, log: Callable[[str], None]) -> dict[str, list]:
+    """Run ``cells`` as one Ray task per subset group; returns what :func:`run_local` returns, merged."""
     try:
         import ray
     except ImportError as exc:
         raise RuntimeError("--executor ray needs Ray: pip install 'augbench[ray]' "
                            "(or run with the default --executor local)") from exc
 
-    # paths must mean the same thing in workers, whose working directory is not ours
-    run_dir = Path(run_dir).resolve()
-    shipped = dataclasses.replace(
-        opts, log=None,
-        run_dir=str(run_dir),
-        datasets_dir=str(Path(opts.datasets_dir).resolve()) if opts.datasets_dir else None,
-        data_root=str(Path(opts.data_root).resolve()) if opts.data_root else None)
     if not ray.is_initialized():
         ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=True)
     task = ray.remote(_run_group).options(num_cpus=opts.ray_cpus_per_task, num_gpus=opts.ray_gpus_per_task,
@@ -63,13 +113,12 @@ def run_cells_ray(cells: list[Cell], spec: Mapping[str, Any], opts: RunOptions, 
     groups = group_cells_by_subset(cells)
     log(f"ray: {len(groups)} tasks ({opts.ray_cpus_per_task} CPU, {opts.ray_gpus_per_task} GPU each) on "
         f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs / {ray.cluster_resources().get('GPU', 0):.0f} GPUs")
-    spec = dict(spec)
-    refs = [task.remote(group, spec, shipped, str(run_dir), int(opts.ray_cpus_per_task)) for group in groups]
+    refs = [task.remote(group, cell_fn, opts, int(opts.ray_cpus_per_task)) for group in groups]
     merged: dict[str, list] = {"failed": [], "reused": [], "computed": []}
     for group, ref in zip(groups, refs):
         try:
             outcome = ray.get(ref)
-        except Exception as exc:  # a lost worker fails its group, not the run
+        except Exception as exc:  # noqa: BLE001 - a lost worker fails its group, not the run
             outcome = {"failed": [{"cell": c.key, "error": f"ray task: {type(exc).__name__}: {exc}"} for c in group],
                        "reused": [], "computed": []}
         for key in merged:
@@ -77,4 +126,4 @@ def run_cells_ray(cells: list[Cell], spec: Mapping[str, Any], opts: RunOptions, 
     return merged
 
 
-__all__ = ["group_cells_by_subset", "run_cells_ray"]
+__all__ = ["Progress", "group_cells_by_subset", "run_local", "run_ray"]

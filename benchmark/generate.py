@@ -20,9 +20,7 @@ resumed run chunks the remaining requests differently, which can move a few pixe
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from benchmark.contract import MethodContext, OfflineMethod, PipelineCache, Synt
 from benchmark.data.core import ImageSource, Subset
 from benchmark.profiles import Profile
 from benchmark.registry import Composition, Registry, default_registry
+from benchmark.store import write_bytes_atomic
 
 __all__ = ["GenerateError", "generate_synthetic_set", "read_manifest"]
 
@@ -53,17 +52,6 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _png_bytes(image: np.ndarray) -> bytes:
     import io
 
@@ -76,6 +64,9 @@ def _row(sample: SyntheticSample, file: str, class_names: tuple[str, ...]) -> di
     label = np.asarray(sample.label, dtype=np.float64)
     if label.shape != (len(class_names),):
         raise GenerateError(f"label has shape {label.shape}; expected ({len(class_names)},)")
+    if not np.all(np.isfinite(label)) or label.min() < 0 or label.sum() <= 0:
+        raise GenerateError(f"label {label.tolist()} is not a non-negative vector with positive mass")
+    label = label / label.sum()  # stored normalised; recipe transforms (Diff-Mix's σ, γ) apply at load time
     prov = dict(sample.provenance)
     row = {
         "file": file,
@@ -89,12 +80,22 @@ def _row(sample: SyntheticSample, file: str, class_names: tuple[str, ...]) -> di
     }
     target = prov.pop("target_class", None)
     row["target_class"] = class_names[target] if target is not None else None
+    row["mix"] = _mixing_metadata(prov, row["target_class"], class_names)
     row["provenance"] = prov
     return row
 
 
+def _mixing_metadata(prov: dict[str, Any], target: str | None, class_names: tuple[str, ...]) -> dict | None:
+    """``{a: source class, b: target class, s: strength or λ}`` for images edited from a source image."""
+    sources = prov.get("source_classes") or []
+    s = prov.get("strength", prov.get("lam"))
+    if not sources or s is None or target is None:
+        return None
+    return {"a": class_names[int(sources[0])], "b": target, "s": float(s)}
+
+
 def generate_synthetic_set(
-    method_id: str,
+    method_id: str | OfflineMethod,
     source: ImageSource,
     subset: Subset,
     profile: Profile,
@@ -108,12 +109,14 @@ def generate_synthetic_set(
     cache_dir: str | Path | None = None,
     registry: Registry | None = None,
     pipelines: PipelineCache | None = None,
+    artifacts: Mapping[str, Any] | None = None,
 ) -> Path:
     """Generate the synthetic set of ``method_id`` for ``subset`` into ``out_dir``.
 
     Args:
-        method_id: an offline method id (``sd_random``, ``sd_random.p1_article``) or a composition
-            (``sd_random+cutmix``: its offline part is generated; the mixer acts at training time).
+        method_id: an offline method id (``sd_random``, ``sd_random.p1_article``), a composition
+            (``sd_random+cutmix``: its offline part is generated; the mixer acts at training time), or
+            an already created offline method (then ``params_overrides`` must be ``None``).
         source: the dataset's image source (real images for editing methods; the card for prompts).
         subset: the real training subset the set is generated for.
         profile: foundation models and scale.
@@ -126,6 +129,8 @@ def generate_synthetic_set(
         cache_dir: artifact cache for ``setup`` (concept learning, inversion pools).
         registry: registry to resolve ``method_id`` (default: installed entry points).
         pipelines: warm-model cache (default: the process-wide one).
+        artifacts: the built artifacts the method declared (``benchmark.artifacts``); when ``None`` and
+            the method declares some, they are built (or reused) in the shared store first.
 
     Returns:
         ``out_dir`` as a ``Path``; ``out_dir/manifest.jsonl`` lists the images.
@@ -133,8 +138,10 @@ def generate_synthetic_set(
     Raises:
         GenerateError: ``method_id`` is a batch method, or ``out_dir`` holds a different set.
     """
-    reg = registry or default_registry()
-    method = reg.create(method_id, params_overrides)
+    if isinstance(method_id, OfflineMethod):
+        method = method_id
+    else:
+        method = (registry or default_registry()).create(method_id, params_overrides)
     if isinstance(method, Composition):
         method = method.offline
     if not isinstance(method, OfflineMethod):
@@ -152,6 +159,13 @@ def generate_synthetic_set(
         **({"pipelines": pipelines} if pipelines is not None else {}),
     )
     class_names = ctx.require_card().class_names
+    if artifacts is None:
+        from benchmark.artifacts import build_artifacts
+        from benchmark.store import Store, default_cache_root
+
+        specs = method.artifacts(subset, ctx)
+        artifacts = build_artifacts(specs, subset, ctx, Store(default_cache_root())) if specs else {}
+    ctx.artifacts = dict(artifacts)
 
     method.setup(subset, ctx)
     requests = method.plan(subset, budget, seed, ctx=ctx)
@@ -165,6 +179,7 @@ def generate_synthetic_set(
         "subset_hash": subset.manifest_hash,
         "classes": list(class_names),
         "profile": {"name": profile.name, "pipeline": profile.pipeline, "revision": profile.pipeline_revision},
+        "artifacts": sorted(a.key for a in artifacts.values()),
     }
     spec_text = _dumps(spec) + "\n"
 
@@ -177,7 +192,7 @@ def generate_synthetic_set(
                 "choose another output folder or delete it"
             )
     else:
-        _atomic_write_bytes(spec_path, spec_text.encode("utf-8"))
+        write_bytes_atomic(spec_path, spec_text.encode("utf-8"))
     manifest_path = out / MANIFEST
     if manifest_path.is_file():
         return out  # complete
@@ -201,14 +216,14 @@ def generate_synthetic_set(
             if sample.request_index != request.index:
                 raise GenerateError(f"{method.id}.generate returned samples out of request order")
             name = f"{request.index:06d}"
-            _atomic_write_bytes(images_dir / f"{name}.png", _png_bytes(sample.image_array()))
+            write_bytes_atomic(images_dir / f"{name}.png", _png_bytes(sample.image_array()))
             row = _row(sample, f"{IMAGES}/{name}.png", class_names)
-            _atomic_write_bytes(parts_dir / f"{name}.json", (_dumps(row) + "\n").encode("utf-8"))
+            write_bytes_atomic(parts_dir / f"{name}.json", (_dumps(row) + "\n").encode("utf-8"))
         progress.update(len(chunk))
     progress.close()
 
     lines = [(parts_dir / f"{r.index:06d}.json").read_text(encoding="utf-8") for r in requests]
-    _atomic_write_bytes(manifest_path, "".join(lines).encode("utf-8"))
+    write_bytes_atomic(manifest_path, "".join(lines).encode("utf-8"))
     shutil.rmtree(parts_dir, ignore_errors=True)
     return out
 

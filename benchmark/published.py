@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.runner import PROTOCOLS
+from benchmark.suites import PROTOCOLS
 
 PUBLISHED_DIR = Path(__file__).resolve().parent.parent / "reports" / "published"
 

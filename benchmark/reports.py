@@ -1,11 +1,19 @@
 """Paper-style tables from result records (DESIGN.md, "Results and reports").
 
-Reports read records only (no model, no GPU). The few-shot table follows P2 Tab.1's layout
-(METHODS_SPEC §9.2): rows = methods, columns = dataset × shots, each cell the mean ± sample std
-(ddof = 1, METHODS_SPEC §7.1/U19) of top-1 accuracy over trial seeds, an ``Avg`` column with the
-difference to ``original`` in brackets, and the synthetic-set metrics of each method (LPIPS diversity,
-CLIP score; METHODS_SPEC §7.2-7.3). The caption states the selection rule, the seeds and the metric
-definitions, so a table can never be read without them.
+Reports read records only (no model, no GPU). The records become one pandas DataFrame per table, and
+every format is rendered from those frames by pandas: Markdown with ``DataFrame.to_markdown``
+(tabulate), LaTeX with ``Styler.to_latex`` (booktabs rules), CSV with ``DataFrame.to_csv`` and the
+HTML page with ``Styler.to_html`` (``benchmark.html_report``), so every format shows the same numbers.
+
+The few-shot table follows P2 Tab.1's layout (METHODS_SPEC §9.2): rows = methods, columns = dataset ×
+shots, each cell the mean ± sample std (ddof = 1, METHODS_SPEC §7.1/U19) of top-1 accuracy over
+trial seeds, an ``Avg`` column with the difference to ``original`` in brackets, and the synthetic-set
+metrics of each method (LPIPS diversity, CLIP score; METHODS_SPEC §7.2-7.3). Long-tail tables (P2
+Tab.2, §9.3) order the imbalance factors 100, 20, 10 and add a many / medium / few table; Waterbirds
+tables (P2 Tab.3, §9.4) have the four group columns, the worst group and the pooled accuracy. The
+caption states the selection rule, the seeds, the metric definitions, how each method family's
+synthetic images joined training (METHODS_SPEC §4) and which methods used foreign artifacts, so a
+table can never be read without them.
 
 A suite may name published tables (``published = ["p2_tab1_resnet50"]``, usually in its
 ``[profiles.sd15]`` table); each is then rendered after ours, restricted to the columns our table has
@@ -16,18 +24,18 @@ METHODS_SPEC §9): a second table in Markdown, a second tabular in LaTeX, extra 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import pandas as pd
 
 from benchmark.html_report import to_html
 from benchmark.published import Column, PublishedTable, load_published
-from benchmark.runner import default_run_dir, load_suite
+from benchmark.suites import default_run_dir, load_suite
 
 #: Formats ``augbench report`` writes by default (``--format`` picks a subset).
 REPORT_FORMATS = ("md", "tex", "csv", "html")
@@ -37,6 +45,26 @@ SELECTION_TEXT = {
     "last_epoch": "last epoch",
     "max_test": "best epoch on the TEST set (the papers' rule; optimistic, for parity only)",
 }
+
+#: Waterbirds groups ``"{y}{place}"`` in P2 Tab.3's column order: (bird type, background), L = land, W = water.
+WATERBIRDS_GROUPS = (("00", "L,L"), ("11", "W,W"), ("01", "L,W"), ("10", "W,L"))
+
+#: Dataset part of the key of a summary column (Waterbirds' worst group and pooled accuracy).
+SUMMARY = "summary"
+
+#: Columns after ``Avg`` per table kind: (key, label), each the mean ± std over seeds of one record metric.
+EXTRA_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
+    "waterbirds": (((SUMMARY, "worst"), "Worst"), ((SUMMARY, "pooled"), "Pooled")),
+}
+
+#: Long-tail class groups (METHODS_SPEC §5.4) in the order they are printed.
+CLASS_GROUPS = ("many", "medium", "few")
+
+TABLE_KINDS = ("few_shot", "long_tail", "full_data", "waterbirds")
+
+#: Marks a method whose cells used artifacts trained on images outside their training part (DESIGN.md,
+#: "Leakage guard"); the caption explains it.
+FOREIGN_MARK = "†"
 
 
 def load_records(run_dir: Path, profile: str | None = None) -> list[dict[str, Any]]:
@@ -48,150 +76,223 @@ def load_records(run_dir: Path, profile: str | None = None) -> list[dict[str, An
     return records
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    if not values:
-        return math.nan, None
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, None
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+def _setting(cell: Mapping[str, Any]) -> str:
+    """A cell's column setting: its protocol parameters (``shots=5``) or ``full``."""
+    return ", ".join(f"{k}={v}" for k, v in cell.get("protocol_params", {}).items()) or "full"
 
 
-def few_shot_table(records: list[dict[str, Any]], method_order: list[str] | None = None) -> dict[str, Any]:
-    """Aggregate records into the few-shot table structure (also used by other protocols' tables)."""
-    cols: list[tuple[str, str]] = []
-    acc: dict[tuple[str, tuple[str, str]], list[float]] = defaultdict(list)
-    seeds: set[int] = set()
-    syn: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    selections, lpips_names = set(), set()
-    class_groups: dict[tuple[str, tuple[str, str]], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    methods: list[str] = []
-    for rec in records:
-        cell = rec["cell"]
-        method = cell["method"]
-        if method not in methods:
-            methods.append(method)
-        params = cell.get("protocol_params", {})
-        col = (cell["dataset"], ", ".join(f"{k}={v}" for k, v in params.items()) or "full")
-        if col not in cols:
-            cols.append(col)
-        metrics = rec.get("metrics") or {}
-        top1 = metrics.get("top1")
-        if top1 is not None:
-            acc[(method, col)].append(float(top1))
-        for group, value in (metrics.get("class_groups") or {}).items():
-            if value is not None:
-                class_groups[(method, col)][group].append(float(value))
-        seeds.add(cell["seed"])
-        selections.add(rec.get("selection"))
-        s = (rec.get("synthetic") or {}).get("metrics") or {}
-        lp = s.get("lpips") or {}
-        if lp.get("value") is not None:
-            syn[method]["lpips"].append(float(lp["value"]))
-            lpips_names.add(lp.get("metric") or lp.get("name") or "lpips")
-        cs = s.get("clip_score") or {}
-        if cs.get("value") is not None:
-            syn[method]["clip_score"].append(float(cs["value"]))
-    if method_order:
-        methods = [m for m in method_order if m in methods] + [m for m in methods if m not in method_order]
-    cols.sort(key=lambda c: (c[0], _shots_key(c[1])))
-    rows = []
-    base_avg = None
-    for method in methods:
-        cells = {col: _mean_std(acc.get((method, col), [])) for col in cols}
-        n = {col: len(acc.get((method, col), [])) for col in cols}
-        means = [cells[c][0] for c in cols if not math.isnan(cells[c][0])]
-        avg = sum(means) / len(means) if len(means) == len(cols) and means else math.nan
-        if method == "original":
-            base_avg = avg
-        groups = {col: {g: _mean_or_none(v) for g, v in class_groups[(method, col)].items()} for col in cols
-                  if (method, col) in class_groups}
-        rows.append({"method": method, "cells": cells, "n": n, "avg": avg, "extra": {}, "class_groups": groups,
-                     "lpips": _mean_or_none(syn[method]["lpips"]), "clip_score": _mean_or_none(syn[method]["clip_score"])})
-    for row in rows:
-        row["delta"] = (row["avg"] - base_avg) if base_avg is not None and not math.isnan(row["avg"]) else None
-    return {"kind": "few_shot", "columns": cols, "labels": [f"{d} ({p})" for d, p in cols], "extra_columns": [],
-            "rows": rows, "seeds": sorted(seeds), "selection": sorted(s for s in selections if s),
-            "lpips_names": sorted(n for n in lpips_names if n)}
-
-
-#: Waterbirds groups ``"{y}{place}"`` in P2 Tab.3's column order: (bird type, background), L = land, W = water.
-WATERBIRDS_GROUPS = (("00", "L,L"), ("11", "W,W"), ("01", "L,W"), ("10", "W,L"))
-
-
-def waterbirds_table(records: list[dict[str, Any]], method_order: list[str] | None = None) -> dict[str, Any]:
-    """P2 Tab.3 layout (METHODS_SPEC §6.3, §9.4): the four group accuracies, their unweighted mean
-    (``Avg``, with the difference to ``original``), the worst group and the pooled accuracy; each the
-    mean ± sample std over seeds. Records without group metrics are skipped.
-    """
-    grouped = [r for r in records if (r.get("metrics") or {}).get("groups")]
-    # the generic aggregation gives seeds, selection and synthetic-set metrics; the cells are rebuilt below
-    table = few_shot_table(grouped, method_order)
-    cols = [("groups", label) for _, label in WATERBIRDS_GROUPS]
-    values: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for rec in grouped:
-        method, m = rec["cell"]["method"], rec["metrics"]
-        for key, label in WATERBIRDS_GROUPS:
-            if key in m["groups"]:
-                values[(method, label)].append(float(m["groups"][key]))
-        values[(method, "worst")].append(float(m["worst_group"]))
-        values[(method, "pooled")].append(float(m["pooled"]))
-    base_avg = None
-    for row in table["rows"]:
-        method = row["method"]
-        row["cells"] = {col: _mean_std(values[(method, col[1])]) for col in cols}
-        row["n"] = {col: len(values[(method, col[1])]) for col in cols}
-        means = [row["cells"][c][0] for c in cols]
-        row["avg"] = sum(means) / len(means) if not any(math.isnan(v) for v in means) else math.nan
-        row["extra"] = {"worst": _mean_std(values[(method, "worst")]), "pooled": _mean_std(values[(method, "pooled")])}
-        row["class_groups"] = {}
-        if method == "original":
-            base_avg = row["avg"]
-    for row in table["rows"]:
-        row["delta"] = (row["avg"] - base_avg) if base_avg is not None and not math.isnan(row["avg"]) else None
-    table.update(kind="waterbirds", columns=cols, labels=[label for _, label in cols],
-                 extra_columns=[("worst", "Worst"), ("pooled", "Pooled")])
-    return table
-
-
-def build_table(kind: str, records: list[dict[str, Any]], method_order: list[str] | None = None) -> dict[str, Any]:
-    """The table a suite's ``table`` names: ``few_shot`` / ``long_tail`` (rows = methods, columns =
-    dataset × setting) or ``waterbirds`` (columns = groups)."""
-    if kind == "waterbirds":
-        return waterbirds_table(records, method_order)
-    if kind in ("few_shot", "long_tail", "full_data"):
-        table = few_shot_table(records, method_order)
-        table["kind"] = kind
-        if kind == "long_tail":  # P2 Tab.2 order: IF = 100, 20, 10
-            table["columns"].sort(key=lambda c: (c[0], -_as_number(_shots_key(c[1]))))
-            table["labels"] = [f"{d} ({p})" for d, p in table["columns"]]
-        return table
-    raise ValueError(f"unknown table {kind!r}; expected few_shot, long_tail, full_data or waterbirds")
-
-
-def _mean_or_none(v: list[float]) -> float | None:
-    return sum(v) / len(v) if v else None
-
-
-def _as_number(key: Any) -> float:
-    return key if isinstance(key, float) else 0.0
-
-
-def _shots_key(label: str) -> Any:
-    digits = "".join(ch for ch in label if ch.isdigit() or ch == ".")
+def _setting_number(setting: str) -> float:
+    """The number in a setting (``shots=10`` -> 10), for numeric column order; 0 when there is none."""
+    digits = "".join(ch for ch in setting if ch.isdigit() or ch == ".")
     try:
         return float(digits)
     except ValueError:
-        return label
+        return 0.0
 
 
-def caption(table: dict[str, Any], spec: dict[str, Any], profile: str) -> str:
-    seeds = table["seeds"]
-    sel = "; ".join(SELECTION_TEXT.get(s, s) for s in table["selection"]) or "n/a"
-    lp = ", ".join(table["lpips_names"]) or "lpips"
+def replacement_mode(record: Mapping[str, Any]) -> str | None:
+    """How the cell's synthetic images joined training (METHODS_SPEC §4), wherever the record keeps it:
+    ``training`` (record format 2), ``train.replacement_mode`` or ``train.config.replacement_mode`` (1)."""
+    if not record.get("synthetic"):
+        return None  # without a synthetic set there is nothing to replace
+    train = record.get("train") or {}
+    for source in (record.get("training") or {}, train, train.get("config") or {}):
+        if source.get("replacement_mode"):
+            mode, p = source["replacement_mode"], source.get("replacement_p")
+            return mode if mode == "concat" or p is None else f"{mode} (p = {p:g})"
+    return None
+
+
+def method_family(method_id: str) -> str:
+    """``sd_random+cutmix`` -> ``sd_random``, ``diff_mix.uniform_strength`` -> ``diff_mix``: the family of
+    the part that makes the synthetic set, which is the part a replacement mode belongs to."""
+    return method_id.split("+", 1)[0].split(".", 1)[0]
+
+
+@dataclass
+class ReportTable:
+    """One table's numbers, aggregated over seeds from the records.
+
+    Attributes:
+        kind: ``few_shot``, ``long_tail``, ``full_data`` or ``waterbirds``.
+        methods: row order (the suite's method order, then any other method in record order).
+        columns: the accuracy columns ``(dataset, setting)`` in the paper's order.
+        labels: their printed labels.
+        extra_columns: summary columns after ``Avg`` (Waterbirds: worst group, pooled), ``(key, label)``.
+        cells: index ``(method, dataset, setting)`` over ``columns`` and ``extra_columns``; columns
+            ``mean``, ``std`` (sample std, ddof = 1; NaN with one seed) and ``n`` (seeds).
+        summary: index ``method``; ``avg`` (unweighted mean of the column means, NaN unless every
+            column has a value), ``delta`` (``avg`` minus ``original``'s), ``lpips``, ``clip_score``
+            (means over the method's records).
+        class_groups: long tail: index ``(method, dataset, setting)``, columns ``many``, ``medium``,
+            ``few`` (mean over seeds of the mean per-class accuracy); empty otherwise.
+        seeds / selection / lpips_names: caption facts of the records used.
+        replacement_modes: method family -> the replacement modes its cells used (METHODS_SPEC §4).
+        foreign_artifacts: method -> labels of the columns whose cells used foreign artifacts.
+    """
+
+    kind: str
+    methods: list[str]
+    columns: list[Column]
+    labels: list[str]
+    extra_columns: list[tuple[Column, str]]
+    cells: pd.DataFrame
+    summary: pd.DataFrame
+    class_groups: pd.DataFrame
+    seeds: list[int]
+    selection: list[str]
+    lpips_names: list[str]
+    replacement_modes: dict[str, list[str]]
+    foreign_artifacts: dict[str, list[str]]
+
+    def cell(self, method: str, column: Column) -> tuple[float, float | None, int]:
+        """``(mean, std or None, number of seeds)`` of one cell; ``(nan, None, 0)`` when it has no value."""
+        key = (method, *column)
+        if key not in self.cells.index:
+            return math.nan, None, 0
+        mean, std, n = self.cells.loc[key, ["mean", "std", "n"]]
+        return float(mean), (None if pd.isna(std) else float(std)), int(n)
+
+    def frame(self) -> pd.DataFrame:
+        """The table as printed: one row per method, cells as text in the paper's layout."""
+        data: dict[str, list[str]] = {"Method": [
+            f"{m} {FOREIGN_MARK}" if m in self.foreign_artifacts else m for m in self.methods]}
+        for column, label in zip(self.columns, self.labels):
+            data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
+        data["Avg [Δ]"] = [_fmt_avg(m, self.summary.loc[m, "avg"], self.summary.loc[m, "delta"]) for m in self.methods]
+        for column, label in self.extra_columns:
+            data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
+        data["LPIPS"] = [_fmt_opt(self.summary.loc[m, "lpips"]) for m in self.methods]
+        data["CLIP"] = [_fmt_opt(self.summary.loc[m, "clip_score"]) for m in self.methods]
+        return pd.DataFrame(data)
+
+    def class_group_frame(self) -> pd.DataFrame | None:
+        """Long tail: many / medium / few per method and column as ``a / b / c`` text (None without them)."""
+        if self.class_groups.empty:
+            return None
+        columns = [c for c in self.columns if any((m, *c) in self.class_groups.index for m in self.methods)]
+        data: dict[str, list[str]] = {"Method": list(self.methods)}
+        for column, label in zip(self.columns, self.labels):
+            if column in columns:
+                data[label] = [self._class_group_text(m, column) for m in self.methods]
+        return pd.DataFrame(data)
+
+    def _class_group_text(self, method: str, column: Column) -> str:
+        key = (method, *column)
+        values = self.class_groups.loc[key] if key in self.class_groups.index else {}
+        return " / ".join("—" if pd.isna(values.get(g, math.nan)) else f"{values[g]:.1f}" for g in CLASS_GROUPS)
+
+
+def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence[str] | None = None) -> ReportTable:
+    """The table a suite's ``table`` names, aggregated over seeds: ``few_shot`` / ``long_tail`` /
+    ``full_data`` (columns = dataset × setting) or ``waterbirds`` (columns = the four groups; records
+    without group metrics are skipped)."""
+    if kind not in TABLE_KINDS:
+        raise ValueError(f"unknown table {kind!r}; expected few_shot, long_tail, full_data or waterbirds")
+    if kind == "waterbirds":
+        records = [r for r in records if (r.get("metrics") or {}).get("groups")]
+    methods = list(dict.fromkeys(r["cell"]["method"] for r in records))
+    if method_order:
+        methods = [m for m in method_order if m in methods] + [m for m in methods if m not in method_order]
+    columns = _layout_columns(kind, records)
+    extra_columns = list(EXTRA_COLUMNS.get(kind, ()))
+    cells = (_measurements(kind, records)
+             .groupby(["method", "dataset", "setting"], sort=False)["value"]
+             .agg(mean="mean", std="std", n="count"))  # pandas' std is the sample std (ddof = 1)
+    summary = pd.DataFrame(index=pd.Index(methods, name="method"))
+    summary["avg"] = math.nan
+    if len(cells) and columns:
+        means = cells["mean"].unstack(["dataset", "setting"]).reindex(index=methods,
+                                                                      columns=pd.MultiIndex.from_tuples(columns))
+        summary["avg"] = means.mean(axis=1, skipna=False)  # NaN unless every column has a value
+    base = summary["avg"].get("original", math.nan)
+    summary["delta"] = summary["avg"] - base  # NaN without an original row
+    synthetic = _synthetic_metrics(records)
+    for metric in ("lpips", "clip_score"):
+        summary[metric] = synthetic[metric].groupby(synthetic["method"]).mean() if len(synthetic) else math.nan
+    seeds = sorted({r["cell"]["seed"] for r in records})
+    selection = sorted({r["selection"] for r in records if r.get("selection")})
+    lpips_names = sorted({n for n in synthetic.get("lpips_name", []) if isinstance(n, str)})
+    modes: dict[str, list[str]] = {}
+    foreign: dict[str, list[str]] = {}
+    labels = [_label(kind, c) for c in columns]
+    for rec in records:
+        cell = rec["cell"]
+        mode = replacement_mode(rec)
+        if mode is not None and mode not in modes.setdefault(method_family(cell["method"]), []):
+            modes[method_family(cell["method"])].append(mode)
+        if any(a.get("foreign") for a in rec.get("artifacts") or []):
+            label = _label(kind, (cell["dataset"], _setting(cell))) if kind != "waterbirds" else cell["dataset"]
+            if label not in foreign.setdefault(cell["method"], []):
+                foreign[cell["method"]].append(label)
+    return ReportTable(kind=kind, methods=methods, columns=columns, labels=labels, extra_columns=extra_columns,
+                       cells=cells, summary=summary, class_groups=_class_groups(records), seeds=seeds,
+                       selection=selection, lpips_names=lpips_names,
+                       replacement_modes={f: m for f, m in modes.items() if m}, foreign_artifacts=foreign)
+
+
+def _label(kind: str, column: Column) -> str:
+    return column[1] if kind == "waterbirds" else f"{column[0]} ({column[1]})"
+
+
+def _layout_columns(kind: str, records: list[dict[str, Any]]) -> list[Column]:
+    """The accuracy columns in the paper's order: Waterbirds' four groups (P2 Tab.3), long-tail
+    imbalance factors 100, 20, 10 per dataset (P2 Tab.2), otherwise datasets then settings ascending."""
+    if kind == "waterbirds":
+        return [("groups", label) for _, label in WATERBIRDS_GROUPS]
+    columns = list(dict.fromkeys((r["cell"]["dataset"], _setting(r["cell"])) for r in records))
+    sign = -1 if kind == "long_tail" else 1
+    return sorted(columns, key=lambda c: (c[0], sign * _setting_number(c[1]), c[1]))
+
+
+def _measurements(kind: str, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (record, table column): method, seed, dataset, setting, value."""
+    rows = []
+    for rec in records:
+        cell, metrics = rec["cell"], rec.get("metrics") or {}
+        key = (cell["method"], cell["seed"])
+        if kind == "waterbirds":
+            rows += [(*key, "groups", label, float(metrics["groups"][g]))
+                     for g, label in WATERBIRDS_GROUPS if g in metrics["groups"]]
+            rows += [(*key, SUMMARY, "worst", float(metrics["worst_group"])),
+                     (*key, SUMMARY, "pooled", float(metrics["pooled"]))]
+        elif metrics.get("top1") is not None:
+            rows.append((*key, cell["dataset"], _setting(cell), float(metrics["top1"])))
+    return pd.DataFrame(rows, columns=["method", "seed", "dataset", "setting", "value"])
+
+
+def _class_groups(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Mean over seeds of each long-tail class group's accuracy, index ``(method, dataset, setting)``."""
+    rows = [(r["cell"]["method"], r["cell"]["dataset"], _setting(r["cell"]), group, float(value))
+            for r in records for group, value in ((r.get("metrics") or {}).get("class_groups") or {}).items()
+            if value is not None]
+    if not rows:
+        return pd.DataFrame(columns=list(CLASS_GROUPS))
+    frame = pd.DataFrame(rows, columns=["method", "dataset", "setting", "group", "value"])
+    return frame.pivot_table(index=["method", "dataset", "setting"], columns="group", values="value",
+                             aggfunc="mean", sort=False).reindex(columns=list(CLASS_GROUPS))
+
+
+def _synthetic_metrics(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record with a synthetic set: method, LPIPS diversity (and its network), CLIP score."""
+    rows = []
+    for rec in records:
+        metrics = (rec.get("synthetic") or {}).get("metrics") or {}
+        lp, cs = metrics.get("lpips") or {}, metrics.get("clip_score") or {}
+        rows.append({"method": rec["cell"]["method"], "lpips": lp.get("value"), "clip_score": cs.get("value"),
+                     "lpips_name": (lp.get("metric") or lp.get("name") or "lpips") if lp.get("value") is not None
+                     else None})
+    frame = pd.DataFrame(rows, columns=["method", "lpips", "clip_score", "lpips_name"])
+    return frame.astype({"lpips": float, "clip_score": float})
+
+
+def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
+    """What the table shows and how to read it: metric definitions, seeds, selection rule, how synthetic
+    images joined training (per method family, METHODS_SPEC §4) and which methods used foreign artifacts."""
+    sel = "; ".join(SELECTION_TEXT.get(s, s) for s in table.selection) or "n/a"
+    lp = ", ".join(table.lpips_names) or "lpips"
     uncal = " (uncalibrated: distance of unit-normalised EfficientNet-Lite0 ImageNet features, not AlexNet LPIPS)" \
-        if any("effnet" in n for n in table["lpips_names"]) else ""
-    kind = table.get("kind", "few_shot")
+        if any("effnet" in n for n in table.lpips_names) else ""
     what = {
         "waterbirds": "Accuracy (%) per test group (bird type, background; L = land, W = water), "
                       "Avg = unweighted mean of the four groups, Worst = worst group, Pooled = accuracy over all "
@@ -199,15 +300,24 @@ def caption(table: dict[str, Any], spec: dict[str, Any], profile: str) -> str:
         "long_tail": "Top-1 accuracy (%) on the balanced test split, long-tail subsets built as in METHODS_SPEC §6.2; "
                      "many / medium / few = mean per-class accuracy of classes with > 20, 5-20, < 5 training images "
                      "(per-dataset thresholds from the suite, §5.4)",
-    }.get(kind, "Top-1 accuracy (%) on the test split")
-    return (
-        f"{spec.get('description', spec['name'])} — profile `{profile}`. {what}; "
-        f"mean ± sample std (ddof=1) over trial seeds {seeds} (the seed sets the training subset, the "
+    }.get(table.kind, "Top-1 accuracy (%) on the test split")
+    text = (
+        f"{spec.get('description') or spec['name']} — profile `{profile}`. {what}; "
+        f"mean ± sample std (ddof=1) over trial seeds {table.seeds} (the seed sets the training subset, the "
         f"validation split, the synthetic set and training; std shown only with ≥2 seeds). Model selection: {sel}. "
         f"Avg = unweighted mean over columns, [Δ] = difference to `original`. "
         f"LPIPS = mean pairwise distance among same-class synthetic images ×100 ({lp}){uncal}. "
         f"CLIP = 100·max(cos(image, text), 0) with text `a photo of a {{class name}} {{meta}}` (METHODS_SPEC §7)."
     )
+    if table.replacement_modes:
+        modes = "; ".join(f"{family}: {', '.join(m)}" for family, m in table.replacement_modes.items())
+        text += f" Synthetic images joined training by replacement mode (METHODS_SPEC §4) — {modes}."
+    if table.foreign_artifacts:
+        which = "; ".join(f"{method} ({', '.join(cols)})" for method, cols in table.foreign_artifacts.items())
+        text += (f" {FOREIGN_MARK} FOREIGN ARTIFACTS: these cells used concept/inversion artifacts trained on images "
+                 f"outside their training part (allowed by allow_foreign_artifacts = true; their numbers may be "
+                 f"optimistic): {which}.")
+    return text
 
 
 def _fmt(mean: float, std: float | None) -> str:
@@ -217,32 +327,20 @@ def _fmt(mean: float, std: float | None) -> str:
 
 
 def _fmt_opt(v: float | None) -> str:
-    return "—" if v is None else f"{v:.1f}"
+    return "—" if v is None or pd.isna(v) else f"{v:.1f}"
 
 
-def _num(v: float | None) -> str:
-    return "" if v is None else f"{v:.4f}"
+def _fmt_avg(method: str, avg: float, delta: float) -> str:
+    text = "—" if pd.isna(avg) else f"{avg:.2f}"
+    if not pd.isna(delta) and method != "original":
+        text += f" [{delta:+.2f}]"
+    return text
 
 
-def _row_strings(table: dict[str, Any], row: dict[str, Any]) -> list[str]:
-    """Method, cells, Avg [Δ], extra columns, LPIPS, CLIP of one row, as text."""
-    avg = "—" if math.isnan(row["avg"]) else f"{row['avg']:.2f}"
-    if row["delta"] is not None and row["method"] != "original":
-        avg += f" [{row['delta']:+.2f}]"
-    cells = [_fmt(*row["cells"][c]) for c in table["columns"]]
-    extra = [_fmt(*row["extra"][key]) for key, _ in table.get("extra_columns", [])]
-    return [row["method"], *cells, avg, *extra, _fmt_opt(row["lpips"]), _fmt_opt(row["clip_score"])]
-
-
-def _header(table: dict[str, Any]) -> list[str]:
-    return ["Method", *table["labels"], "Avg [Δ]", *[label for _, label in table.get("extra_columns", [])],
-            "LPIPS", "CLIP"]
-
-
-def _published_view(table: dict[str, Any], pub: PublishedTable) -> tuple[list[Column], list[int]]:
+def _published_view(table: ReportTable, pub: PublishedTable) -> tuple[list[Column], list[int]]:
     """The published columns our table also has (in our order) and the indices of the printed
     averages whose cells are all among them."""
-    cols = [c for c in table["columns"] if c in pub.columns]
+    cols = [c for c in table.columns if c in pub.columns]
     averages = [i for i, a in enumerate(pub.averages) if set(a.columns) <= set(cols)]
     return cols, averages
 
@@ -252,112 +350,114 @@ def _fmt_printed_avg(avg: float | None, delta: float | None) -> str:
     return " ".join(parts) or "—"
 
 
-def _published_strings(table: dict[str, Any], pub: PublishedTable) -> tuple[list[str], list[list[str]], str]:
-    """Header, rows and caption of ``pub`` restricted to ``table``'s columns (METHODS_SPEC §9)."""
+class RenderedTable(NamedTuple):
+    """One table as every format shows it: the printed cells and the caption."""
+
+    frame: pd.DataFrame
+    caption: str
+
+
+def published_table(table: ReportTable, pub: PublishedTable) -> RenderedTable:
+    """``pub`` restricted to ``table``'s columns, in its order, numbers as printed (METHODS_SPEC §9)."""
     cols, averages = _published_view(table, pub)
-    labels = dict(zip(table["columns"], table["labels"]))
-    header = ["Method (paper)", "id", *[labels[c] for c in cols], *[f"{pub.averages[i].label} [Δ]" for i in averages]]
-    rows = [[row.method, row.method_id or "—", *[_fmt(*row.cells[c]) for c in cols],
-             *[_fmt_printed_avg(row.avg[i], row.delta[i]) for i in averages]] for row in pub.rows]
+    labels = dict(zip(table.columns, table.labels))
+    data: dict[str, list[str]] = {"Method (paper)": [r.method for r in pub.rows],
+                                  "id": [r.method_id or "—" for r in pub.rows]}
+    for col in cols:
+        data[labels[col]] = [_fmt(*r.cells[col]) for r in pub.rows]
+    for i in averages:
+        data[f"{pub.averages[i].label} [Δ]"] = [_fmt_printed_avg(r.avg[i], r.delta[i]) for r in pub.rows]
     cap = (f"Published: {pub.title}. Source: {pub.source}. Backbone {pub.backbone} (our recipe `{pub.recipe}`); "
            f"{pub.statistic}. Shown: {len(cols)} of the {len(pub.columns)} published columns (those this report "
            f"has, in its order) and the printed averages over shown columns only; numbers and Avg [Δ] as printed. "
            + " ".join(pub.notes))
-    return header, rows, cap
+    return RenderedTable(pd.DataFrame(data), cap)
 
 
-def class_group_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
-    """Long-tail only: header and rows of many / medium / few accuracy per method and column (None
-    when no record has them)."""
-    cols = [c for c in table["columns"] if any(c in row["class_groups"] for row in table["rows"])]
-    if not cols:
-        return None
-    rows = []
-    for row in table["rows"]:
-        cells = []
-        for col in cols:
-            g = row["class_groups"].get(col, {})
-            cells.append(" / ".join("—" if g.get(k) is None else f"{g[k]:.1f}" for k in ("many", "medium", "few")))
-        rows.append([row["method"], *cells])
-    return ["Method", *[f"{d} ({p})" for d, p in cols]], rows
+def report_tables(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> list[RenderedTable]:
+    """Every table of a report in order: ours, its class-group table (long tail), the published ones."""
+    tables = [RenderedTable(table.frame(), cap)]
+    groups = table.class_group_frame()
+    if groups is not None:
+        tables.append(RenderedTable(groups, "Many / medium / few (mean per-class accuracy, %)"))
+    return tables + [published_table(table, pub) for pub in published]
 
 
-def class_group_markdown(table: dict[str, Any]) -> str:
-    """Long-tail only: the many / medium / few table in Markdown (empty when no record has them)."""
-    groups = class_group_rows(table)
-    if groups is None:
-        return ""
-    header, rows = groups
-    lines = ["", "Many / medium / few (mean per-class accuracy, %):", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _markdown(header: list[str], rows: list[list[str]], cap: str) -> str:
-    lines = [f"**{cap}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    return "\n".join(lines) + "\n"
-
-
-def to_markdown(table: dict[str, Any], cap: str, published: Sequence[PublishedTable] = ()) -> str:
+def to_markdown(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> str:
     """Our table, its class-group table, then each ``published`` table restricted to our columns."""
-    text = _markdown(_header(table), [_row_strings(table, row) for row in table["rows"]], cap)
-    text += class_group_markdown(table)
-    return text + "".join("\n" + _markdown(*_published_strings(table, pub)) for pub in published)
+    return "\n".join(f"**{t.caption}**\n\n{_markdown_table(t.frame)}\n" for t in report_tables(table, cap, published))
 
 
-def _tex_escape(s: str) -> str:
+def _markdown_table(frame: pd.DataFrame) -> str:
+    # disable_numparse: cells are already formatted text, and tabulate must not re-read "51.00" as 51;
+    # names left, numbers right, as in the papers' tables
+    return frame.to_markdown(index=False, disable_numparse=True,
+                             colalign=("left", *["right"] * (frame.shape[1] - 1)))
+
+
+#: Unicode in cells and captions and its LaTeX form (applied after LaTeX escaping).
+_TEX_SYMBOLS = (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("·", r"$\cdot$"), ("≥", r"$\geq$"), ("—", "--"),
+                ("×", r"$\times$"), (FOREIGN_MARK, r"$\dagger$"))
+
+
+def _tex_symbols(text: str) -> str:
+    for a, b in _TEX_SYMBOLS:
+        text = text.replace(a, b)
+    return text
+
+
+def _tex_escape(text: str) -> str:
+    """A caption as LaTeX text (Styler escapes cells, not captions)."""
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                 ("{", r"\{"), ("}", r"\}"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("·", r"$\cdot$"),
-                 ("≥", r"$\geq$"), ("—", "--"), ("`", "")):
-        s = s.replace(a, b)
-    return s
+                 ("{", r"\{"), ("}", r"\}"), ("$", r"\$"), ("`", "")):
+        text = text.replace(a, b)
+    return _tex_symbols(text)
 
 
-def _latex(header: list[str], rows: list[list[str]], cap: str) -> str:
-    spec = "l" + "c" * (len(header) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(_tex_escape(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex_escape(x) for x in cells) + r" \\" for cells in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex_escape(cap)}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+def _latex(t: RenderedTable) -> str:
+    styler = (t.frame.style.hide(axis="index")
+              .format(_tex_symbols, escape="latex")  # pandas escapes first, then the symbols become math
+              .format_index(_tex_symbols, escape="latex", axis=1))
+    return styler.to_latex(caption=_tex_escape(t.caption), hrules=True, position="t", position_float="centering",
+                           column_format="l" + "c" * (t.frame.shape[1] - 1), environment="table")
 
 
-def to_latex(table: dict[str, Any], cap: str, published: Sequence[PublishedTable] = ()) -> str:
+def to_latex(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> str:
     """Our table as a LaTeX float, then one float (a second tabular) per ``published`` table."""
-    text = _latex(_header(table), [_row_strings(table, row) for row in table["rows"]], cap)
-    return text + "".join(_latex(*_published_strings(table, pub)) for pub in published)
+    return "".join(_latex(t) for t in report_tables(table, cap, published))
 
 
-def to_csv(table: dict[str, Any], published: Sequence[PublishedTable] = ()) -> str:
-    """One line per method and column; with ``published`` tables a ``source`` column is added
-    (``measured`` for ours, the table id for the paper's rows restricted to our columns)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    source = ["source"] if published else []
-    w.writerow(["method", "dataset", "setting", "top1_mean", "top1_std", "n_seeds", "avg", "delta_vs_original",
-                "lpips", "clip_score", *source])
-    measured = ["measured"] if published else []
-    for row in table["rows"]:
-        columns = [(col, row["cells"][col], row["n"][col]) for col in table["columns"]]
-        columns += [(("summary", label.lower()), row["extra"][key], None) for key, label in table.get("extra_columns", [])]
-        for col, (m, s), n in columns:
-            w.writerow([row["method"], col[0], col[1], "" if math.isnan(m) else f"{m:.4f}",
-                        _num(s), "" if n is None else n,
-                        "" if math.isnan(row["avg"]) else f"{row['avg']:.4f}",
-                        _num(row["delta"]), _num(row["lpips"]), _num(row["clip_score"]), *measured])
+CSV_COLUMNS = ("method", "dataset", "setting", "top1_mean", "top1_std", "n_seeds", "avg", "delta_vs_original",
+               "lpips", "clip_score")
+
+
+def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> pd.DataFrame:
+    """One row per method and column (summary columns included); with ``published`` tables a ``source``
+    column is added (``measured`` for ours, the table id for the paper's rows restricted to our columns)."""
+    rows = []
+    for method in table.methods:
+        s = table.summary.loc[method]
+        for column in [*table.columns, *(key for key, _ in table.extra_columns)]:
+            mean, std, n = table.cell(method, column)
+            rows.append((method, *column, mean, std, n or None, s["avg"], s["delta"], s["lpips"], s["clip_score"],
+                         "measured"))
     for pub in published:
         cols, averages = _published_view(table, pub)
         covering = {c: i for i in averages for c in pub.averages[i].columns}
         for row in pub.rows:
             for col in cols:
-                m, s = row.cells[col]
                 i = covering.get(col)
                 avg, delta = (None, None) if i is None else (row.avg[i], row.delta[i])
-                w.writerow([row.method_id or row.method, col[0], col[1], f"{m:.4f}", _num(s),
-                            "" if pub.trials is None else pub.trials, _num(avg), _num(delta), "", "", pub.id])
-    return buf.getvalue()
+                rows.append((row.method_id or row.method, *col, *row.cells[col], pub.trials, avg, delta, None, None,
+                             pub.id))
+    frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "source"])
+    frame = frame.astype({c: float for c in CSV_COLUMNS[3:] if c != "n_seeds"} | {"n_seeds": "Int64"})
+    return frame if published else frame.drop(columns="source")
+
+
+def to_csv(table: ReportTable, published: Sequence[PublishedTable] = ()) -> str:
+    """``csv_frame`` as CSV text: four decimals, empty fields where there is no value."""
+    return csv_frame(table, published).to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
 def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=REPORT_FORMATS,
@@ -366,11 +466,12 @@ def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=R
     suite names in ``published`` (side by side, module docstring); returns the written files."""
     profile_name = profile or "embedded"
     run_dir = Path(run_dir) if run_dir else default_run_dir(suite, profile_name)
-    spec = load_suite(suite, profile_name)
+    loaded = load_suite(suite, profile_name)
+    spec = {**loaded.to_dict(), "table": loaded.table_kind}
     records = load_records(run_dir, profile)
     if not records:
         raise FileNotFoundError(f"no result records in {run_dir / 'records'}; run `augbench run --suite {suite}` first")
-    table = build_table(spec.get("table", spec["protocol"]), records, method_order=list(spec.get("methods", [])))
+    table = build_table(spec.get("table") or spec["protocol"], records, method_order=list(spec.get("methods", [])))
     cap = caption(table, spec, records[0].get("profile", profile_name))
     ids = spec.get("published", [])
     published = [load_published(t) for t in ([ids] if isinstance(ids, str) else ids)]
@@ -378,10 +479,8 @@ def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=R
     out_dir.mkdir(parents=True, exist_ok=True)
     writers = {"md": lambda: to_markdown(table, cap, published), "tex": lambda: to_latex(table, cap, published),
                "csv": lambda: to_csv(table, published),
-               "html": lambda: to_html(table, cap, records, run_dir, title=f"augbench — {spec['name']} ({profile_name})",
-                                       tables=[(_header(table), [_row_strings(table, r) for r in table["rows"]], cap),
-                                               *[_published_strings(table, pub) for pub in published]],
-                                       class_groups=class_group_rows(table))}
+               "html": lambda: to_html(table, records, run_dir, title=f"augbench — {spec['name']} ({profile_name})",
+                                       tables=report_tables(table, cap, published))}
     paths = []
     for fmt in formats:
         fmt = fmt.strip()

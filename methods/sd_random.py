@@ -40,6 +40,7 @@ from benchmark.contract import (
     MethodContext,
     OfflineMethod,
     SyntheticSample,
+    TrainingIntegration,
     one_hot,
     param,
 )
@@ -140,6 +141,8 @@ class SDRandom(OfflineMethod):
             "text encoder once per class"
         ),
         references=("METHODS_SPEC §3.1", "METHODS_SPEC §3.2", "P1 §4.1 L95, §4.3 L113-115"),
+        # P1 concatenates its 100 % synthetic set with the real one (METHODS_SPEC §4, HARNESS for P1)
+        training=TrainingIntegration(replacement_mode="concat", replacement_p=0.5, labels="as_generated"),
     )
 
     # -- planning -------------------------------------------------------------------------------

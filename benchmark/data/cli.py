@@ -30,8 +30,10 @@ from typing import Any
 from benchmark.cards import CardError, DatasetCard, list_cards, load_card
 from benchmark.data import protocols as P
 from benchmark.data.core import DataError, ImageSource, Subset, open_dataset, resolve_data_root
+from benchmark.suites import PROTOCOLS
 
-PROTOCOL_CHOICES = ("few_shot", "long_tail", "full_data", "waterbirds", "half_split")
+# the suites' protocols plus P1's half split, which only `data subset` writes
+PROTOCOL_CHOICES = (*PROTOCOLS, "half_split")
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -48,7 +50,7 @@ def _opt(args: argparse.Namespace, name: str) -> Any:
 
 
 def _guarded(handler: Handler) -> Handler:
-    """Report ``DataError``/``CardError``/``ValueError`` as ``error: ...`` on stderr with exit status 1."""
+    """Report ``DataError``/``CardError``/``ValueError`` as ``error: ...`` on stderr with exit status 2."""
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
@@ -56,7 +58,7 @@ def _guarded(handler: Handler) -> Handler:
             return handler(args)
         except (DataError, CardError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return 2
 
     return run
 
