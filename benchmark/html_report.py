@@ -4,8 +4,9 @@ The page carries everything inline (images as base64 PNG), so it can be mailed o
 review as one file. It is built from the result records and the synthetic sets cached in the run
 directory only: no model is loaded. Sections:
 
-- the suite's table and caption (the same numbers as the Markdown, LaTeX and CSV reports), the
-  long-tail class-group table, and any published tables the suite names;
+- the suite's table and caption, the long-tail class-group table and any published tables the suite
+  names: the same pandas frames the Markdown, LaTeX and CSV reports render (``benchmark.reports``),
+  written by ``Styler.to_html``, so every format shows the same numbers;
 - plots (matplotlib, the ``report`` extra): accuracy per method and column with the std over seeds
   as error bars, and the training loss per epoch (mean over seeds) of every method;
 - sample grids: for each synthetic set (one per method and column, first seed), up to
@@ -23,6 +24,7 @@ import io
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,11 @@ def _png_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _html_table(header: list[str], rows: list[list[str]], cap: str) -> str:
-    esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><caption>{esc(cap)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _html_table(frame, cap: str) -> str:
+    """One table through pandas' Styler: cells and headers HTML-escaped, the caption on top, no index."""
+    styler = (frame.style.hide(axis="index").format(escape="html").format_index(escape="html", axis=1)
+              .set_caption(html.escape(cap)))
+    return styler.to_html()
 
 
 def _label_text(label: dict[str, float]) -> str:
@@ -120,17 +122,18 @@ def _synthetic_sets(records: list[dict[str, Any]], run_dir: Path) -> list[tuple[
     return out
 
 
-def _accuracy_plot(table: dict[str, Any], plt) -> Image.Image:
-    rows, labels = table["rows"], table["labels"]
-    n = max(1, len(rows))
+def _accuracy_plot(table, plt) -> Image.Image:
+    labels = table.labels
+    n = max(1, len(table.methods))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels) * n / 3), 3.6), dpi=100)
     width = 0.8 / n
-    for i, row in enumerate(rows):
-        means = [row["cells"][c][0] for c in table["columns"]]
-        stds = [row["cells"][c][1] or 0.0 for c in table["columns"]]
+    for i, method in enumerate(table.methods):
+        cells = [table.cell(method, c) for c in table.columns]
+        means = [mean for mean, _, _ in cells]
+        stds = [std or 0.0 for _, std, _ in cells]
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(labels))]
         ax.bar(xs, [0 if math.isnan(m) else m for m in means], width, yerr=stds if any(stds) else None, capsize=2,
-               label=row["method"], color=f"C{i % 10}")
+               label=method, color=f"C{i % 10}")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=7, ncol=min(3, n))
@@ -138,7 +141,7 @@ def _accuracy_plot(table: dict[str, Any], plt) -> Image.Image:
     return _figure_image(fig, plt)
 
 
-def _loss_plot(records: list[dict[str, Any]], table: dict[str, Any], plt) -> Image.Image | None:
+def _loss_plot(records: list[dict[str, Any]], table, plt) -> Image.Image | None:
     curves: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         cell = rec["cell"]
@@ -148,10 +151,10 @@ def _loss_plot(records: list[dict[str, Any]], table: dict[str, Any], plt) -> Ima
                 curves[(f"{cell['dataset']} ({params})", cell["method"])][int(h["epoch"])].append(float(h["train_loss"]))
     if not curves:
         return None
-    columns = [c for c in (table["labels"] if table.get("kind") != "waterbirds" else []) if any(k[0] == c for k in curves)]
+    columns = [c for c in (table.labels if table.kind != "waterbirds" else []) if any(k[0] == c for k in curves)]
     columns = columns or sorted({k[0] for k in curves})
     # one colour per method across subplots and the accuracy plot: the table's row order
-    order = [row["method"] for row in table["rows"]]
+    order = list(table.methods)
     order += sorted({m for _, m in curves} - set(order))
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2), dpi=100, squeeze=False)
     for ax, column in zip(axes[0], columns):
@@ -189,20 +192,16 @@ def _pyplot():
     return plt
 
 
-def to_html(table: dict[str, Any], cap: str, records: list[dict[str, Any]], run_dir: Path, title: str,
-            tables: list[tuple[list[str], list[list[str]], str]], class_groups: tuple[list[str], list[list[str]]] | None,
+def to_html(table, records: list[dict[str, Any]], run_dir: Path, title: str, tables: Sequence[tuple[Any, str]],
             grid_classes: int = 8, grid_per_class: int = 6) -> str:
-    """The whole page. ``tables`` are (header, rows, caption) of our table then the published ones, as
-    the text reports render them, so every format shows the same numbers."""
+    """The whole page. ``table`` is the ``benchmark.reports.ReportTable`` (for the plots); ``tables`` are
+    the (DataFrame, caption) pairs of ``benchmark.reports.report_tables``: ours, the class-group table,
+    the published ones, exactly as the text reports render them."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"]
-    ours, *published = tables
-    parts.append("<h2>Results</h2>" + _html_table(*ours))
-    if class_groups:
-        parts.append(_html_table(*class_groups, "Many / medium / few (mean per-class accuracy, %)"))
-    for pub in published:
-        parts.append(_html_table(*pub))
+    parts.append("<h2>Results</h2>")
+    parts += [_html_table(frame, cap) for frame, cap in tables]
     plt = _pyplot()
     parts.append("<h2>Plots</h2>")
     if plt is None:

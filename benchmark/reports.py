@@ -33,21 +33,14 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from benchmark.data.protocols import WATERBIRDS_TABLE_COLUMNS as WATERBIRDS_GROUPS
 from benchmark.html_report import to_html
 from benchmark.published import Column, PublishedTable, load_published
 from benchmark.suites import default_run_dir, load_suite
+from benchmark.training.selection import SELECTION_NOTES as SELECTION_TEXT
 
 #: Formats ``augbench report`` writes by default (``--format`` picks a subset).
 REPORT_FORMATS = ("md", "tex", "csv", "html")
-
-SELECTION_TEXT = {
-    "val_split": "epoch chosen by accuracy on a validation split carved from the training subset",
-    "last_epoch": "last epoch",
-    "max_test": "best epoch on the TEST set (the papers' rule; optimistic, for parity only)",
-}
-
-#: Waterbirds groups ``"{y}{place}"`` in P2 Tab.3's column order: (bird type, background), L = land, W = water.
-WATERBIRDS_GROUPS = (("00", "L,L"), ("11", "W,W"), ("01", "L,W"), ("10", "W,L"))
 
 #: Dataset part of the key of a summary column (Waterbirds' worst group and pooled accuracy).
 SUMMARY = "summary"

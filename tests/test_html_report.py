@@ -9,6 +9,7 @@ import re
 
 import pytest
 from PIL import Image
+from report_parsing import html_tables
 
 from benchmark import html_report
 from benchmark.reports import render_suite_report
@@ -61,8 +62,12 @@ def test_html_page_has_table_plots_and_one_grid_per_synthetic_set(tmp_path):
     [path] = render_suite_report("few_shot", run_dir=run_dir, formats=("html",), echo=None)
     page = path.read_text(encoding="utf-8")
     assert path.name == "few_shot.html"
-    assert "<td>original</td><td>52.00 ± 2.83</td>" in page  # mean ± sample std over the two seeds
-    assert "<td>sd_random</td><td>58.00</td><td>58.00 [+6.00]</td><td>30.0</td><td>60.0</td>" in page
+    [results] = html_tables(page)
+    assert results == [["Method", "toybirds (shots=5)", "Avg [Δ]", "LPIPS", "CLIP"],
+                       ["original", "52.00 ± 2.83", "52.00", "—", "—"],  # mean ± sample std over the two seeds
+                       ["sd_random", "58.00", "58.00 [+6.00]", "30.0", "60.0"],
+                       ["sd_random+mixup", "57.00", "57.00 [+5.00]", "30.0", "60.0"]]
+    assert "<caption>Few-shot classification: k images per class" in page and "seeds [0, 1]" in page
     # accuracy plot, loss plot, and a single grid shared by the two methods that use the set
     images = _images(page)
     assert len(images) == 3

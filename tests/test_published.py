@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+from report_parsing import html_tables, markdown_tables
 
 from benchmark.published import PUBLISHED_DIR, PublishedError, list_published, load_published
 from benchmark.registry import default_registry
@@ -116,9 +117,12 @@ def test_markdown_shows_matching_published_columns_only():
     published = [load_published("p2_tab1_resnet50")]
     md = to_markdown(table, "ours", published)
     assert md.startswith(to_markdown(table, "ours"))
-    assert "| Method (paper) | id | cub (shots=5) | pets (shots=5) |\n" in md  # our order, no Avg-5 (incomplete)
-    assert "| Original | original | 54.52 | 86.98 |" in md
-    assert "| Ours (Diff-II) | diff_ii | 62.22 | 89.84 |" in md
+    ours, paper = markdown_tables(md)
+    assert ours[1][:5] == ["original", "50.00", "60.00", "70.00", "60.00"]
+    assert paper[0] == ["Method (paper)", "id", "cub (shots=5)", "pets (shots=5)"]  # our order, no Avg-5 (incomplete)
+    assert ["Original", "original", "54.52", "86.98"] in paper
+    assert ["Ours (Diff-II)", "diff_ii", "62.22", "89.84"] in paper
+    assert len(paper) == 1 + len(published[0].rows)
     assert "36.63" not in md  # aircraft: not a column of ours
     assert "P2 L190-213" in md and "68.59" in md
     assert r"\begin{tabular}{lccc}" in to_latex(table, "ours", published)
@@ -128,13 +132,15 @@ def test_markdown_shows_matching_published_columns_only():
 def test_printed_averages_appear_when_all_their_columns_are_shown():
     cells = [(d, {"shots": 5}) for d in ("aircraft", "cars", "cub", "pets")]
     table = build_table("few_shot", _records("original", [40.0] * 4, cells))
-    md = to_markdown(table, "ours", [load_published("p2_tab1_resnet50")])
-    assert "| Mixup | mixup | 36.75 | 41.43 | 54.33 | 86.36 | 54.72 [+0.16] |" in md
+    _, paper = markdown_tables(to_markdown(table, "ours", [load_published("p2_tab1_resnet50")]))
+    assert paper[0][-1] == "Avg-5 [Δ]"
+    assert ["Mixup", "mixup", "36.75", "41.43", "54.33", "86.36", "54.72 [+0.16]"] in paper
     lt_cells = [(d, {"imbalance_factor": f}) for d in ("cub", "flowers") for f in (100, 20, 10)]
     lt = build_table("long_tail", _records("original", [50.0] * 6, lt_cells))
-    md = to_markdown(lt, "ours", [load_published("p2_tab2")])
-    assert "| CE | original | 33.65 | 44.82 | 58.13 | 80.43 | 90.87 | 95.07 | 45.53 | 88.79 |" in md
-    assert "| Ours (Diff-II) | diff_ii | 51.21 | 62.31 | 70.28 | 89.54 | 94.39 | 97.35 | [+15.74] | [+4.97] |" in md
+    _, paper = markdown_tables(to_markdown(lt, "ours", [load_published("p2_tab2")]))
+    assert ["CE", "original", "33.65", "44.82", "58.13", "80.43", "90.87", "95.07", "45.53", "88.79"] in paper
+    assert ["Ours (Diff-II)", "diff_ii", "51.21", "62.31", "70.28", "89.54", "94.39", "97.35", "[+15.74]",
+            "[+4.97]"] in paper
 
 
 def test_suite_report_renders_waterbirds_side_by_side(tmp_path):
@@ -148,10 +154,10 @@ def test_suite_report_renders_waterbirds_side_by_side(tmp_path):
     (tmp_path / "records").mkdir()
     (tmp_path / "records" / "cell.json").write_text(json.dumps(record))
     md_path, tex_path, csv_path, html_path = render_suite_report(str(suite), tmp_path, profile="sd15", echo=None)
-    md = md_path.read_text()
-    assert "<td>Ours (Diff-II)</td><td>diff_ii</td><td>49.84</td>" in html_path.read_text()
-    assert "| original | 40.00 | 30.00 | 36.00 | 26.00 | 33.00 |" in md
-    assert "| Ours (Diff-II) | diff_ii | 49.84 | 41.46 | 51.01 | 42.03 | 46.09 [+11.39] |" in md
+    ours, paper = markdown_tables(md_path.read_text())
+    assert ours[1][:6] == ["original", "40.00", "30.00", "36.00", "26.00", "33.00"]
+    assert ["Ours (Diff-II)", "diff_ii", "49.84", "41.46", "51.01", "42.03", "46.09 [+11.39]"] in paper
+    assert html_tables(html_path.read_text()) == [ours, paper]  # the page shows the same cells
     assert tex_path.read_text().count(r"\begin{tabular}") == 2
     rows = list(csv.reader(csv_path.read_text().splitlines()))
     assert rows[0][-2:] == ["clip_score", "source"] and rows[1][-1] == "measured"
