@@ -1,0 +1,84 @@
+"""What a training run is given and what it returns: ``TrainConfig`` and ``TrainResult``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from benchmark.training.recipes import RECIPES, Recipe
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["TrainConfig", "TrainResult"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on besides data and model.
+
+    Attributes:
+        recipe: the ``Recipe``.
+        seed: run seed; every random stream derives from it.
+        input_size: classifier input ``S`` (default: the ``ClassifierSpec``'s).
+        mean / std: input normalisation (default: the ``ClassifierSpec``'s, else ImageNet).
+        replacement_mode: §4 mode (``same_class``, ``global_pool``, ``own_edits``, ``inverse_freq_class``,
+            ``global_pool_inverse_freq``, ``concat``).
+        replacement_p: replacement probability ``p`` (§4: 0.5); ignored by ``concat``.
+        synthetic_labels: ``auto`` (per-mode rule of §4), ``soft`` or ``hard``.
+        selection: ``val_split`` (default), ``last_epoch``, ``max_test`` or ``max_per_group``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``.
+        num_threads: torch CPU threads during training (default: the usable core count).
+        amp: bf16 autocast on CUDA (never on CPU).
+        channels_last: channels-last memory format (faster on CPU and GPU for convnets).
+        eval_batch_size: evaluation batch size.
+        dataset: dataset id (selects the per-dataset learning rate of §5.1 recipes).
+    """
+
+    recipe: Recipe = RECIPES["embedded"]
+    seed: int = 0
+    input_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    replacement_mode: str = "same_class"
+    replacement_p: float = 0.5
+    synthetic_labels: str = "auto"
+    selection: str = "val_split"
+    device: str = "auto"
+    num_threads: int | None = None
+    amp: bool = True
+    channels_last: bool = True
+    eval_batch_size: int = 256
+    dataset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the recipe's mappings as plain dicts)."""
+        d = asdict(self)
+        d["recipe"] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d["recipe"].items()}
+        return d
+
+
+@dataclass
+class TrainResult:
+    """Outcome of ``train_classifier``.
+
+    Attributes:
+        metrics: test metrics of the selected epoch plus ``selection``, ``selection_note``,
+            ``selected_epoch``, ``val_top1`` (at the selected epoch), ``last_epoch_top1``,
+            ``max_test_top1``/``max_test_epoch`` and (with groups) ``max_per_group``.
+        history: one record per epoch: ``epoch``, ``train_loss``, ``lr``, ``replaced_fraction``,
+            ``val_top1``, ``test_top1``, ``test`` (full test metrics), ``seconds``.
+        timings: seconds for ``prepare``, ``train``, ``eval``, ``total``; ``train_images_per_s``.
+        config: the run configuration (``TrainConfig.to_dict()`` plus data sizes and model info).
+        model: the trained model holding the weights of the selected epoch (not serialised).
+    """
+
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    timings: dict[str, float]
+    config: dict[str, Any]
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "history": self.history, "timings": self.timings, "config": self.config}
