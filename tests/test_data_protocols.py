@@ -18,8 +18,13 @@ import pytest
 from benchmark.cards import DatasetCard
 from benchmark.data import DataError, ImageSource, Sample, Subset
 from benchmark.data.protocols import (
+    WATERBIRDS_COLUMNS,
+    WATERBIRDS_GROUP_NAMES,
+    WATERBIRDS_TABLE_COLUMNS,
     class_group_accuracy,
     class_groups,
+    mean_accuracy_by_class_group,
+    per_class_accuracy,
     default_train_split,
     few_shot,
     full_data,
@@ -28,6 +33,7 @@ from benchmark.data.protocols import (
     long_tail_counts,
     shot_thresholds,
     validation_split,
+    waterbirds_group,
 )
 
 
@@ -216,6 +222,28 @@ def test_class_groups_thresholds_are_configurable():
     assert acc == {"many": 100.0, "medium": 0.0, "few": 100.0, "none": None}
 
 
+def test_class_group_accuracy_averages_classes_not_images():
+    """METHODS_SPEC §5.4: DM's many/medium/few numbers are the mean of the group's per-class accuracies
+    (``sum(cls_acc[many]) / sum(many)``), so a class with many test images counts once."""
+    preds, labels = [0, 0, 0, 0, 1, 2, 0], [0, 0, 0, 1, 1, 2, 2]  # class 0: 3/3, class 1: 1/2, class 2: 1/2
+    assert per_class_accuracy(preds, labels) == {0: 100.0, 1: 50.0, 2: 50.0}
+    acc = class_group_accuracy(preds, labels, {"many": [0, 1], "few": [2, 9]})
+    assert acc == {"many": 75.0, "few": 50.0}  # pooled over "many"'s five images it would be 80.0
+    assert mean_accuracy_by_class_group([100.0, None, 50.0], {"a": [0, 1], "b": [1]}) == {"a": 100.0, "b": None}
+    with pytest.raises(ValueError, match="predictions for"):
+        class_group_accuracy([0], [0, 1], {"a": [0]})
+
+
+def test_waterbirds_groups_are_defined_once():
+    assert [waterbirds_group(y, p) for y in (0, 1) for p in (0, 1)] == list(WATERBIRDS_GROUP_NAMES)
+    assert WATERBIRDS_GROUP_NAMES[waterbirds_group(1, 0)] == "waterbird on land"
+    # P2 Tab.3 column order, labels (bird type, background)
+    assert WATERBIRDS_TABLE_COLUMNS == (("00", "L,L"), ("11", "W,W"), ("01", "L,W"), ("10", "W,L"))
+    assert dict(WATERBIRDS_TABLE_COLUMNS) == WATERBIRDS_COLUMNS
+    with pytest.raises(ValueError, match="0 or 1"):
+        waterbirds_group(2, 0)
+
+
 def test_flower_lt_starts_from_diff_mix_half_split():
     counts = [40, 58, 41, 46, 87, 40, 49]
     src = from_counts(counts, interleave=True, split="all",
@@ -282,7 +310,6 @@ def test_subset_manifest_roundtrip(tmp_path):
 
 def test_protocols_run_on_the_embedded_world():
     """The protocols use only the ImageSource interface, so the world's toy datasets work too."""
-    pytest.importorskip("benchmark.world.datasets")
     from benchmark.data import open_dataset
     from benchmark.data.protocols import waterbirds
 

@@ -14,9 +14,10 @@ Protocols:
 
 * :func:`few_shot` — §6.1, Diff-Mix's per-class ``random.sample`` (no silent replacement).
 * :func:`long_tail` — §6.2, Diff-Mix's CUB-LT / Flower-LT construction; :func:`class_groups` gives
-  many/medium/few classes with the §5.4 thresholds.
+  many/medium/few classes with the §5.4 thresholds and :func:`mean_accuracy_by_class_group` their
+  accuracies (the one definition, used by training too).
 * :func:`waterbirds` and :func:`waterbirds_metrics` — §6.3, k-shot CUB training, Waterbirds test split,
-  four (bird type, background) groups.
+  four (bird type, background) groups (``WATERBIRDS_GROUP_NAMES``, the one definition of the groups).
 * :func:`full_data` — §5.5, a random 20% validation split of the training split.
 * :func:`validation_split` — a (stratified) validation split carved from any training subset, used by
   the harness for model selection (DESIGN.md, "Protocols and evaluation").
@@ -38,6 +39,9 @@ DEFAULT_MANY_ABOVE = 20  # CUB-LT: many-shot classes have > 20 training images (
 DEFAULT_FEW_BELOW = 5  # CUB-LT: few-shot classes have < 5 training images
 
 WATERBIRDS_PROTOCOL = "waterbirds-species"
+# The one definition of the Waterbirds groups (METHODS_SPEC §6.3): key ``f"{y}{place}"`` (DM
+# waterbird.py), y = 1 for a waterbird, place = 1 for a water background. Readers, the world's toy
+# datasets, training metrics and reports all take the keys, names and column labels from here.
 WATERBIRDS_GROUP_NAMES = {
     "00": "landbird on land",
     "01": "landbird on water",
@@ -46,6 +50,16 @@ WATERBIRDS_GROUP_NAMES = {
 }
 # P2 Tab.3 column labels, (bird type, background) (METHODS_SPEC §6.3, HARNESS reading of U16).
 WATERBIRDS_COLUMNS = {"00": "L,L", "01": "L,W", "10": "W,L", "11": "W,W"}
+# (key, column label) in P2 Tab.3's column order: L,L  W,W  L,W  W,L.
+WATERBIRDS_TABLE_COLUMNS = tuple((key, WATERBIRDS_COLUMNS[key]) for key in ("00", "11", "01", "10"))
+
+
+def waterbirds_group(y: int, place: int) -> str:
+    """The group key of a bird of type ``y`` (1 = waterbird) on background ``place`` (1 = water)."""
+    key = f"{int(y)}{int(place)}"
+    if key not in WATERBIRDS_GROUP_NAMES:
+        raise ValueError(f"Waterbirds y and place must be 0 or 1, got y={y}, place={place}")
+    return key
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -269,24 +283,54 @@ def class_groups(
     return groups
 
 
+def per_class_accuracy(predictions: Sequence[int] | Any, labels: Sequence[int] | Any) -> dict[int, float]:
+    """Top-1 accuracy in percent of every class that has test images, keyed by label."""
+    preds, labels = _as_int_list(predictions), _as_int_list(labels)
+    if len(preds) != len(labels):
+        raise ValueError(f"{len(preds)} predictions for {len(labels)} labels")
+    hits: dict[int, int] = {}
+    count: dict[int, int] = {}
+    for p, t in zip(preds, labels, strict=True):
+        count[t] = count.get(t, 0) + 1
+        hits[t] = hits.get(t, 0) + int(p == t)
+    return {c: 100.0 * (hits[c] / count[c]) for c in sorted(count)}
+
+
+def mean_accuracy_by_class_group(
+    per_class: Mapping[int, float | None] | Sequence[float | None],
+    groups: Mapping[str, Sequence[int]],
+) -> dict[str, float | None]:
+    """Many/medium/few accuracy from per-class accuracies: the unweighted mean over each group's classes.
+
+    This is the one definition of the class-group accuracies (METHODS_SPEC §5.4): Diff-Mix's long-tail
+    script averages the per-class accuracies of a group's classes (``sum(cls_acc[many]) / sum(many)``
+    [DM train_hub_imb.py:801-814], the LDAM/decoupling convention), so every class counts once, whatever
+    its number of test images. Classes without test images (``None`` or missing) are left out; a group
+    with none of its classes tested is ``None``.
+
+    Args:
+        per_class: accuracy per label, as a list indexed by label or a ``{label: accuracy}`` mapping.
+        groups: ``{"many": [...], "medium": [...], "few": [...]}`` (see :func:`class_groups`).
+    """
+    import numpy as np  # np.mean: the summation order the harness has always used for these numbers
+
+    lookup = per_class if isinstance(per_class, Mapping) else dict(enumerate(per_class))
+    out: dict[str, float | None] = {}
+    for name, members in groups.items():
+        values = [lookup[c] for c in members if lookup.get(c) is not None]
+        out[name] = float(np.mean(values)) if values else None
+    return out
+
+
 def class_group_accuracy(
     predictions: Sequence[int] | Any,
     labels: Sequence[int] | Any,
     groups: Mapping[str, Sequence[int]],
 ) -> dict[str, float | None]:
-    """Top-1 accuracy in percent over the test images of each class group (many/medium/few).
-
-    Returns None for a group with no test images.
+    """Many/medium/few accuracy in percent of ``predictions``: :func:`mean_accuracy_by_class_group`
+    of the per-class accuracies (METHODS_SPEC §5.4). ``None`` for a group with no test images.
     """
-    preds, labels = _as_int_list(predictions), _as_int_list(labels)
-    if len(preds) != len(labels):
-        raise ValueError(f"{len(preds)} predictions for {len(labels)} labels")
-    out: dict[str, float | None] = {}
-    for name, members in groups.items():
-        members = set(members)
-        hits = [p == t for p, t in zip(preds, labels, strict=True) if t in members]
-        out[name] = 100.0 * sum(hits) / len(hits) if hits else None
-    return out
+    return mean_accuracy_by_class_group(per_class_accuracy(predictions, labels), groups)
 
 
 # --- Diff-Mix's Flowers split (§8.1) --------------------------------------------------------------
@@ -486,10 +530,10 @@ def _group_key(sample: Sample) -> str:
         raise DataError(
             f"image {sample.image_id!r} has no Waterbirds group attributes 'y' and 'place' (attrs: {dict(sample.attrs)})"
         ) from None
-    key = f"{y}{place}"
-    if key not in WATERBIRDS_GROUP_NAMES:
-        raise DataError(f"image {sample.image_id!r}: y and place must be 0 or 1, got y={y}, place={place}")
-    return key
+    try:
+        return waterbirds_group(y, place)
+    except ValueError as err:
+        raise DataError(f"image {sample.image_id!r}: {err}") from None
 
 
 def _as_int_list(values: Any) -> list[int]:

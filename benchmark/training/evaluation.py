@@ -1,4 +1,9 @@
-"""Evaluation of a classifier: predictions and accuracy metrics (METHODS_SPEC §5.4, §6.2, §6.3, §7.1)."""
+"""Evaluation of a classifier: predictions and accuracy metrics (METHODS_SPEC §5.4, §6.2, §6.3, §7.1).
+
+The class-group (many/medium/few) thresholds and accuracies are defined once, in
+``benchmark.data.protocols`` (``class_groups``, ``mean_accuracy_by_class_group``); this module only
+applies them to a model's predictions.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.data.protocols import class_groups, mean_accuracy_by_class_group
 from benchmark.imaging import normalize
 from benchmark.training.runtime import autocast
 
@@ -16,11 +22,11 @@ __all__ = ["classification_metrics", "evaluate_model", "many_medium_few", "predi
 
 
 def many_medium_few(train_counts: Sequence[int], many: int = 20, few: int = 5) -> dict[str, list[int]]:
-    """Class groups by training count (§5.4: CUB many > 20, medium 5-20, few < 5; Flowers 30/10)."""
-    out: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
-    for c, n in enumerate(train_counts):
-        out["many" if n > many else "few" if n < few else "medium"].append(c)
-    return out
+    """Class groups by training count (§5.4: CUB many > 20, medium 5-20, few < 5; Flowers 30/10).
+
+    The training-side name of ``benchmark.data.protocols.class_groups``.
+    """
+    return class_groups(train_counts, many_above=many, few_below=few)
 
 
 def classification_metrics(
@@ -44,7 +50,7 @@ def classification_metrics(
         ``n``; with ``groups``: ``groups`` (per-group accuracy over the group's images), ``group_mean``
         (unweighted mean of groups, P2 Tab.3 "Avg"), ``worst_group``, ``pooled`` (accuracy over all
         grouped samples), ``group_sizes``; with ``class_groups``: ``class_groups`` = mean per-class
-        accuracy within each class group (DM/LDAM convention).
+        accuracy within each class group (§5.4, ``protocols.mean_accuracy_by_class_group``).
     """
     preds, labels = preds.cpu().long(), labels.cpu().long()
     correct = (preds == labels).double()
@@ -59,11 +65,7 @@ def classification_metrics(
     if groups is not None:
         out.update(_group_metrics(correct, groups, out["top1"]))
     if class_groups is not None:
-        cg = {}
-        for name, classes in class_groups.items():
-            vals = [per_class[c] for c in classes if per_class[c] is not None]
-            cg[name] = float(np.mean(vals)) if vals else None
-        out["class_groups"] = cg
+        out["class_groups"] = mean_accuracy_by_class_group(per_class, class_groups)
     return out
 
 
