@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 import timm
@@ -10,9 +13,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from torch import nn
+
+from benchmark.data.protocols import class_group_accuracy
 from benchmark.seeding import make_generator
 from benchmark.training import (
+    DEFAULT_REPLACEMENT_MODE,
     RECIPES,
+    REPLACEMENT_MODES,
+    SELECTION_NOTES,
     LabeledImages,
     ReplacementSampler,
     SyntheticSet,
@@ -31,6 +40,7 @@ from benchmark.training import (
     soft_target_cross_entropy,
     train_classifier,
 )
+from benchmark.training.selection import per_group_maxima, selected_metrics
 
 # --- §5.7 losses -----------------------------------------------------------------------------------
 
@@ -221,13 +231,45 @@ def test_random_crop_flip_is_a_padded_crop():
     assert torch.equal(same, x.float() / 255)
 
 
-def test_random_resized_crop_shapes_and_range():
-    x = torch.randint(0, 256, (5, 3, 20, 20), dtype=torch.uint8)
-    out = random_resized_crop_flip(x, 12, True, make_generator(0), color_jitter=0.4)
-    assert out.shape == (5, 3, 12, 12) and 0 <= out.min() and out.max() <= 1
-    a = random_resized_crop_flip(x, 12, True, make_generator(3), color_jitter=0.4)
-    b = random_resized_crop_flip(x, 12, True, make_generator(3), color_jitter=0.4)
-    assert torch.equal(a, b)
+def _windows(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Every ``size x size`` window of a ``[3, H, W]`` image."""
+    h, w = x.shape[-2:]
+    return [x[:, a : a + size, b : b + size] for a in range(h - size + 1) for b in range(w - size + 1)]
+
+
+def test_random_resized_crop_is_a_crop_of_the_drawn_size():
+    # a fixed area scale of 1/4 and ratio 1 make every box 8 x 8 of the 16 x 16 image; resampled to
+    # 8 x 8 at the box's pixel centres, the output is exactly that window (or its mirror image)
+    x = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=make_generator(0))
+    out = random_resized_crop_flip(x, 8, True, make_generator(1), scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    assert out.shape == (48, 3, 8, 8) and out.dtype == torch.float32
+    flips, corners = 0, set()
+    for i in range(48):
+        windows = _windows(x[i].float() / 255, 8)
+        match = [k for k, win in enumerate(windows) if torch.allclose(out[i], win, atol=1e-6)]
+        if not match:
+            match = [k for k, win in enumerate(windows) if torch.allclose(out[i], win.flip(-1), atol=1e-6)]
+            flips += 1
+        assert len(match) == 1, i
+        corners.add(match[0])
+    assert 12 <= flips <= 36 and len(corners) > 20  # flips about half the time; boxes spread over the image
+    again = random_resized_crop_flip(x, 8, True, make_generator(1), scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    assert torch.equal(out, again)
+
+
+def test_random_resized_crop_full_box_and_colour_jitter():
+    x = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8, generator=make_generator(2))
+    whole = random_resized_crop_flip(x, 12, False, make_generator(3), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    assert torch.allclose(whole, x.float() / 255, atol=1e-6)
+    # jitter draws from the same stream after the boxes and flips, so the crops do not depend on it;
+    # on a uniform grey image contrast and saturation change nothing and brightness scales the value
+    grey = torch.full((64, 3, 12, 12), 100, dtype=torch.uint8)
+    jittered = random_resized_crop_flip(grey, 6, True, make_generator(4), color_jitter=0.4)
+    factor = jittered.amax(dim=(1, 2, 3)) / (100 / 255)
+    assert torch.allclose(jittered, jittered[:, :1, :1, :1].expand_as(jittered), atol=1e-6)
+    assert factor.min() >= 0.6 - 1e-6 and factor.max() <= 1.4 + 1e-6 and factor.std() > 0.1
+    plain = random_resized_crop_flip(grey, 6, True, make_generator(4))
+    assert torch.allclose(plain, torch.full_like(plain, 100 / 255), atol=1e-6)
 
 
 def test_prepare_images_from_pil_of_different_sizes():
@@ -235,8 +277,29 @@ def test_prepare_images_from_pil_of_different_sizes():
     x = prepare_images(ims, 12)
     assert x.shape == (2, 3, 12, 12) and x.dtype == torch.uint8
     assert x[0, 0].min() == 255 and x[1, 2].min() == 255
-    y = prepare_images(ims, 12, mode="shorter_side")
-    assert y.shape == (2, 3, 12, 12)
+
+
+def _striped(height: int = 20, block: int = 8, values=(10, 60, 110, 160, 210)) -> torch.Tensor:
+    """A uint8 ``[3, H, W]`` image of vertical stripes ``block`` pixels wide, one grey value each."""
+    cols = torch.tensor(values, dtype=torch.uint8).repeat_interleave(block)
+    return cols.expand(3, height, -1).contiguous()
+
+
+def test_shorter_side_keeps_the_aspect_ratio_then_takes_the_centre_square():
+    img = _striped()  # 20 x 40, stripes 8 px wide
+    # Resize(10): 10 x 20 (both sides halved, stripes 4 px wide), then the centre 10 x 10 square
+    # (columns 5..14 of 20): stripe 1 interior, stripe 2, stripe 3 interior
+    for out in (prepare_images([img], 10, mode="shorter_side")[0],
+                prepare_images(img[None], 10, mode="shorter_side")[0],
+                prepare_images([Image.fromarray(img.permute(1, 2, 0).numpy())], 10, mode="shorter_side")[0]):
+        assert out.shape == (3, 10, 10)
+        assert (out == out[:, :1]).all()  # rows identical: no vertical distortion
+        assert (out[:, :, 0:2] == 60).all() and (out[:, :, 4:6] == 110).all() and (out[:, :, 8:10] == 160).all()
+    # stretch squeezes the width by 4 and the height by 2: all five stripes are visible
+    stretched = prepare_images([img], 10)[0]
+    assert stretched[0, 0, 0] == 10 and stretched[0, 0, -1] == 210
+    tall = prepare_images([img.transpose(1, 2)], 10, mode="shorter_side")[0]  # 40 x 20: the same, transposed
+    assert torch.equal(tall, prepare_images([img], 10, mode="shorter_side")[0].transpose(1, 2))
 
 
 # --- evaluation and selection -------------------------------------------------------------------------
@@ -260,6 +323,17 @@ def test_group_and_class_group_metrics():
     assert m2["group_mean"] == 50.0 and m2["pooled"] == 75.0
 
 
+def test_class_group_accuracy_is_the_mean_over_classes_everywhere():
+    """§5.4 (DM train_hub_imb.py:801-814): a group's accuracy is the mean of its classes' accuracies,
+    not the accuracy pooled over its test images; training and protocols share that one definition."""
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    preds = torch.tensor([0, 0, 0, 0, 2, 1])  # class 0: 3/3, class 1: 0/1, class 2: 1/2
+    groups = {"many": [0, 1], "few": [2], "untested": [3]}
+    expected = {"many": 50.0, "few": 50.0, "untested": None}  # pooled "many" would be 75.0
+    assert classification_metrics(preds, labels, 4, class_groups=groups)["class_groups"] == expected
+    assert class_group_accuracy(preds, labels, groups) == expected
+
+
 HISTORY = [
     {"epoch": 1, "val_top1": 40.0, "test_top1": 30.0},
     {"epoch": 2, "val_top1": None, "test_top1": None},  # not evaluated
@@ -268,6 +342,43 @@ HISTORY = [
     {"epoch": 5, "val_top1": 55.0, "test_top1": 65.0},
     {"epoch": 6, "val_top1": None, "test_top1": None},
 ]
+
+
+def test_test_set_selection_notes_say_they_are_optimistic():
+    for rule in ("max_test", "max_per_group"):
+        assert "optimistic" in SELECTION_NOTES[rule] and "peeks at the test set" in SELECTION_NOTES[rule]
+    assert "optimistic" not in SELECTION_NOTES["val_split"] + SELECTION_NOTES["last_epoch"]
+
+
+def _grouped(epoch, groups, top1):
+    return {"epoch": epoch, "val_top1": None, "test_top1": top1,
+            "test": {"top1": top1, "groups": groups, "group_mean": sum(groups.values()) / 4, "pooled": top1}}
+
+
+# each group peaks at a different epoch; no single epoch has all four maxima
+GROUP_HISTORY = [
+    _grouped(1, {"00": 80.0, "01": 20.0, "10": 30.0, "11": 40.0}, 50.0),
+    {"epoch": 2, "val_top1": None, "test_top1": None},  # not evaluated
+    _grouped(3, {"00": 60.0, "01": 50.0, "10": 35.0, "11": 45.0}, 52.0),
+    _grouped(4, {"00": 70.0, "01": 30.0, "10": 60.0, "11": 10.0}, 51.0),
+]
+
+
+def test_max_per_group_takes_each_group_at_its_own_best_epoch():
+    """METHODS_SPEC §6.3: DII reports each group's best-epoch test accuracy (one run per group)."""
+    maxima = {"00": 80.0, "01": 50.0, "10": 60.0, "11": 45.0}
+    assert per_group_maxima(GROUP_HISTORY) == maxima
+    m = selected_metrics(GROUP_HISTORY, "max_per_group")
+    assert m["groups"] == maxima and m["max_per_group"] == maxima
+    assert m["group_mean"] == m["top1"] == 58.75 and m["worst_group"] == 45.0
+    assert m["pooled"] is None  # the groups come from three different epochs
+    assert m["selected_epoch"] == 4 and "optimistic" in m["selection_note"]
+    assert all(h["test"]["groups"] != maxima for h in GROUP_HISTORY if "test" in h)
+    # other rules report one epoch's groups and keep the per-group maxima only for comparison
+    last = selected_metrics(GROUP_HISTORY, "last_epoch")
+    assert last["groups"] == GROUP_HISTORY[-1]["test"]["groups"] and last["max_per_group"] == maxima
+    best = selected_metrics(GROUP_HISTORY, "max_test")
+    assert best["selected_epoch"] == best["max_test_epoch"] == 3 and best["groups"]["00"] == 60.0
 
 
 def test_selection_rules_on_a_scripted_history():
@@ -318,13 +429,14 @@ def test_training_is_deterministic_and_leaves_global_rng_alone(toy_data):
     train, test, _ = toy_data
     syn = SyntheticSet(_toy(4, 5).images, one_hot(_toy(4, 5).labels, 3))
     state = torch.get_rng_state()
-    a = train_classifier(_model, train, num_classes=3, config=_cfg(), test=test, synthetic=syn)
+    cfg = _cfg(replacement_mode="same_class")
+    a = train_classifier(_model, train, num_classes=3, config=cfg, test=test, synthetic=syn)
     assert torch.equal(state, torch.get_rng_state())
-    b = train_classifier(_model, train, num_classes=3, config=_cfg(), test=test, synthetic=syn)
+    b = train_classifier(_model, train, num_classes=3, config=cfg, test=test, synthetic=syn)
     assert a.history == [dict(h, seconds=a.history[i]["seconds"]) for i, h in enumerate(b.history)]
     for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
-    c = train_classifier(_model, train, num_classes=3, config=_cfg(seed=1), test=test, synthetic=syn)
+    c = train_classifier(_model, train, num_classes=3, config=replace(cfg, seed=1), test=test, synthetic=syn)
     assert c.history[0]["train_loss"] != a.history[0]["train_loss"]
     assert 0.3 < a.history[-1]["replaced_fraction"] < 0.7
     assert a.config["n_synthetic"] == 12 and a.config["steps_per_epoch"] == 3
@@ -365,10 +477,46 @@ def test_mixer_hook_concat_and_val_selection(toy_data):
     assert math.isclose(r.history[0]["replaced_fraction"], 6 / 30)
     m = r.metrics
     assert m["selection"] == "val_split" and "validation" in m["selection_note"]
-    assert m["selected_epoch"] == r.history[select_epoch(r.history, "val_split")]["epoch"]
     assert set(m["groups"]) == {"0", "1"} and set(m["class_groups"]) == {"a", "b"}
     assert all(h["val_top1"] is not None and h["test_top1"] is not None for h in r.history)
-    assert "max_test_top1" in m and "last_epoch_top1" in m and "max_per_group" in m
+    assert m["last_epoch_top1"] == r.history[-1]["test_top1"]
+    assert m["max_test_top1"] == max(h["test_top1"] for h in r.history)
+    assert m["max_per_group"] == {g: max(h["test"]["groups"][g] for h in r.history) for g in ("0", "1")}
+
+
+class WeightRecorder(nn.Module):
+    """A classifier that keeps a copy of its weights (and buffers) whenever it is evaluated."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _model()
+        self.evaluated_states: list[torch.Tensor] = []
+
+    def weights(self) -> torch.Tensor:
+        return torch.cat([v.detach().flatten().double() for v in self.net.state_dict().values()])
+
+    def forward(self, x):
+        if not self.training:
+            state = self.weights()
+            if not self.evaluated_states or not torch.equal(state, self.evaluated_states[-1]):
+                self.evaluated_states.append(state)  # validation and test of one epoch: one entry
+        return self.net(x)
+
+
+def test_returned_model_holds_the_selected_epochs_weights(toy_data):
+    train, test, _ = toy_data
+    # a validation split whose labels are shifted: the better the model learns, the worse it scores,
+    # so the validation rule selects an early epoch and not the last one
+    val = _toy(4, 2)
+    val = LabeledImages(val.images, (val.labels + 1) % 3)
+    r = train_classifier(WeightRecorder, train, num_classes=3, config=_cfg(selection="val_split", epochs=4),
+                         test=test, val=val)
+    states = r.model.evaluated_states
+    assert len(states) == 4 and all(not torch.equal(a, b) for a, b in zip(states, states[1:]))
+    best = max(range(4), key=lambda i: (r.history[i]["val_top1"], -i))
+    assert r.metrics["selected_epoch"] == best + 1 < 4
+    assert torch.equal(r.model.weights(), states[best])
+    assert r.metrics["top1"] == r.history[best]["test_top1"] and r.metrics["val_top1"] == r.history[best]["val_top1"]
 
 
 def test_training_learns_the_toy_task(toy_data):
@@ -377,6 +525,31 @@ def test_training_learns_the_toy_task(toy_data):
     assert r.metrics["top1"] >= 60.0
     assert "TEST" in r.metrics["selection_note"]
     assert r.metrics["top1"] == r.metrics["max_test_top1"]
+
+
+def test_an_explicit_learning_rate_survives_the_per_dataset_rate(toy_data):
+    """get_recipe applies the §5.1 per-dataset rate, then overrides; training must not re-apply it."""
+    assert get_recipe("diff_ii_resnet50", "cars").lr == 0.1
+    recipe = get_recipe("diff_ii_resnet50", "cars", lr=0.02, epochs=1, batch_size=8, schedule="constant")
+    assert recipe.lr == 0.02
+    train, test, _ = toy_data
+    cfg = _cfg(recipe=recipe, dataset="cars", selection="last_epoch")
+    r = train_classifier(_model, train, num_classes=3, config=cfg, test=test)
+    assert r.config["recipe"]["lr"] == 0.02 and r.history[0]["lr"] == 0.02
+
+
+def test_one_default_replacement_mode():
+    assert DEFAULT_REPLACEMENT_MODE == "concat" and DEFAULT_REPLACEMENT_MODE in REPLACEMENT_MODES
+    assert TrainConfig().replacement_mode == DEFAULT_REPLACEMENT_MODE
+
+
+def test_package_exports_load_lazily():
+    """``from benchmark.training import X`` works for every public name; the selection rules load without torch."""
+    import benchmark.training as training
+
+    assert all(getattr(training, name) is not None for name in training.__all__)
+    code = "import sys, benchmark.training.selection; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_val_split_selection_requires_a_validation_split(toy_data):

@@ -6,7 +6,7 @@ One module per responsibility:
 * ``losses``      — soft-target cross-entropy and the DII/DM label smoothing (§5.7).
 * ``transforms``  — train/eval crops, flips and colour jitter on uint8 tensors (§5.1-§5.4).
 * ``inputs``      — ``LabeledImages``, ``SyntheticSet`` and the ``BatchMixer`` signature.
-* ``replacement`` — ``ReplacementSampler``, ``REPLACEMENT_MODES`` (§4).
+* ``replacement`` — ``ReplacementSampler``, ``REPLACEMENT_MODES``, ``DEFAULT_REPLACEMENT_MODE`` (§4).
 * ``evaluation``  — predictions and accuracy metrics (§5.4, §6.2, §6.3, §7.1).
 * ``selection``   — model-selection rules and their caption notes (pure Python, no torch).
 * ``config``      — ``TrainConfig`` and ``TrainResult``.
@@ -39,6 +39,7 @@ _EXPORTS = {
     "BatchMixer": "inputs",
     "LabeledImages": "inputs",
     "SyntheticSet": "inputs",
+    "DEFAULT_REPLACEMENT_MODE": "replacement",
     "REPLACEMENT_MODES": "replacement",
     "ReplacementSampler": "replacement",
     "classification_metrics": "evaluation",
@@ -82,7 +83,7 @@ if TYPE_CHECKING:  # what static analysis sees; at run time the names load on fi
     from benchmark.training.loop import train_classifier
     from benchmark.training.losses import label_smoothing_loss, one_hot, smoothed_targets, soft_target_cross_entropy
     from benchmark.training.recipes import RECIPES, Recipe, cosine_warmup_lr, get_recipe
-    from benchmark.training.replacement import REPLACEMENT_MODES, ReplacementSampler
+    from benchmark.training.replacement import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES, ReplacementSampler
     from benchmark.training.selection import SELECTION_NOTES, SELECTION_RULES, select_epoch
     from benchmark.training.transforms import (
         eval_geometry,

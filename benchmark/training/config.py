@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from benchmark.training.recipes import RECIPES, Recipe
+from benchmark.training.replacement import DEFAULT_REPLACEMENT_MODE
 
 if TYPE_CHECKING:
     from torch import nn
@@ -19,12 +20,13 @@ class TrainConfig:
     """Everything a training run depends on besides data and model.
 
     Attributes:
-        recipe: the ``Recipe``.
+        recipe: the ``Recipe``, used as given (``get_recipe`` has already applied the per-dataset
+            learning rate and any overrides).
         seed: run seed; every random stream derives from it.
         input_size: classifier input ``S`` (default: the ``ClassifierSpec``'s).
         mean / std: input normalisation (default: the ``ClassifierSpec``'s, else ImageNet).
         replacement_mode: §4 mode (``same_class``, ``global_pool``, ``own_edits``, ``inverse_freq_class``,
-            ``global_pool_inverse_freq``, ``concat``).
+            ``global_pool_inverse_freq``, ``concat``); default ``DEFAULT_REPLACEMENT_MODE``.
         replacement_p: replacement probability ``p`` (§4: 0.5); ignored by ``concat``.
         synthetic_labels: ``auto`` (per-mode rule of §4), ``soft`` or ``hard``.
         selection: ``val_split`` (default), ``last_epoch``, ``max_test`` or ``max_per_group``.
@@ -33,7 +35,8 @@ class TrainConfig:
         amp: bf16 autocast on CUDA (never on CPU).
         channels_last: channels-last memory format (faster on CPU and GPU for convnets).
         eval_batch_size: evaluation batch size.
-        dataset: dataset id (selects the per-dataset learning rate of §5.1 recipes).
+        dataset: dataset id, recorded with the run. It does not change the learning rate: pass it to
+            ``get_recipe`` for the per-dataset rate of §5.1 recipes.
     """
 
     recipe: Recipe = RECIPES["embedded"]
@@ -41,7 +44,7 @@ class TrainConfig:
     input_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    replacement_mode: str = "same_class"
+    replacement_mode: str = DEFAULT_REPLACEMENT_MODE
     replacement_p: float = 0.5
     synthetic_labels: str = "auto"
     selection: str = "val_split"

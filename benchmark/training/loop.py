@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,7 +65,8 @@ def train_classifier(
             under ``fork_rng`` seeded from the run seed, so the head initialisation is reproducible.
         train: the real training subset (after carving out any validation split).
         num_classes: number of classes ``C``.
-        config: ``TrainConfig`` (recipe, seed, replacement mode, selection, device...).
+        config: ``TrainConfig`` (recipe, seed, replacement mode, selection, device...). The recipe is
+            used as given: the per-dataset learning rate is applied by ``get_recipe``, not here.
         test: the test split (metrics per epoch; the reported numbers).
         val: validation split for ``selection='val_split'`` (carved from the training data by the caller).
         synthetic: optional synthetic set (§4).
@@ -80,8 +81,7 @@ def train_classifier(
         ValueError: inconsistent inputs (e.g. ``val_split`` selection without ``val``).
     """
     cfg = config or TrainConfig()
-    recipe = cfg.recipe.for_dataset(cfg.dataset) if cfg.dataset else cfg.recipe
-    recipe.validate()
+    cfg.recipe.validate()
     _check_config(cfg, test, val)
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
@@ -91,7 +91,7 @@ def train_classifier(
     try:
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(derive_seed(cfg.seed, "train", "torch_global"))
-            run = _Run(model, train, num_classes, cfg, recipe, device, test, val, synthetic, mixer, class_groups, t_start)
+            run = _Run(model, train, num_classes, cfg, device, test, val, synthetic, mixer, class_groups, t_start)
             return run.fit()
     finally:
         torch.set_num_threads(prev_threads)
@@ -312,9 +312,8 @@ def _loss_targets(targets: torch.Tensor, mixed: bool, recipe: Recipe, num_classe
 class _Run:
     """One call of ``train_classifier``: prepares everything, trains epoch by epoch, reports."""
 
-    def __init__(self, model, train, num_classes, cfg, recipe, device, test, val, synthetic, mixer, class_groups,
-                 t_start):
-        self.cfg, self.recipe, self.device, self.t_start = cfg, recipe, device, t_start
+    def __init__(self, model, train, num_classes, cfg, device, test, val, synthetic, mixer, class_groups, t_start):
+        self.cfg, self.recipe, self.device, self.t_start = cfg, cfg.recipe, device, t_start
         self.amp = cfg.amp and device.type == "cuda"
         self.num_classes, self.test, self.val = num_classes, test, val
         self.mixer, self.class_groups = mixer, class_groups
@@ -437,7 +436,6 @@ class _Run:
         """``TrainConfig.to_dict()`` plus what the run resolved: sizes, normalisation, plan, data sizes."""
         plan, pool = self.plan, self.pool
         record = self.cfg.to_dict()
-        record["recipe"] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(self.recipe).items()}
         record.update(
             input_size=self.clf.input_size,
             mean=list(self.clf.mean),

@@ -1,8 +1,9 @@
 """Classifier-training recipes (METHODS_SPEC §5) and the per-iteration learning-rate schedule (§5.1).
 
 A ``Recipe`` is plain data: optimiser, schedule, loss and augmentation settings of one paper's
-training script (or the harness's CPU-sized ``embedded`` recipe). ``get_recipe`` applies the
-per-dataset learning rate of the §5.1 recipes, then any explicit override.
+training script (or the harness's CPU-sized ``embedded`` recipe). ``get_recipe`` is the one place the
+per-dataset learning rate of the §5.1 recipes is applied, before any explicit override, so an
+explicit ``lr`` always wins.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ class Recipe:
     lr_per_dataset: Mapping[str, float] = field(default_factory=dict)
 
     def for_dataset(self, dataset: str | None) -> Recipe:
-        """This recipe with the learning rate of ``dataset`` (matched by card-id prefix, e.g. ``cub``)."""
+        """This recipe with the learning rate of ``dataset`` (matched by card-id prefix, e.g. ``cub``).
+
+        Called by ``get_recipe`` before overrides; calling it again on a recipe whose ``lr`` was
+        overridden would revert the override.
+        """
         if not dataset:
             return self
         for key, lr in self.lr_per_dataset.items():
@@ -245,7 +250,10 @@ RECIPES: dict[str, Recipe] = {
 
 
 def get_recipe(name: str, dataset: str | None = None, **overrides: Any) -> Recipe:
-    """A named recipe, with the per-dataset learning rate and keyword overrides applied.
+    """A named recipe, with the per-dataset learning rate and keyword overrides applied, in that order.
+
+    This is the only place the per-dataset learning rate is applied (``train_classifier`` uses the
+    recipe's ``lr`` as given), so an explicit ``lr`` override is kept for every dataset.
 
     Args:
         name: one of ``RECIPES``.

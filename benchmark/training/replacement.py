@@ -1,4 +1,8 @@
 """Joint training with synthetic data: which synthetic image replaces a fetched real one (METHODS_SPEC §4).
+
+``REPLACEMENT_MODES`` lists every mode; ``DEFAULT_REPLACEMENT_MODE`` is the one default used by
+``TrainConfig`` and by suites that do not name a mode (P1's SD-random setting, real + synthetic
+concatenated).
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ import torch
 from benchmark.training.inputs import SyntheticSet
 from benchmark.training.losses import one_hot
 
-__all__ = ["REPLACEMENT_MODES", "ReplacementSampler"]
+__all__ = ["DEFAULT_REPLACEMENT_MODE", "REPLACEMENT_MODES", "ReplacementSampler"]
 
 REPLACEMENT_MODES = (
     "same_class",
@@ -18,6 +22,7 @@ REPLACEMENT_MODES = (
     "global_pool_inverse_freq",
     "concat",
 )
+DEFAULT_REPLACEMENT_MODE = "concat"
 
 
 class _Groups:
