@@ -12,7 +12,6 @@ import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
 from torch import nn
 
 from benchmark.data.protocols import class_group_accuracy
@@ -547,6 +546,7 @@ def test_package_exports_load_lazily():
     """``from benchmark.training import X`` works for every public name; the selection rules load without torch."""
     import benchmark.training as training
 
+    assert set(training.__all__) == set(training._EXPORTS) | set(training._IMAGING_EXPORTS)
     assert all(getattr(training, name) is not None for name in training.__all__)
     code = "import sys, benchmark.training.selection; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -56,7 +56,39 @@ _EXPORTS = {
 # image helpers that moved to benchmark.imaging, still importable from here
 _IMAGING_EXPORTS = ("prepare_images", "resize_uint8")
 
-__all__ = sorted([*_EXPORTS, *_IMAGING_EXPORTS])
+__all__ = [  # every key of _EXPORTS and _IMAGING_EXPORTS (a test checks it)
+    "DEFAULT_REPLACEMENT_MODE",
+    "RECIPES",
+    "REPLACEMENT_MODES",
+    "SELECTION_NOTES",
+    "SELECTION_RULES",
+    "BatchMixer",
+    "LabeledImages",
+    "Recipe",
+    "ReplacementSampler",
+    "SyntheticSet",
+    "TrainConfig",
+    "TrainResult",
+    "classification_metrics",
+    "cosine_warmup_lr",
+    "eval_geometry",
+    "evaluate_model",
+    "get_recipe",
+    "label_smoothing_loss",
+    "many_medium_few",
+    "one_hot",
+    "predict",
+    "prepare_eval",
+    "prepare_images",
+    "random_crop_flip",
+    "random_resized_crop_flip",
+    "resize_uint8",
+    "select_epoch",
+    "smoothed_targets",
+    "soft_target_cross_entropy",
+    "train_classifier",
+    "train_geometry",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -81,7 +113,12 @@ if TYPE_CHECKING:  # what static analysis sees; at run time the names load on fi
     from benchmark.training.evaluation import classification_metrics, evaluate_model, many_medium_few, predict
     from benchmark.training.inputs import BatchMixer, LabeledImages, SyntheticSet
     from benchmark.training.loop import train_classifier
-    from benchmark.training.losses import label_smoothing_loss, one_hot, smoothed_targets, soft_target_cross_entropy
+    from benchmark.training.losses import (
+        label_smoothing_loss,
+        one_hot,
+        smoothed_targets,
+        soft_target_cross_entropy,
+    )
     from benchmark.training.recipes import RECIPES, Recipe, cosine_warmup_lr, get_recipe
     from benchmark.training.replacement import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES, ReplacementSampler
     from benchmark.training.selection import SELECTION_NOTES, SELECTION_RULES, select_epoch
