@@ -126,7 +126,7 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
     methods_params = _merge_tables(raw.get("methods_params", {}), overlay.pop("methods_params", {}))
     training = _merge_training(raw.get("training", {}), overlay.pop("training", {}))
     values = {**raw.get("suite", {}), **overlay}
-    problems += _unknown(values, _SUITE_FIELDS, "key in [suite]" + (f" or [profiles.{profile}]" if overlay else ""))
+    problems += [_unknown_suite_key(key) for key in values if key not in _SUITE_FIELDS]
     problems += _unknown({k: v for k, v in training.items() if not isinstance(v, Mapping)}, TRAINING_KEYS,
                          "key in [training]")
     for family, table in training.items():
@@ -150,6 +150,15 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
 
 def _unknown(table: Mapping[str, Any], known, what: str) -> list[str]:
     return [f"unknown {what} {key!r}{did_you_mean(key, sorted(known))}" for key in table if key not in known]
+
+
+def _unknown_suite_key(key: str) -> str:
+    """Training keys moved from [suite] to [training] (per family since harness v2): say where they go."""
+    training_hint = did_you_mean(key, TRAINING_KEYS)
+    if training_hint:
+        return (f"unknown key in [suite] {key!r}: how synthetic images join training is set in [training] "
+                f"(all methods) or [training.<family>]{training_hint}")
+    return f"unknown key in [suite] {key!r}{did_you_mean(key, sorted(_SUITE_FIELDS))}"
 
 
 def _merge_tables(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,91 @@
+"""Suites are checked before any cell runs; expected CLI errors are one line and exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.registry import default_registry
+from benchmark.suites import SuiteError, load_suite, plan_cells, validate_suite, RunOptions
+
+HEAD = '[suite]\nprotocol = "few_shot"\ndatasets = ["toybirds"]\nmethods = ["original", "sd_random"]\nseeds = [0]\n'
+
+
+def _suite(tmp_path, text: str):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_misspelt_key_is_refused_with_a_suggestion(tmp_path):
+    path = _suite(tmp_path, HEAD + 'replacment_mode = "concat"\n')
+    with pytest.raises(SuiteError, match=r"unknown key in \[suite\] 'replacment_mode'"):
+        load_suite(path)
+    path = _suite(tmp_path, HEAD + '[training]\nreplacment_mode = "same_class"\n')
+    with pytest.raises(SuiteError, match="did you mean 'replacement_mode'"):
+        load_suite(path)
+    path = _suite(tmp_path, HEAD + '[trainig.sd_random]\nreplacement_mode = "same_class"\n')
+    with pytest.raises(SuiteError, match="did you mean 'training'"):
+        load_suite(path)
+
+
+def test_every_problem_is_named_in_one_error(tmp_path):
+    path = _suite(tmp_path, HEAD.replace('"original", "sd_random"', '"original", "sd_randon"')
+                  + 'recipe = "embeded"\n[methods_params.cutmx]\npreset = "noisecutmix_paper"\n'
+                  + '[methods_params.mixup]\npreset = "no_such_preset"\n[training.mixupp]\nreplacement_p = 0.1\n')
+    suite = load_suite(path)
+    with pytest.raises(SuiteError) as info:
+        validate_suite(suite, default_registry())
+    message = str(info.value)
+    for expected in ("sd_random", "[methods_params.cutmx]", "did you mean 'cutmix'", "no_such_preset",
+                     "[training.mixupp]", "did you mean 'embedded'"):
+        assert expected in message, (expected, message)
+
+
+def test_unknown_dataset_is_refused_before_any_cell(tmp_path):
+    suite = load_suite(_suite(tmp_path, HEAD.replace('"toybirds"', '"toybird"')))
+    with pytest.raises(SuiteError, match="unknown dataset 'toybird' \\(did you mean 'toybirds'\\?\\)"):
+        validate_suite(suite, default_registry())
+
+
+def test_training_overrides_layer_suite_wide_then_family(tmp_path):
+    suite = load_suite(_suite(tmp_path, HEAD + '[training]\nreplacement_mode = "same_class"\nreplacement_p = 0.3\n'
+                              '[training.sd_random]\nreplacement_p = 0.7\n'
+                              '[profiles.sd15.training.sd_random]\nlabels = "hard"\n'))
+    assert suite.training_overrides("sd_random") == {"replacement_mode": "same_class", "replacement_p": 0.7}
+    assert suite.training_overrides("cutmix") == {"replacement_mode": "same_class", "replacement_p": 0.3}
+    sd15 = load_suite(tmp_path / "s.toml", "sd15")
+    assert sd15.training_overrides("sd_random") == {"replacement_mode": "same_class", "replacement_p": 0.7,
+                                                    "labels": "hard"}
+
+
+def test_plan_covers_the_grid_in_order(tmp_path):
+    suite = load_suite(_suite(tmp_path, HEAD + "shots = [5, 10]\n"))
+    cells = plan_cells(suite, RunOptions(suite="s", seeds=[0, 1]))
+    assert [(dict(c.protocol_params)["shots"], c.method, c.seed) for c in cells][:4] == [
+        (5, "original", 0), (5, "original", 1), (5, "sd_random", 0), (5, "sd_random", 1)]
+    assert len(cells) == 8 and len({c.key for c in cells}) == 8
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--suite", "few_shott"], "unknown suite 'few_shott' (did you mean 'few_shot'?)"),
+    (["run", "--suite", "few_shot", "--methods", "cutmx"], "cutmix"),
+    (["run", "--suite", "few_shot", "--profile", "sd15", "--methods", "original"], "needs data that is not present"),
+    (["generate", "--method", "sd_random", "--dataset", "toybird", "--out", "x"], "toybirds"),
+])
+def test_expected_cli_errors_are_one_line_and_exit_2(argv, expected, tmp_path, capsys):
+    assert main([*argv, *(["--run-dir", str(tmp_path)] if argv[0] == "run" else [])]) == 2
+    out, err = capsys.readouterr()
+    assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "records").exists()  # nothing ran
+
+
+def test_a_suite_typo_exits_2_through_the_cli(tmp_path, capsys):
+    path = _suite(tmp_path, HEAD + 'replacment_mode = "concat"\n')
+    assert main(["run", "--suite", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "did you mean 'replacement_mode'" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(SuiteError):
+        main(["--debug", "run", "--suite", "few_shott"])
