@@ -154,3 +154,42 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused():
     cfg = dataclasses.replace(BuildConfig.smoke(), unet_batch=6, processes=4)
     with pytest.raises(ValueError, match="does not split over 4 processes"):
         B._batch_slice(cfg.unet_batch, 0, B.num_processes(cfg))
+
+
+def test_world_check_runs_on_smoke_models(smoke_world, tmp_path):
+    """``world check`` end to end on the smoke-built models with a handful of images: every metric,
+    old and new keys, and the sample grid (values are meaningless for 2-step models)."""
+    from benchmark.world.check import ATTRIBUTE_KEYS, TARGETS, CheckConfig, run_check
+
+    out, _ = smoke_world
+    cfg = CheckConfig(weights=out, heldout_images=4, generated_per_species=1, num_inference_steps=4,
+                      batch_size=24, test_images=48, vae_oracle_images=8, img2img_images=4,
+                      grid_path=tmp_path / "grid.png")
+    results = run_check(cfg, log=lambda s: None)
+    for key in ("vae_psnr_db", "clip_zero_shot_accuracy", "oracle_test_accuracy", "faithfulness_plain_name",
+                "faithfulness_description", "build_seconds", "model_sizes_bytes", "targets", "meets_targets",
+                "description_beats_plain_name", "check_seconds", "grid_path",  # the keys before issue 14
+                "vae_recon_oracle_accuracy", "vae_real_oracle_accuracy", "img2img_fidelity_0.3",
+                "img2img_fidelity_0.5", "img2img_fidelity_0.7", "attribute_chance",
+                "attribute_faithfulness_plain_name", "attribute_faithfulness_description"):
+        assert key in results, key
+    for key in ("clip_zero_shot_accuracy", "oracle_test_accuracy", "faithfulness_description",
+                "vae_recon_oracle_accuracy", "img2img_fidelity_0.5"):
+        assert 0.0 <= results[key] <= 1.0, key
+    assert set(results["meets_targets"]) == set(TARGETS)
+    assert set(results["attribute_faithfulness_description"]) == set(ATTRIBUTE_KEYS)
+    assert results["attribute_chance"]["habitat"] == pytest.approx(0.5)  # 12 water and 12 land species
+    assert (tmp_path / "grid.png").exists()
+    json.dumps(results)
+
+
+def test_attribute_agreement_reads_attributes_off_predicted_species():
+    from benchmark.data import open_dataset
+    from benchmark.world.check import attribute_agreement, species_attributes
+
+    attrs = species_attributes(open_dataset("toybirds").card.raw["world"]["species"])
+    labels = np.arange(24)
+    assert set(attribute_agreement(labels, labels, attrs).values()) == {1.0}
+    # Orange-crowned Gull (0) read as Common Gull (3): same genus, so body and habitat agree, crown does not
+    same_genus = attribute_agreement(np.array([3]), np.array([0]), attrs)
+    assert same_genus["body"] == same_genus["habitat"] == 1.0 and same_genus["crown"] == 0.0
