@@ -40,7 +40,6 @@ __all__ = [
     "Registry",
     "RegistryError",
     "UnknownMethodError",
-    "create_method",
     "default_registry",
     "parse_method_id",
 ]
@@ -457,7 +456,3 @@ def default_registry() -> Registry:
             _DEFAULT = Registry()
         return _DEFAULT
 
-
-def create_method(method_id: str, params: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
-    """``default_registry().create(method_id, params, **overrides)``."""
-    return default_registry().create(method_id, params, **overrides)

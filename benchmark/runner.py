@@ -37,8 +37,16 @@ from benchmark.stages import (
     train_stage,
 )
 from benchmark.store import Store, default_cache_root, write_json_atomic
-from benchmark.suites import EXECUTORS, Cell, RunOptions, Suite, SuiteError, default_run_dir, load_suite, plan_cells
-
+from benchmark.suites import (
+    EXECUTORS,
+    Cell,
+    RunOptions,
+    Suite,
+    SuiteError,
+    default_run_dir,
+    load_suite,
+    plan_cells,
+)
 
 # store folders named after what they hold; records and logs name the stage that made them
 STAGE_OF_STORE_FOLDER = {"synthetic": "generate", "selections": "select"}

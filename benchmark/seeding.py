@@ -28,7 +28,3 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
     gen.manual_seed(int(seed))
     return gen
 
-
-def generator_for(*key: object, device: str | torch.device = "cpu") -> torch.Generator:
-    """Shorthand for ``make_generator(derive_seed(*key))``."""
-    return make_generator(derive_seed(*key), device=device)

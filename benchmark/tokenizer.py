@@ -38,6 +38,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from benchmark.store import write_text_atomic
+
 __all__ = [
     "BOS_TOKEN",
     "EOS_TOKEN",
@@ -153,10 +155,7 @@ def write_clip_vocab(out_dir: str | Path | None = None, bpe_path: str | Path | N
         vocab_file: json.dumps(vocab, ensure_ascii=False),
     }
     for path, text in texts.items():
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     return out
 
 

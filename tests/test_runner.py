@@ -10,8 +10,8 @@ import pytest
 
 from benchmark import runner, suites
 from benchmark.cli import main
-from benchmark.registry import default_registry
 from benchmark.profiles import WORLD_WEIGHTS
+from benchmark.registry import default_registry
 
 pytestmark = pytest.mark.skipif(not (WORLD_WEIGHTS / "sd" / "model_index.json").exists(),
                                 reason="needs the committed world models")

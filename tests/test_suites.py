@@ -6,7 +6,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.registry import default_registry
-from benchmark.suites import SuiteError, load_suite, plan_cells, validate_suite, RunOptions
+from benchmark.suites import RunOptions, SuiteError, load_suite, plan_cells, validate_suite
 
 HEAD = '[suite]\nprotocol = "few_shot"\ndatasets = ["toybirds"]\nmethods = ["original", "sd_random"]\nseeds = [0]\n'
 

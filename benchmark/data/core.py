@@ -6,7 +6,7 @@ import importlib
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +60,6 @@ class ImageSource(ABC):
     @abstractmethod
     def load_image(self, image_id: str) -> Image.Image:
         """The RGB image with id ``image_id``; a corrupt or missing file raises ``DataError`` naming it."""
-
-    def load_images(self, image_ids: Sequence[str]) -> list[Image.Image]:
-        return [self.load_image(i) for i in image_ids]
 
     def _check_split(self, split: str) -> None:
         if split not in self.split_names():
@@ -119,11 +116,10 @@ class Subset:
 
     def write(self, path: str | Path) -> Path:
         """Write the manifest atomically as canonical JSON (byte-identical for identical subsets)."""
+        from benchmark.store import write_text_atomic
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, self.to_json() + "\n")
         return path
 
     @classmethod

@@ -34,18 +34,13 @@ from PIL import Image, UnidentifiedImageError
 
 from benchmark.cards import DatasetCard
 from benchmark.data.core import DataError, ImageSource, Sample
+from benchmark.data.protocols import WATERBIRDS_GROUP_NAMES as WATERBIRDS_GROUPS
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 WATERBIRDS_SPLITS = {0: "train", 1: "val", 2: "test"}
-WATERBIRDS_GROUPS = {
-    "00": "landbird on land",
-    "01": "landbird on water",
-    "10": "waterbird on land",
-    "11": "waterbird on water",
-}
 
 
 # --- locating a dataset and explaining what is missing --------------------------------------------
