@@ -205,8 +205,8 @@ class DataMissingError(RuntimeError):
 
 def check_data_present(suite: Suite, cells: list[Cell], opts: RunOptions) -> None:
     from benchmark.cards import load_card
-    from benchmark.data.cli import data_status
     from benchmark.data.core import resolve_data_root
+    from benchmark.data.readers import data_status
 
     needed = dict.fromkeys([*(c.dataset for c in cells), *([suite.test_dataset] if suite.test_dataset else [])])
     root = resolve_data_root(opts.data_root)

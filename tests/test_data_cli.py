@@ -97,15 +97,15 @@ def test_subset_waterbirds(root, capsys):
 
 
 def test_subset_errors_are_explained(root, capsys):
-    assert main(["data", "subset", "cub", "--protocol", "few_shot", "--seed", "0", "--data-root", str(root)]) == 1
+    assert main(["data", "subset", "cub", "--protocol", "few_shot", "--seed", "0", "--data-root", str(root)]) == 2
     assert "needs --shots" in capsys.readouterr().err
     assert main(["data", "subset", "cub", "--protocol", "few_shot", "--shots", "5", "--seed", "0",
-                 "--data-root", str(root)]) == 1
+                 "--data-root", str(root)]) == 2
     assert "fewer than 5 images" in capsys.readouterr().err
     assert main(["data", "subset", "cub", "--protocol", "few_shot", "--shots", "1", "--seed", "0",
-                 "--data-root", str(root / "missing")]) == 1
+                 "--data-root", str(root / "missing")]) == 2
     assert "CUB_200_2011/" in capsys.readouterr().err
-    assert main(["data", "subset", "cubb", "--protocol", "few_shot", "--shots", "1", "--seed", "0"]) == 1
+    assert main(["data", "subset", "cubb", "--protocol", "few_shot", "--shots", "1", "--seed", "0"]) == 2
     assert "Did you mean: cub" in capsys.readouterr().err
 
 
@@ -174,7 +174,7 @@ def test_fetch_rejects_a_wrong_checksum(cub_archive, capsys):
     card(md5_value="0" * 32)
     rc = main(["data", "fetch", "cub", "--datasets-dir", str(tmp_path / "cards"), "--data-root", str(tmp_path / "d")])
     err = capsys.readouterr().err
-    assert rc == 1 and "checksum mismatch" in err and "does-not-exist.tgz" in err
+    assert rc == 2 and "checksum mismatch" in err and "does-not-exist.tgz" in err
     assert not (tmp_path / "d" / "CUB_200_2011.tgz").exists()
 
 
