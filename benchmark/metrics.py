@@ -26,10 +26,32 @@ Two perceptual networks:
 Diversity = mean over classes of the mean distance over all unordered same-class pairs, x100 (%),
 or the same over N randomly sampled pairs per class (or N pairs over the whole set).
 
-**CLIP score** (§7.3): ``100 * max(cos(E_img, E_txt), 0)`` with the text ``card.prompt(label)``
-(``a photo of a {class name} {meta}``) for the image's (dominant) label; preprocessing on tensors
-(shorter side resized to the model's image size, bicubic, centre crop, CLIP mean/std), text
-features cached per prompt.
+**CLIP score** (§7.3): ``100 * max(cos(E_img, E_txt), 0)`` per image, averaged over the set, with the
+text ``card.prompt(label)`` (``a photo of a {class name} {meta}``) for the image's (dominant) label;
+preprocessing on tensors (shorter side resized to the model's image size, bicubic, centre crop, CLIP
+mean/std), text features cached per prompt, the model in float32 whatever dtype its checkpoint has
+(transformers 5 would otherwise load the world's fp16 CLIP as fp16 on the CPU, and transformers 4 as
+fp32: scores then depended on the installed version, by 0.012 in the mean over 200 toybirds images).
+
+Why this and not torchmetrics' ``CLIPScore`` (issue 10; torchmetrics 1.9.0, transformers 5.24, the
+embedded CLIP, 200 toybirds test images): torchmetrics cannot compute §7.3 faithfully.
+
+1. ``model_name_or_path`` accepts only a few hub ids as a string; a local folder such as the
+   profile's ``benchmark/world/weights/clip`` raises ``ValueError`` ("Not supported"), so the model
+   can come only through its ``callable -> (model, processor)`` hook.
+2. With transformers 5 its feature extraction fails (``get_image_features`` returns a model output
+   where it expects a tensor), so the model needs an adapter on top.
+3. ``CLIPScore.compute`` clamps the *mean*, ``max(mean_i 100·cos_i, 0)``, where §7.3 averages the
+   per-image ``100·max(cos_i, 0)``: with mismatched prompts (104 of the 200 cosines negative) 1.19
+   against 8.34. Per-image scores need one functional ``clip_score`` call per image, each re-encoding
+   its text.
+4. Its images go through ``CLIPProcessor`` (PIL resize of uint8 images), not the profile's tensor
+   preprocessing: on images not already at the CLIP's input size the scores differ by up to 4.92
+   points (96×80 images).
+
+Where it can be faithful (one call per image, images at the CLIP's input size, float32) it equals
+this implementation: max abs difference 3.4e-5 over the 200 images; ``tests/test_metrics.py`` keeps
+that as a cross-check (< 1e-4).
 
 **Oracle fidelity** (DESIGN.md "Metrics"): the share of synthetic images a given classifier assigns
 to their (dominant) label.
@@ -93,7 +115,8 @@ def _to_float01(images: Any, size: int | None = None) -> torch.Tensor:
     """
     if isinstance(images, torch.Tensor):
         return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    from benchmark.training import _as_uint8_chw, resize_uint8
+    from benchmark.imaging import as_uint8_chw as _as_uint8_chw
+    from benchmark.imaging import resize_uint8
 
     ts = [_as_uint8_chw(im) for im in images]
     if size is not None:
@@ -549,8 +572,12 @@ class CLIPScorer:
         tokenizer: Any = None,
         device: str | torch.device = "cpu",
         batch_size: int = 256,
+        dtype: torch.dtype = torch.float32,
     ) -> CLIPScorer:
         """Load a ``CLIPModel`` (+ tokenizer and preprocessing constants) from a directory or hub id.
+
+        The model is cast to ``dtype`` (float32 by default), so scores do not depend on the dtype the
+        checkpoint was saved in nor on how the installed transformers version loads it.
 
         The tokenizer comes from ``path`` when it has one, else ``benchmark.tokenizer.build_clip_tokenizer``
         (OpenAI CLIP's BPE vocabulary, offline). Normalisation constants come from the directory's
@@ -558,7 +585,7 @@ class CLIPScorer:
         """
         from transformers import CLIPModel
 
-        model = CLIPModel.from_pretrained(str(path), local_files_only=local_files_only, revision=revision)
+        model = CLIPModel.from_pretrained(str(path), local_files_only=local_files_only, revision=revision).to(dtype)
         if tokenizer is None:
             tokenizer = _load_clip_tokenizer(path, local_files_only, revision)
         mean = std = None
@@ -577,7 +604,7 @@ class CLIPScorer:
             std=std,
             device=device,
             batch_size=batch_size,
-            info={"clip": str(path), "revision": revision},
+            info={"clip": str(path), "revision": revision, "dtype": str(dtype).removeprefix("torch.")},
         )
 
     def preprocess(self, images: Any) -> torch.Tensor:
@@ -725,7 +752,8 @@ def oracle_fidelity(
         ``{"metric": "oracle_fidelity", "value": %, "per_class": {...}, "n": N}``.
     """
     from benchmark.backbones import ClassifierSpec
-    from benchmark.training import predict, prepare_images
+    from benchmark.imaging import prepare_images
+    from benchmark.training.evaluation import predict
 
     model = classifier
     if isinstance(classifier, ClassifierSpec):
