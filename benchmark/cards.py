@@ -3,8 +3,9 @@
 A card states what a dataset is (class names in official order, meta word, prompt template,
 official layout, split sizes, licence, citation, sources with checksums) and which reader loads it
 (USER_NEEDS §2.10). Cards are found along a search path: ``--datasets-dir``, then the
-``AUGBENCH_DATASETS`` environment variable (``os.pathsep``-separated), then the checkout's
-``datasets/`` folder (DESIGN.md, "Layout").
+``AUGBENCH_DATASETS`` environment variable (``os.pathsep``-separated), then the cards that ship with
+augbench: the checkout's ``datasets/`` folder, or its copy inside an installed wheel
+(``benchmark.shipped_data``; DESIGN.md, "Layout").
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.shipped_data import shipped_data_dir
+
 _NUMERIC_PREFIX = re.compile(r"^\d+\.")
-CHECKOUT_DATASETS_DIR = Path(__file__).resolve().parent.parent / "datasets"
+#: The cards that ship with augbench (the checkout's ``datasets/``, or the wheel's copy of it).
+SHIPPED_DATASETS_DIR = shipped_data_dir("datasets")
 ENV_VAR = "AUGBENCH_DATASETS"
 
 
@@ -92,7 +96,7 @@ def search_path(datasets_dir: str | Path | Sequence[str | Path] | None = None) -
     env = os.environ.get(ENV_VAR)
     if env:
         dirs.extend(Path(d) for d in env.split(os.pathsep) if d)
-    dirs.append(CHECKOUT_DATASETS_DIR)
+    dirs.append(SHIPPED_DATASETS_DIR)
     return dirs
 
 

@@ -1,8 +1,8 @@
 """The papers' published tables, for side-by-side reports (DESIGN.md, "Results and reports").
 
 Each table of METHODS_SPEC §9 ("Results tables of both papers") is one TOML file in the checkout's
-``reports/published/`` folder (data only, never Python; DESIGN.md "Layout"), found next to the
-package the way dataset cards are (``benchmark.cards``): P1 Tab.1 (§9.1), P2 Tab.1 ResNet-50 and
+``reports/published/`` folder (data only, never Python; DESIGN.md "Layout"), which an installed
+wheel carries inside the package (``benchmark.shipped_data``): P1 Tab.1 (§9.1), P2 Tab.1 ResNet-50 and
 ViT-B/16 (§9.2), P2 Tab.2 (§9.3) and P2 Tab.3 (§9.4). The numbers are exactly as printed.
 
 A file names its columns the way our report tables do, ``(dataset id, setting)`` with the setting
@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.shipped_data import shipped_data_dir
 from benchmark.suites import PROTOCOLS
 
-PUBLISHED_DIR = Path(__file__).resolve().parent.parent / "reports" / "published"
+PUBLISHED_DIR = shipped_data_dir("reports") / "published"
 
 #: A report column: (dataset id, setting), e.g. ``("cub", "shots=5")``.
 Column = tuple[str, str]

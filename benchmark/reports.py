@@ -381,11 +381,14 @@ def to_markdown(table: ReportTable, cap: str, published: Sequence[PublishedTable
     return "\n".join(f"**{t.caption}**\n\n{_markdown_table(t.frame)}\n" for t in report_tables(table, cap, published))
 
 
+#: Columns of names (left-aligned in Markdown; numbers are right-aligned, as in the papers' tables).
+NAME_COLUMNS = ("Method", "Method (paper)", "id")
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
-    # disable_numparse: cells are already formatted text, and tabulate must not re-read "51.00" as 51;
-    # names left, numbers right, as in the papers' tables
+    # disable_numparse: cells are already formatted text, and tabulate must not re-read "51.00" as 51
     return frame.to_markdown(index=False, disable_numparse=True,
-                             colalign=("left", *["right"] * (frame.shape[1] - 1)))
+                             colalign=["left" if c in NAME_COLUMNS else "right" for c in frame.columns])
 
 
 #: Unicode in cells and captions and its LaTeX form (applied after LaTeX escaping).

@@ -1,0 +1,120 @@
+"""A non-editable install carries everything augbench looks up at run time (issue 10): dataset cards
+and class lists, published tables, suites and the embedded world's weights, inside the package.
+
+``datasets/`` and ``reports/`` stay top-level data folders of the checkout and must never become
+top-level packages (a ``datasets`` package would shadow Hugging Face ``datasets``; DESIGN.md
+"Layout"), so the wheel maps them to ``benchmark/_data/`` and ``benchmark.shipped_data`` finds them
+there. The wheel is built from a copy of the checkout (the build writes ``build/`` into its source
+tree, which must not happen in a working tree others use) without build isolation or an index.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("pyproject.toml", "README.md", "benchmark", "methods", "datasets", "reports")
+#: In-progress world builds are never part of a release (.gitignore).
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "weights.building")
+
+pytest.importorskip("setuptools")
+pytest.importorskip("wheel")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("source")
+    for name in SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=IGNORED)
+        else:
+            shutil.copy2(path, src / name)
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    str(src), "-w", str(out)], check=True, capture_output=True, timeout=300)
+    [built] = out.glob("augbench-*.whl")
+    return built
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and "weights.building" not in p.parts}
+
+
+def _committed_python() -> set[str]:
+    """The committed ``.py`` files of ``benchmark/`` and ``methods/`` (all present ones outside a git
+    checkout): a package still being written in the working tree is not yet a release's business."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--", "benchmark/*.py", "methods/*.py"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+        tracked = {f for f in out.stdout.splitlines() if (ROOT / f).is_file()} if out.returncode == 0 else set()
+    except OSError:
+        tracked = set()
+    return tracked or {f"{top}/{f}" for top in ("benchmark", "methods") for f in _files(ROOT / top) if f.endswith(".py")}
+
+
+def test_wheel_carries_the_data_folders_suites_weights_and_every_package(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {n.split("/")[0] for n in names} == {"benchmark", "methods", "augbench-0.1.0.dist-info"}
+    # the checkout's data folders, file for file, inside the package; no Python among them
+    for folder in ("datasets", "reports"):
+        expected = {f"benchmark/_data/{folder}/{f}" for f in _files(ROOT / folder)}
+        assert expected and expected <= names, sorted(expected - names)
+    assert not [n for n in names if n.startswith("benchmark/_data/") and n.endswith(".py")]
+    assert "benchmark/_data/datasets/classes/cub.txt" in names
+    assert {f"benchmark/suites/{p.name}" for p in (ROOT / "benchmark" / "suites").glob("*.toml")} <= names
+    weights = {f"benchmark/world/weights/{f}" for f in _files(ROOT / "benchmark" / "world" / "weights")}
+    assert "benchmark/world/weights/clip/config.json" in weights and weights <= names, sorted(weights - names)
+    # every committed package of the checkout (pyproject lists them explicitly)
+    modules = {f for f in _committed_python() if (ROOT / f).parent.joinpath("__init__.py").is_file()}
+    assert modules <= names, f"packages missing from [tool.setuptools] packages: {sorted(modules - names)}"
+
+
+def test_installed_package_alone_finds_cards_published_tables_suites_and_weights(wheel, tmp_path):
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = """
+import json
+import benchmark
+from benchmark.cards import list_cards, load_card
+from benchmark.profiles import WORLD_WEIGHTS
+from benchmark.published import list_published, load_published
+from benchmark.suites import list_suites
+print(json.dumps({
+    "package": benchmark.__file__,
+    "cards": {c.id: str(c.path) for c in list_cards()},
+    "cub_classes": load_card("cub").num_classes,
+    "published": {t: str(load_published(t).path) for t in list_published()},
+    "suites": list_suites(),
+    "clip": str(WORLD_WEIGHTS / "clip" / "config.json"),
+}))
+"""
+    # -S: no site-packages (so not the checkout's editable install), -P: not the working directory
+    out = subprocess.run([sys.executable, "-S", "-P", "-c", probe], cwd=elsewhere, check=True, capture_output=True,
+                         text=True, timeout=60, env={"PYTHONPATH": str(site)})
+    found = json.loads(out.stdout)
+    assert Path(found["package"]).parent == site / "benchmark"
+    assert set(found["cards"]) == {p.stem for p in (ROOT / "datasets").glob("*.toml")}
+    assert all(Path(p).parent == site / "benchmark" / "_data" / "datasets" for p in found["cards"].values())
+    assert found["cub_classes"] == 200  # the class list file next to the card was found too
+    assert set(found["published"]) == {p.stem for p in (ROOT / "reports" / "published").glob("*.toml")}
+    assert all(Path(p).is_relative_to(site) for p in found["published"].values())
+    assert set(found["suites"]) == {"few_shot", "long_tail", "smoke", "waterbirds"}
+    assert Path(found["clip"]).is_relative_to(site) and Path(found["clip"]).is_file()
+
+
+def test_a_checkout_finds_its_own_data_folders():
+    from benchmark.cards import SHIPPED_DATASETS_DIR
+    from benchmark.published import PUBLISHED_DIR
+
+    assert SHIPPED_DATASETS_DIR == ROOT / "datasets" and PUBLISHED_DIR == ROOT / "reports" / "published"
