@@ -318,6 +318,7 @@ class Method:
         Config: the ``MethodConfig`` dataclass with harness defaults.
         presets: ``{preset name: {field: value}}`` overlays (``family.preset`` ids).
         card: the ``MethodCard``.
+        deterministic: ``True`` when the output does not depend on the seed (the identity method).
 
     Args:
         config: the config (default: ``Config()`` with ``preset`` and ``overrides`` applied).
@@ -331,6 +332,7 @@ class Method:
     Config: ClassVar[type[MethodConfig]] = EmptyConfig
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = types.MappingProxyType({})
     card: ClassVar[MethodCard] = MethodCard(summary="")
+    deterministic: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -399,14 +399,14 @@ class BatchMethodTesterMixin(MethodTesterMixin):
     Attributes:
         batch_size, num_classes, image_hw: the dummy batch (``num_classes >= batch_size`` gives every
             row a unique label, torchvision's trick, so mixed rows have exactly two non-zero entries).
-        expect_randomness: ``False`` for deterministic methods (identity): different seeds must then
-            give the same output.
+        expect_randomness: whether different seeds must give different outputs (default: unless the
+            method class says ``deterministic = True``, as the identity does).
     """
 
     batch_size: ClassVar[int] = 8
     num_classes: ClassVar[int] = 10
     image_hw: ClassVar[tuple[int, int]] = (12, 12)
-    expect_randomness: ClassVar[bool] = True
+    expect_randomness: ClassVar[bool | None] = None
 
     def get_dummy_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         g = make_generator(1234)
@@ -444,7 +444,10 @@ class BatchMethodTesterMixin(MethodTesterMixin):
     def test_different_seed_different_output(self) -> None:
         outs = [self.run_method(s) for s in range(4)]
         differ = any(not torch.equal(outs[0][0], o[0]) or not torch.equal(outs[0][1], o[1]) for o in outs[1:])
-        assert differ == self.expect_randomness
+        expected = self.expect_randomness
+        if expected is None:
+            expected = not type(self.get_method()).deterministic
+        assert differ == expected
 
     def test_params_separate_from_apply(self) -> None:
         method = self.get_method()
@@ -486,7 +489,14 @@ class OfflineMethodTesterMixin(MethodTesterMixin):
     _ctx: ClassVar[MethodContext]
 
     def get_context(self, tmp_dir: Path) -> MethodContext:
-        raise NotImplementedError
+        """Default: a tiny random Stable Diffusion (diffusers format, from configs) and a 3-class source.
+
+        Enough for any method that needs only the profile's pipeline; methods that need more (a
+        dataset's real images of a certain size, another model) override it.
+        """
+        return MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline()),
+                             source=TinySource(per_class={"train": [3, 2, 1]}), batch_size=self.batch_size,
+                             cache_dir=tmp_dir)
 
     def get_subset(self, ctx: MethodContext) -> Subset:
         assert ctx.source is not None
@@ -497,10 +507,19 @@ class OfflineMethodTesterMixin(MethodTesterMixin):
         """The context of ``get_context``, built once per test class, with its own warm-model cache."""
         ctx = type(self).__dict__.get("_ctx")
         if ctx is None:
-            ctx = self.get_context(tmp_path_factory.mktemp("offline_ctx"))
-            ctx = dataclasses.replace(ctx, pipelines=PipelineCache())
+            tmp = tmp_path_factory.mktemp("offline_ctx")
+            ctx = dataclasses.replace(self.get_context(tmp), pipelines=PipelineCache())
+            ctx.artifacts = self.build_artifacts(ctx, tmp / "store")
             type(self)._ctx = ctx
         return ctx
+
+    def build_artifacts(self, ctx: MethodContext, store_root: Path) -> dict[str, Any]:
+        """The artifacts the method declares for ``get_subset(ctx)``, built as the runner builds them."""
+        from benchmark.artifacts import build_artifacts
+        from benchmark.store import Store
+
+        subset = self.get_subset(ctx)
+        return build_artifacts(self.get_method().artifacts(subset, ctx), subset, ctx, Store(store_root))
 
     def _run(self, ctx: MethodContext, seed: int, batch_size: int) -> tuple[list[GenerationRequest], list[SyntheticSample]]:
         cache = type(self).__dict__.get("_results")

@@ -25,6 +25,7 @@ class Original(BatchMethod):
     """Identity batch method: returns the images unchanged and the targets as probability vectors."""
 
     family: ClassVar[str] = "original"
+    deterministic: ClassVar[bool] = True
     Config: ClassVar[type[MethodConfig]] = OriginalConfig
     card: ClassVar[MethodCard] = MethodCard(
         summary="Original: no augmentation (real training data only)",

@@ -11,8 +11,6 @@ from benchmark.contract import PipelineCache
 from benchmark.generate import GenerateError, generate_synthetic_set, read_manifest
 from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
 
-pytest.importorskip("diffusers")
-
 
 @pytest.fixture(scope="module")
 def setup():

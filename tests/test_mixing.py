@@ -8,32 +8,10 @@ import pytest
 import torch
 
 from benchmark.seeding import make_generator
-from benchmark.testing import BatchMethodTesterMixin
 from methods.mixing import CutMix, CutMixParams, MixUp, MixUpParams, cutmix_box, sample_beta, sample_partners
 from methods.original import Original
 
-# --- contract mixin for every built-in batch method and the presets ------------------------------
-
-
-class TestCutMixContract(BatchMethodTesterMixin):
-    method_id = "cutmix"
-
-
-class TestCutMixDiffIIContract(BatchMethodTesterMixin):
-    method_id = "cutmix.diffii_code"
-
-
-class TestMixUpContract(BatchMethodTesterMixin):
-    method_id = "mixup"
-
-
-class TestMixUpDMContract(BatchMethodTesterMixin):
-    method_id = "mixup.dm_code"
-
-
-class TestOriginalContract(BatchMethodTesterMixin):
-    method_id = "original"
-    expect_randomness = False
+# The contract mixin runs over every registered id in tests/test_registered_methods.py.
 
 
 def _onehot(labels, c):

@@ -13,14 +13,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
 
 PLUGIN = Path(__file__).resolve().parent / "plugin_pkg"
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,15 +13,12 @@ from benchmark.data.core import Sample, Subset
 from benchmark.registry import Registry
 from benchmark.seeding import derive_seed, make_generator
 from benchmark.testing import (
-    OfflineMethodTesterMixin,
     TinySource,
     cached_tiny_sd_pipeline,
     tiny_profile,
     tiny_subset,
 )
 from methods.sd_random import SDRandom, allocate
-
-pytest.importorskip("diffusers")
 
 
 @pytest.fixture(scope="module")
@@ -36,30 +33,6 @@ def _ctx(sd_path, batch_size=4, **profile_kwargs) -> MethodContext:
         batch_size=batch_size,
         pipelines=PipelineCache(),
     )
-
-
-class TestSDRandomContract(OfflineMethodTesterMixin):
-    method_id = "sd_random"
-    budget = 4
-    batch_size = 4
-
-    def get_context(self, tmp_dir):
-        return _ctx(cached_tiny_sd_pipeline())
-
-
-class TestSDRandomPresetContract(OfflineMethodTesterMixin):
-    """A preset id goes through the same contract (seeds derive from the full id)."""
-
-    method_id = "sd_random.p1_article"
-    budget = 2
-    batch_size = 2
-
-    def get_context(self, tmp_dir):
-        return _ctx(cached_tiny_sd_pipeline(), image_size=16)
-
-    # the batch-independence and chunking checks already run for the family id
-    test_chunked_generation_equals_whole = None
-    test_different_seed_different_output = None
 
 
 # --- planning ------------------------------------------------------------------------------------

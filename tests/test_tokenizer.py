@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
+import open_clip
 import pytest
 import torch
+from open_clip.tokenizer import SimpleTokenizer
 
-open_clip = pytest.importorskip("open_clip")
-from open_clip.tokenizer import SimpleTokenizer  # noqa: E402
-
-from benchmark.tokenizer import (  # noqa: E402
+from benchmark.tokenizer import (
     BOS_TOKEN,
     EOS_TOKEN,
     VOCAB_SIZE,
