@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from benchmark.seeding import derive_seed
+from benchmark.training.replacement import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -219,15 +220,13 @@ class TrainingIntegration:
         label_gamma, label_sigma: the ``diff_mix`` rule's γ and σ (§3.7: 0.8 and 0.9 / 1.0 for CUB-LT).
     """
 
-    replacement_mode: str = "concat"
+    replacement_mode: str = DEFAULT_REPLACEMENT_MODE
     replacement_p: float = 0.5
     labels: str = "as_generated"
     label_gamma: float = 0.8
     label_sigma: float = 1.0
 
     def __post_init__(self) -> None:
-        from benchmark.training import REPLACEMENT_MODES
-
         if self.replacement_mode not in REPLACEMENT_MODES:
             close = _close_matches(self.replacement_mode, REPLACEMENT_MODES)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
