@@ -40,3 +40,19 @@ def test_diff_mix_without_metadata_says_what_to_use_instead():
 
 def test_target_class_falls_back_to_the_dominant_label():
     assert target_class({"label": {"a": 0.3, "c": 0.7}, "target_class": None}) == "c"
+
+
+def test_rows_store_normalised_labels_and_mixing_metadata():
+    from benchmark.contract import SyntheticSample
+    from benchmark.generate import _row
+
+    prov = {"method": "m", "preset": None, "params": {}, "seed": 1, "sources": ["img7"], "source_classes": [0],
+            "request_index": 3, "target_class": 2, "strength": 0.7}
+    row = _row(SyntheticSample(np.zeros((4, 4, 3), np.uint8), np.array([0.0, 1.0, 3.0]), prov), "f.png",
+               ("a", "b", "c"))
+    assert row["label"] == {"b": 0.25, "c": 0.75}
+    assert row["mix"] == {"a": "a", "b": "c", "s": 0.7} and row["target_class"] == "c"
+    text_to_image = dict(prov, sources=[], source_classes=[], strength=None)
+    text_to_image.pop("strength")
+    assert _row(SyntheticSample(np.zeros((4, 4, 3), np.uint8), np.eye(3)[2], text_to_image), "f.png",
+                ("a", "b", "c"))["mix"] is None
