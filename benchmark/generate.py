@@ -19,6 +19,7 @@ resumed run chunks the remaining requests differently, which can move a few pixe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Mapping
@@ -209,12 +210,8 @@ def generate_synthetic_set(
                     unit="img", leave=False, disable=None)  # disable=None: only on a terminal
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        samples = method.generate(chunk, ctx)
-        if len(samples) != len(chunk):
-            raise GenerateError(f"{method.id}.generate returned {len(samples)} samples for {len(chunk)} requests")
+        samples = generate_guarded(method, chunk, ctx, class_names)
         for request, sample in zip(chunk, samples, strict=True):
-            if sample.request_index != request.index:
-                raise GenerateError(f"{method.id}.generate returned samples out of request order")
             name = f"{request.index:06d}"
             write_bytes_atomic(images_dir / f"{name}.png", _png_bytes(sample.image_array()))
             row = _row(sample, f"{IMAGES}/{name}.png", class_names)
@@ -226,6 +223,51 @@ def generate_synthetic_set(
     write_bytes_atomic(manifest_path, "".join(lines).encode("utf-8"))
     shutil.rmtree(parts_dir, ignore_errors=True)
     return out
+
+
+MAX_ATTEMPTS = 4
+
+
+def blank_image(image: np.ndarray) -> bool:
+    """A constant image: what a NaN/inf latent decodes to once clipped, or a dead generator's output."""
+    return int(image.max()) == int(image.min())
+
+
+def generate_guarded(method: OfflineMethod, requests: list, ctx: MethodContext,
+                     class_names: tuple[str, ...]) -> list[SyntheticSample]:
+    """``method.generate(requests)``, with blank images regenerated (issue 11 "Generation guard").
+
+    A blank (constant) image is regenerated with the seed ``derive_seed(request seed, "retry", attempt)``
+    up to ``MAX_ATTEMPTS`` times; the number of retries is kept in the sample's provenance
+    (``regenerated``) and counted in the record. A request that keeps failing fails the stage with a
+    message naming the method, class and seed; the set is then never marked complete.
+    """
+    from benchmark.seeding import derive_seed
+
+    samples = _checked(method, requests, method.generate(requests, ctx))
+    for i, request in enumerate(requests):
+        attempt = 0
+        while blank_image(samples[i].image_array()):
+            attempt += 1
+            if attempt >= MAX_ATTEMPTS:
+                raise GenerateError(
+                    f"{method.id} produced a blank image for request {request.index} (class "
+                    f"{class_names[request.target_class]!r}, seed {request.seed}) {MAX_ATTEMPTS} times, the last "
+                    "with a re-derived seed; check the model and sampler settings (e.g. a dtype that overflows)")
+            retry = dataclasses.replace(request, seed=derive_seed(request.seed, "retry", attempt))
+            (samples[i],) = _checked(method, [request], method.generate([retry], ctx))
+            samples[i].provenance = {**samples[i].provenance, "seed": request.seed, "retry_seed": retry.seed}
+        if attempt:
+            samples[i].provenance["regenerated"] = attempt
+    return samples
+
+
+def _checked(method: OfflineMethod, requests: list, samples: list[SyntheticSample]) -> list[SyntheticSample]:
+    if len(samples) != len(requests):
+        raise GenerateError(f"{method.id}.generate returned {len(samples)} samples for {len(requests)} requests")
+    if [s.request_index for s in samples] != [r.index for r in requests]:
+        raise GenerateError(f"{method.id}.generate returned samples out of request order")
+    return list(samples)
 
 
 def read_manifest(out_dir: str | Path) -> list[dict[str, Any]]:

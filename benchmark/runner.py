@@ -130,6 +130,7 @@ def _synthetic_stages(env: CellEnv, cell: Cell, resolved, source, subsets: Subse
     timings["metrics"] = time.time() - t
     info = {"key": ref.key, "dir": str(ref.folder), "size": len(rows), "generated": selection["generated"],
             "dropped_by_select": selection["dropped"], "selection": selection["key"], "metrics": syn_metrics,
+            "regenerated": sum(int(row.get("provenance", {}).get("regenerated", 0)) for row in rows),
             "method": offline.provenance(), "reused": ref.reused}
     return synthetic, info, artifacts
 
@@ -229,6 +230,7 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
 
     log = opts.log or (lambda s: print(s, flush=True))
     torch.set_num_threads(os.cpu_count() or 1)
+    _quiet_library_progress_bars()
     suite, cells, run_dir = prepare_run(opts)
     run_dir.mkdir(parents=True, exist_ok=True)
     opts = _resolved(opts, run_dir)
@@ -251,6 +253,15 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     if outcome["failed"]:
         log(f"{len(outcome['failed'])} cells failed; see {run_dir / 'last_run.json'}")
     return summary
+
+
+def _quiet_library_progress_bars() -> None:
+    """diffusers' and transformers' per-load bars would interleave with the run's own progress and logs."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _resolved(opts: RunOptions, run_dir: Path) -> RunOptions:

@@ -100,3 +100,56 @@ def test_budget_and_preset(setup, tmp_path):
     assert rows[0]["provenance"]["prompt"] == "a photo of a Tiny class 0"
     with pytest.raises(GenerateError, match="incomplete"):
         read_manifest(tmp_path / "nothing")
+
+
+class _SometimesBlank:
+    """An offline method whose first attempt at some requests decodes to a constant image."""
+
+    @staticmethod
+    def make(blank_indices, always=False):
+        import numpy as np
+
+        from benchmark.contract import GenerationRequest, MethodCard, OfflineMethod, SyntheticSample, one_hot
+
+        class Method(OfflineMethod):
+            family = "sometimes_blank"
+            card = MethodCard(summary="test method")
+            seen_seeds: list = []
+
+            def plan(self, subset, budget, seed, *, ctx=None):
+                return [GenerationRequest(index=i, seed=self.request_seed(seed, i), target_class=label)
+                        for i, label in enumerate(subset.labels)]
+
+            def generate(self, requests, ctx):
+                out = []
+                for r in requests:
+                    Method.seen_seeds.append(r.seed)
+                    first_try = r.seed == self.request_seed(5, r.index)
+                    blank = r.index in blank_indices and (first_try or always)
+                    image = np.zeros((8, 8, 3), np.uint8) if blank else \
+                        np.random.default_rng(r.seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+                    out.append(SyntheticSample(image, one_hot(r.target_class, ctx.num_classes), self.sample_provenance(r)))
+                return out
+
+        return Method
+
+
+def test_blank_images_are_regenerated_with_derived_seeds_and_counted(setup, tmp_path):
+    from benchmark.registry import Registry
+
+    reg = Registry(discover=False)
+    reg.register("sometimes_blank", _SometimesBlank.make({1, 3}))
+    out = _gen(setup, tmp_path / "a", method="sometimes_blank", registry=reg)
+    rows = read_manifest(out)
+    assert [r["provenance"].get("regenerated", 0) for r in rows] == [0, 1, 0, 1]
+    assert rows[1]["seed"] != rows[1]["provenance"]["retry_seed"]  # the request's seed stays the recorded one
+
+
+def test_a_request_that_keeps_failing_names_method_class_and_seed(setup, tmp_path):
+    from benchmark.registry import Registry
+
+    reg = Registry(discover=False)
+    reg.register("sometimes_blank", _SometimesBlank.make({2}, always=True))
+    with pytest.raises(GenerateError, match=r"sometimes_blank produced a blank image for request 2 \(class 'Tiny_class_1', seed \d+\) 4 times"):
+        _gen(setup, tmp_path / "b", method="sometimes_blank", registry=reg)
+    assert not (tmp_path / "b" / "manifest.jsonl").exists()  # never marked complete
