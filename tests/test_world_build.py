@@ -193,3 +193,22 @@ def test_attribute_agreement_reads_attributes_off_predicted_species():
     # Orange-crowned Gull (0) read as Common Gull (3): same genus, so body and habitat agree, crown does not
     same_genus = attribute_agreement(np.array([3]), np.array([0]), attrs)
     assert same_genus["body"] == same_genus["habitat"] == 1.0 and same_genus["crown"] == 0.0
+
+
+def test_build_options_latent_channels_v_prediction_min_snr_and_perceptual(tmp_path):
+    """The issue-14 recipe knobs build a loadable pipeline: 8 latent channels (UNet follows), v-prediction
+    (the saved scheduler says so), min-SNR weighting and the ImageNet perceptual VAE loss."""
+    from diffusers import StableDiffusionPipeline
+
+    cfg = dataclasses.replace(BuildConfig.smoke(), vae_latent_channels=8, vae_perceptual=0.5,
+                              unet_prediction="v_prediction", unet_min_snr_gamma=5.0)
+    record = build(tmp_path / "w", cfg, log=lambda s: None, with_oracle=False)
+    for stage in ("vae", "unet"):
+        assert np.isfinite(record["stats"][stage]["final_loss"])
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "w" / "sd"), local_files_only=True,
+                                                   torch_dtype=torch.float32)
+    assert pipe.vae.config.latent_channels == pipe.unet.config.in_channels == 8
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    image = pipe("a photo of a bird", num_inference_steps=2, output_type="np", height=32, width=32,
+                 generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()

