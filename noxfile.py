@@ -22,7 +22,7 @@ TORCH = ("torch==2.14.1", "torchvision==0.29.1")
 
 
 def install_project(session: nox.Session, extras: str = "") -> None:
-    """Install pinned torch, then this checkout (editable, so dataset cards and world weights resolve)."""
+    """Install pinned torch, then this checkout (editable, so edits are live; a wheel carries the same data)."""
     session.install(*TORCH)
     target = f".[{extras}]" if extras else "."
     session.install("-e", target)
