@@ -28,7 +28,6 @@ The ``finetuned`` variant of §3.1 (Diff-Mix concept-learned checkpoint, ``a pho
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -41,50 +40,14 @@ from benchmark.contract import (
     OfflineMethod,
     SyntheticSample,
     TrainingIntegration,
-    one_hot,
     param,
 )
-from benchmark.seeding import make_generator
+from benchmark.sampling import ALLOCATIONS, allocate, plan_text_to_image, run_text_to_image, sampler_settings
 
 if TYPE_CHECKING:
     from benchmark.data.core import Subset
 
 __all__ = ["SDRandom", "SDRandomConfig", "allocate"]
-
-ALLOCATIONS = ("proportional", "uniform")
-
-
-def allocate(counts: Sequence[int], total: int, mode: str = "proportional") -> list[int]:
-    """Split ``total`` images over classes.
-
-    Args:
-        counts: real images per class (index = label).
-        total: images to allot.
-        mode: ``proportional`` to ``counts`` (largest remainder; ties to the lower class index) or
-            ``uniform`` over the classes present in ``counts`` (remainder to the lower indices).
-
-    Returns:
-        Images per class; sums to ``total`` (0 when no class has real images).
-    """
-    if total < 0:
-        raise ValueError(f"total must be >= 0, got {total}")
-    if mode == "uniform":
-        weights = [1 if c > 0 else 0 for c in counts]
-    elif mode == "proportional":
-        weights = list(counts)
-    else:
-        raise ValueError(f"unknown allocation {mode!r}; expected one of {ALLOCATIONS}")
-    wsum = sum(weights)
-    if wsum == 0 or total == 0:
-        return [0] * len(counts)
-    quotas = [total * w / wsum for w in weights]
-    out = [math.floor(q) for q in quotas]
-    rest = total - sum(out)
-    order = sorted(range(len(counts)), key=lambda c: (-(quotas[c] - out[c]), c))
-    for c in order[:rest]:
-        out[c] += 1
-    return out
-
 
 @dataclass(frozen=True)
 class SDRandomConfig(MethodConfig):
@@ -152,37 +115,16 @@ class SDRandom(OfflineMethod):
     ) -> list[GenerationRequest]:
         """Requests ordered by class, ``budget`` (default ``round(expansion * |subset|)``) in total."""
         cfg = self.config
-        labels = subset.labels
-        num_classes = ctx.num_classes if ctx is not None and ctx.card is not None else max(labels, default=-1) + 1
-        total = int(budget) if budget is not None else int(math.floor(cfg.expansion * len(labels) + 0.5))
-        per_class = allocate(subset.class_counts(num_classes), total, cfg.allocation)
-        requests = []
-        for label, n in enumerate(per_class):
-            prompt = ctx.card.prompt(label, cfg.prompt_template) if ctx is not None and ctx.card else None
-            for k in range(n):
-                index = len(requests)
-                requests.append(
-                    GenerationRequest(
-                        index=index,
-                        seed=self.request_seed(seed, index),
-                        target_class=label,
-                        prompt=prompt,
-                        params={"class_request": k},
-                    )
-                )
-        return requests
+        num_classes = ctx.num_classes if ctx is not None and ctx.card is not None else max(subset.labels, default=-1) + 1
+        prompt = (lambda label: ctx.card.prompt(label, cfg.prompt_template)) if ctx is not None and ctx.card else None
+        return plan_text_to_image(lambda i: self.request_seed(seed, i), subset, budget, expansion=cfg.expansion,
+                                  allocation=cfg.allocation, num_classes=num_classes, prompt=prompt)
 
     # -- generation -----------------------------------------------------------------------------
 
     def sampler_settings(self, ctx: MethodContext) -> dict:
         """Steps, guidance, resolution and scheduler after applying the profile's defaults."""
-        cfg, prof = self.config, ctx.profile
-        return {
-            "num_inference_steps": int(cfg.num_inference_steps or prof.num_inference_steps),
-            "guidance_scale": float(cfg.guidance_scale if cfg.guidance_scale is not None else prof.guidance_scale),
-            "image_size": int(cfg.image_size or prof.image_size),
-            "scheduler": cfg.scheduler,
-        }
+        return sampler_settings(self.config, ctx)
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
         """Batched text-to-image; one ``SyntheticSample`` per request, in order."""
@@ -191,34 +133,6 @@ class SDRandom(OfflineMethod):
         if not requests:
             return []
         card = ctx.require_card()
-        settings = self.sampler_settings(ctx)
-        warm = diffusion.load_warm_pipeline(ctx)
-        pipe = diffusion.pipeline_view(warm, settings["scheduler"])
         prompts = [r.prompt or card.prompt(r.target_class, self.config.prompt_template) for r in requests]
-        # All distinct prompts and the unconditional one in one text-encoder call, once per process.
-        warm.embeddings.get(list(dict.fromkeys([*prompts, self.config.negative_prompt])))
-        out: list[SyntheticSample] = []
-        for start in range(0, len(requests), ctx.batch_size):
-            chunk = requests[start : start + ctx.batch_size]
-            chunk_prompts = prompts[start : start + ctx.batch_size]
-            embeds = warm.embeddings.get(chunk_prompts)
-            negative = warm.embeddings.get([self.config.negative_prompt] * len(chunk))
-            images = diffusion.text_to_image(
-                pipe,
-                embeds,
-                negative,
-                [make_generator(r.seed) for r in chunk],
-                num_inference_steps=settings["num_inference_steps"],
-                guidance_scale=settings["guidance_scale"],
-                height=settings["image_size"],
-                width=settings["image_size"],
-            )
-            for r, prompt, img in zip(chunk, chunk_prompts, images, strict=True):
-                out.append(
-                    SyntheticSample(
-                        image=img,
-                        label=one_hot(r.target_class, card.num_classes),
-                        provenance=self.sample_provenance(r, prompt=prompt, sampler=settings),
-                    )
-                )
-        return out
+        return run_text_to_image(self, requests, ctx, diffusion.load_warm_pipeline(ctx), prompts,
+                                 negative_prompt=self.config.negative_prompt, settings=self.sampler_settings(ctx))
