@@ -318,6 +318,8 @@ class Method:
         presets: ``{preset name: {field: value}}`` overlays (``family.preset`` ids).
         card: the ``MethodCard``.
         deterministic: ``True`` when the output does not depend on the seed (the identity method).
+        contract_test_params: config overrides the generic contract tests (``benchmark.testing``) use
+            with tiny *random* models — e.g. a CLIP filter that a random CLIP can never pass.
 
     Args:
         config: the config (default: ``Config()`` with ``preset`` and ``overrides`` applied).
@@ -332,6 +334,7 @@ class Method:
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = types.MappingProxyType({})
     card: ClassVar[MethodCard] = MethodCard(summary="")
     deterministic: ClassVar[bool] = False
+    contract_test_params: ClassVar[Mapping[str, Any]] = types.MappingProxyType({})
 
     def __init__(
         self,

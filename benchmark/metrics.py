@@ -669,6 +669,13 @@ def _load_clip_tokenizer(path: str | Path, local_files_only: bool, revision: str
         return build_clip_tokenizer()
 
 
+def profile_clip_scorer(profile: Any, device: str | torch.device = "cpu") -> CLIPScorer:
+    """The profile's CLIP (``profile.clip``) as a ``CLIPScorer``, loaded once per process and device."""
+    return _cached(("clip", profile.clip, str(device)),
+                   lambda: CLIPScorer.from_pretrained(profile.clip, local_files_only=profile.local_files_only,
+                                                      device=device))
+
+
 def clip_score(
     images: Any,
     labels: torch.Tensor | Sequence,
@@ -696,12 +703,7 @@ def clip_score(
     if scorer is None:
         if profile is None:
             raise ValueError("clip_score needs a CLIPScorer (scorer=...) or a profile")
-        scorer = _cached(
-            ("clip", profile.clip, str(device)),
-            lambda: CLIPScorer.from_pretrained(
-                profile.clip, local_files_only=profile.local_files_only, device=device
-            ),
-        )
+        scorer = profile_clip_scorer(profile, device)
     fn = prompt.prompt if hasattr(prompt, "prompt") else prompt
     y = dominant_labels(labels)
     texts = {int(c): fn(int(c)) for c in torch.unique(y).tolist()}

@@ -131,6 +131,7 @@ def _synthetic_stages(env: CellEnv, cell: Cell, resolved, source, subsets: Subse
     info = {"key": ref.key, "dir": str(ref.folder), "size": len(rows), "generated": selection["generated"],
             "dropped_by_select": selection["dropped"], "selection": selection["key"], "metrics": syn_metrics,
             "regenerated": sum(int(row.get("provenance", {}).get("regenerated", 0)) for row in rows),
+            "rejected_by_filter": sum(int(row.get("provenance", {}).get("rejected", 0)) for row in rows),
             "method": offline.provenance(), "reused": ref.reused}
     return synthetic, info, artifacts
 

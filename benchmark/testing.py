@@ -278,24 +278,59 @@ def cached_tiny_sd_pipeline(seed: int = 0, cache_dir: str | Path | None = None) 
         seed: component seed.
         cache_dir: parent folder (default ``$AUGBENCH_CACHE`` or ``<tmp>/augbench-cache``).
     """
+    import diffusers
+
+    return _cached_folder("tiny_sd", f"v{_TINY_SD_VERSION}-seed{seed}-d{diffusers.__version__}", "model_index.json",
+                          lambda path: save_tiny_sd_pipeline(path, seed), cache_dir)
+
+
+def save_tiny_clip(path: str | Path, seed: int = 0) -> Path:
+    """A tiny random transformers ``CLIPModel`` (32-px images, real CLIP BPE tokenizer) saved to ``path``."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from benchmark.tokenizer import build_clip_tokenizer
+
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                           num_attention_heads=2),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = CLIPModel(cfg)
+    path = Path(path)
+    model.save_pretrained(path)
+    build_clip_tokenizer().save_pretrained(path)
+    return path
+
+
+def cached_tiny_clip(seed: int = 0, cache_dir: str | Path | None = None) -> Path:
+    """``save_tiny_clip`` into the shared test cache (built once, atomically)."""
+    return _cached_folder("tiny_clip", f"v1-seed{seed}", "config.json", lambda path: save_tiny_clip(path, seed),
+                          cache_dir)
+
+
+def _cached_folder(kind: str, name: str, marker: str, build: Callable[[Path], Any],
+                   cache_dir: str | Path | None) -> Path:
     import shutil
     import tempfile
 
-    import diffusers
     import transformers
 
     base = Path(cache_dir) if cache_dir else Path(os.environ.get("AUGBENCH_CACHE") or Path(tempfile.gettempdir()) / "augbench-cache")
-    target = base / "tiny_sd" / f"v{_TINY_SD_VERSION}-seed{seed}-d{diffusers.__version__}-t{transformers.__version__}"
-    if (target / "model_index.json").is_file():
+    target = base / kind / f"{name}-t{transformers.__version__}"
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
     try:
-        save_tiny_sd_pipeline(tmp / "sd", seed)
+        build(tmp / "out")
         try:
-            os.replace(tmp / "sd", target)
+            os.replace(tmp / "out", target)
         except OSError:  # another process won the race
-            if not (target / "model_index.json").is_file():
+            if not (target / marker).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -303,11 +338,11 @@ def cached_tiny_sd_pipeline(seed: int = 0, cache_dir: str | Path | None = None) 
 
 
 def tiny_profile(pipeline_path: str | Path, *, image_size: int = 32, steps: int = 2, **kwargs: Any) -> Profile:
-    """An embedded-like profile pointing at a tiny saved pipeline (fp32, local files only)."""
+    """An embedded-like profile pointing at a tiny saved pipeline and a tiny CLIP (fp32, local files only)."""
+    kwargs.setdefault("clip", str(cached_tiny_clip()))
     return Profile(
         name="tiny",
         pipeline=str(pipeline_path),
-        clip="",
         lpips="effnet_features",
         classifier="test_resnet",
         classifier_weights="none",
@@ -346,7 +381,9 @@ class MethodTesterMixin:
         return self.registry or default_registry()
 
     def get_method(self, **overrides: Any) -> Any:
-        return self.get_registry().create(self.method_id, {**self.params, **overrides})
+        family = self.method_id.split("+")[0].split(".")[0]
+        defaults = dict(getattr(self.get_registry().get_class(family), "contract_test_params", {}))
+        return self.get_registry().create(self.method_id, {**defaults, **self.params, **overrides})
 
     def test_registry_discovery(self) -> None:
         reg = self.get_registry()

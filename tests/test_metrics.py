@@ -27,6 +27,7 @@ from benchmark.metrics import (
 )
 from benchmark.profiles import WORLD_WEIGHTS, get_profile
 from benchmark.seeding import make_generator
+from benchmark.testing import save_tiny_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,28 +126,7 @@ class CountingTokenizer:
 
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel
-
-    from benchmark.tokenizer import build_clip_tokenizer
-
-    cfg = CLIPConfig(
-        text_config=dict(
-            vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=77,
-        ),
-        vision_config=dict(
-            image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=2,
-        ),
-        projection_dim=16,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = CLIPModel(cfg)
-    path = tmp_path_factory.mktemp("tiny_clip")
-    model.save_pretrained(path)
-    build_clip_tokenizer().save_pretrained(path)
-    return path
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 def test_clip_score_range_clamp_and_text_cache(tiny_clip_dir):

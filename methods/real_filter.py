@@ -1,0 +1,182 @@
+"""Real-Filter: Real-Gen text-to-image images kept only when the profile's CLIP agrees (METHODS_SPEC §3.4).
+
+Neither paper defines Real-Filter (P2 cites He et al. 2022); §3.4 fixes two rules:
+
+* ``zeroshot_class`` (HARNESS default) — per image: keep it iff CLIP zero-shot top-1 over the prompts
+  ``a photo of a {class name} {meta}`` of all classes is the intended class. A rejected candidate is
+  redrawn with the seed ``derive_seed(request seed, "filter", attempt)`` until one passes, at most
+  ``max_attempts`` times, so the target count is met after filtering (over-generation, bounded); a
+  request that never passes fails generation with the class and its rejection rate named.
+* ``dm_presence`` — Diff-Mix's ``filter_syn_data.py``: softmax of CLIP over "a photo with a {meta} on it"
+  vs "a photo without a {meta} on it"; the least confident 10 % of the *whole set* are dropped in the
+  select stage.
+
+Generation is Real-Gen (§3.3, HARNESS prompt with the meta word), hard labels; how many candidates were
+rejected is kept per image (``rejected`` in provenance) and counted in the record. The CLIP is the
+profile's (embedded: the world's tiny CLIP; sd15: ViT-B/32). Training integration (§4): per-class,
+same-class replacement with hard labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from benchmark.contract import (
+    GenerationRequest,
+    MethodCard,
+    MethodConfig,
+    MethodContext,
+    OfflineMethod,
+    SyntheticSample,
+    TrainingIntegration,
+    param,
+)
+from benchmark.generate import GenerateError
+from benchmark.sampling import ALLOCATIONS, plan_text_to_image, run_text_to_image, sampler_settings
+from benchmark.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from benchmark.data.core import Subset
+
+__all__ = ["FILTER_RULES", "RealFilter", "RealFilterConfig", "RealFilterError"]
+
+FILTER_RULES = ("zeroshot_class", "dm_presence")
+
+
+class RealFilterError(GenerateError):
+    """Every candidate of a request was rejected within the bound."""
+
+
+@dataclass(frozen=True)
+class RealFilterConfig(MethodConfig):
+    rule: str = param("zeroshot_class", "CLIP filter rule", paper="UNSPEC; HARNESS zeroshot_class, DM dm_presence [§3.4]",
+                      choices=FILTER_RULES)
+    prompt_template: str = param("a photo of a {name} {meta}", "generation and zero-shot prompt", paper="§3.3 HARNESS")
+    negative_prompt: str = param("", "unconditional prompt of classifier-free guidance", paper='"" [§1.2]')
+    expansion: float = param(1.0, "kept images as a multiple of the real subset size", paper="§3.4: e.g. 5x")
+    allocation: str = param("proportional", "how images are allotted to classes", choices=ALLOCATIONS)
+    max_attempts: int = param(8, "zeroshot_class: candidates drawn per image before giving up")
+    drop_fraction: float = param(0.1, "dm_presence: share of the whole set dropped", paper="DM: 10 % [§3.4]")
+    presence_captions: tuple[str, str] = param(("a photo with a {meta} on it", "a photo without a {meta} on it"),
+                                               "dm_presence: the two captions", paper="DM filter_syn_data.py [§3.4]")
+    num_inference_steps: int | None = param(None, "sampler steps (None: the profile's, 25)", paper="25 [§3.3]")
+    guidance_scale: float | None = param(None, "CFG scale (None: the profile's, 7.5)", paper="7.5 [§3.3]")
+    image_size: int | None = param(None, "output resolution (None: the profile's)", paper="512 [§3.3]")
+    scheduler: str = param("dpmsolver++", "diffusers scheduler", paper="DPM-Solver++ [§3.3]",
+                           choices=("dpmsolver++", "ddim", "pndm"))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not 0.0 <= self.drop_fraction < 1.0:
+            raise ValueError(f"drop_fraction must be in [0, 1), got {self.drop_fraction}")
+
+
+class RealFilter(OfflineMethod):
+    """Real-Gen images filtered by the profile's CLIP (per image or over the whole set)."""
+
+    family: ClassVar[str] = "real_filter"
+    Config: ClassVar[type[MethodConfig]] = RealFilterConfig
+    presets: ClassVar[dict] = {"dm_presence": {"rule": "dm_presence"}}
+    # a random CLIP predicts one class for every image: the per-image rule is tested on its own
+    contract_test_params: ClassVar[dict] = {"rule": "dm_presence"}
+    card: ClassVar[MethodCard] = MethodCard(
+        summary="Real-Filter: text-to-image images kept when CLIP recognises their class (or the object)",
+        changes="adds synthetic images of every class that pass a CLIP filter",
+        labels="hard: the prompted class",
+        cost="text-to-image as SD-random for every candidate (rejected ones too) + one CLIP image pass each",
+        references=("METHODS_SPEC §3.4", "METHODS_SPEC §3.3", "P2 §4.1 L178"),
+        training=TrainingIntegration(replacement_mode="same_class", replacement_p=0.5, labels="hard"),
+    )
+
+    def plan(self, subset: Subset, budget: int | None, seed: int, *,
+             ctx: MethodContext | None = None) -> list[GenerationRequest]:
+        cfg = self.config
+        num_classes = ctx.num_classes if ctx is not None and ctx.card is not None else max(subset.labels, default=-1) + 1
+        prompt = (lambda label: ctx.card.prompt(label, cfg.prompt_template)) if ctx is not None and ctx.card else None
+        return plan_text_to_image(lambda i: self.request_seed(seed, i), subset, budget, expansion=cfg.expansion,
+                                  allocation=cfg.allocation, num_classes=num_classes, prompt=prompt)
+
+    def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
+        from benchmark import diffusion
+
+        if not requests:
+            return []
+        card = ctx.require_card()
+        warm = diffusion.load_warm_pipeline(ctx)
+        prompts = [r.prompt or card.prompt(r.target_class, self.config.prompt_template) for r in requests]
+
+        def draw(todo: list[int], attempt: int) -> list[SyntheticSample]:
+            seeds = [requests[i].seed if attempt == 0 else derive_seed(requests[i].seed, "filter", attempt) for i in todo]
+            samples = run_text_to_image(self, [requests[i] for i in todo], ctx, warm, [prompts[i] for i in todo],
+                                        negative_prompt=self.config.negative_prompt,
+                                        settings=sampler_settings(self.config, ctx), seeds=seeds)
+            for sample, seed in zip(samples, seeds, strict=True):
+                sample.provenance["candidate_seed"] = seed
+            return samples
+
+        if self.config.rule == "dm_presence":  # filtered over the whole set, in the select stage
+            return draw(list(range(len(requests))), 0)
+        return self._zeroshot_filtered(requests, ctx, draw)
+
+    def _zeroshot_filtered(self, requests: Sequence[GenerationRequest], ctx: MethodContext,
+                           draw: Callable[[list[int], int], list[SyntheticSample]]) -> list[SyntheticSample]:
+        kept: dict[int, SyntheticSample] = {}
+        todo = list(range(len(requests)))
+        drawn = 0
+        for attempt in range(self.config.max_attempts):
+            candidates = draw(todo, attempt)
+            drawn += len(candidates)
+            predicted = self._zero_shot(ctx, [c.image_array() for c in candidates])
+            rejected = []
+            for i, sample, label in zip(todo, candidates, predicted, strict=True):
+                if label == requests[i].target_class:
+                    sample.provenance["rejected"] = attempt
+                    kept[i] = sample
+                else:
+                    rejected.append(i)
+            todo = rejected
+            if not todo:
+                return [kept[i] for i in range(len(requests))]
+        card = ctx.require_card()
+        worst = requests[todo[0]]
+        raise RealFilterError(
+            f"real_filter (zeroshot_class): CLIP rejected all {self.config.max_attempts} candidates of "
+            f"{len(todo)} request(s), e.g. class {card.class_names[worst.target_class]!r} (request {worst.index}, "
+            f"seed {worst.seed}); {drawn - len(kept)} of the batch's {drawn} candidates were rejected "
+            f"({(drawn - len(kept)) / drawn:.0%}). The generator rarely draws this class recognisably: raise "
+            "max_attempts, or use rule = 'dm_presence'")
+
+    def _zero_shot(self, ctx: MethodContext, images: list[np.ndarray]) -> list[int]:
+        from benchmark.metrics import profile_clip_scorer
+
+        card = ctx.require_card()
+        scorer = profile_clip_scorer(ctx.profile, ctx.device)
+        texts = scorer.text_features([card.prompt(c, self.config.prompt_template) for c in range(card.num_classes)])
+        return (scorer.image_features(images) @ texts.T).argmax(1).tolist()
+
+    def select(self, rows: Sequence[Mapping[str, Any]], load_image: Callable[[int], np.ndarray],
+               ctx: MethodContext) -> list[int] | None:
+        """``dm_presence``: keep images whose "with" probability is at least the set's ``drop_fraction`` quantile."""
+        if self.config.rule != "dm_presence" or not rows:
+            return None
+        presence = self.presence_probabilities(ctx, [load_image(i) for i in range(len(rows))])
+        threshold = np.quantile(presence, self.config.drop_fraction)
+        return [i for i, p in enumerate(presence) if p >= threshold]
+
+    def presence_probabilities(self, ctx: MethodContext, images: list[np.ndarray]) -> np.ndarray:
+        """Softmax of CLIP's logits (``logit_scale`` × cosine) over the two presence captions (§3.4)."""
+        import torch
+
+        from benchmark.metrics import profile_clip_scorer
+
+        meta = ctx.require_card().meta
+        scorer = profile_clip_scorer(ctx.profile, ctx.device)
+        texts = scorer.text_features([c.format(meta=meta) for c in self.config.presence_captions])
+        logits = scorer.model.logit_scale.exp().item() * (scorer.image_features(images) @ texts.T)
+        return torch.softmax(logits, dim=1)[:, 0].numpy()

@@ -1,0 +1,65 @@
+"""Real-Filter's two rules (METHODS_SPEC §3.4): per-image zero-shot with bounded redraws, whole-set presence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.contract import MethodContext, PipelineCache
+from benchmark.registry import default_registry
+from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
+from methods.real_filter import RealFilter, RealFilterError
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline(), image_size=16),
+                         source=TinySource(per_class={"train": [2, 1, 1]}), batch_size=4, pipelines=PipelineCache())
+
+
+def test_rejected_candidates_are_redrawn_until_recognised_and_counted(ctx, monkeypatch):
+    method = default_registry().create("real_filter")
+    subset = tiny_subset(ctx.source)
+    requests = method.plan(subset, 4, seed=0, ctx=ctx)
+    decisions = iter([[False, True, False, True], [True, False], [True]])  # per attempt, per pending request
+
+    def zero_shot(self, ctx, images):
+        verdict = next(decisions)
+        assert len(verdict) == len(images)
+        pending = [r for r in requests if r.index in zero_shot.pending]
+        accepted = [r.target_class if ok else (r.target_class + 1) % 3 for r, ok in zip(pending, verdict, strict=True)]
+        zero_shot.pending = [r.index for r, ok in zip(pending, verdict, strict=True) if not ok]
+        return accepted
+
+    zero_shot.pending = [r.index for r in requests]
+    monkeypatch.setattr(RealFilter, "_zero_shot", zero_shot)
+    samples = method.generate(requests, ctx)
+    assert [s.provenance["rejected"] for s in samples] == [1, 0, 2, 0]
+    assert samples[2].provenance["candidate_seed"] != requests[2].seed  # a redraw, with a derived seed
+    assert samples[1].provenance["candidate_seed"] == requests[1].seed
+
+
+def test_a_class_that_is_never_recognised_names_class_and_rejection_rate(ctx, monkeypatch):
+    method = default_registry().create("real_filter", {"max_attempts": 3})
+    requests = method.plan(tiny_subset(ctx.source), 2, seed=0, ctx=ctx)
+    monkeypatch.setattr(RealFilter, "_zero_shot", lambda self, ctx, images: [99] * len(images))
+    with pytest.raises(RealFilterError, match=r"rejected all 3 candidates .*class 'Tiny_class_0'.*6 of the batch's 6 "
+                                              r"candidates were rejected \(100%\)"):
+        method.generate(requests, ctx)
+
+
+def test_dm_presence_drops_the_least_confident_tenth_of_the_whole_set(ctx, monkeypatch):
+    method = default_registry().create("real_filter.dm_presence")
+    probabilities = np.linspace(0.05, 0.95, 20)
+    monkeypatch.setattr(RealFilter, "presence_probabilities", lambda self, ctx, images: probabilities)
+    rows = [{"file": f"{i}.png"} for i in range(20)]
+    kept = method.select(rows, lambda i: np.zeros((4, 4, 3), np.uint8), ctx)
+    assert kept == list(range(2, 20))  # the two lowest of 20 (10 %) are dropped
+    assert default_registry().create("real_filter").select(rows, lambda i: None, ctx) is None  # per-image rule
+
+
+def test_presence_probabilities_come_from_the_profiles_clip(ctx):
+    method = default_registry().create("real_filter.dm_presence")
+    images = [np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8) for i in range(3)]
+    p = method.presence_probabilities(ctx, images)
+    assert p.shape == (3,) and np.all((p > 0) & (p < 1))
