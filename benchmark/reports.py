@@ -116,7 +116,7 @@ class ReportTable:
             ``mean``, ``std`` (sample std, ddof = 1; NaN with one seed) and ``n`` (seeds).
         summary: index ``method``; ``avg`` (unweighted mean of the column means, NaN unless every
             column has a value), ``delta`` (``avg`` minus ``original``'s), ``lpips``, ``clip_score``
-            (means over the method's records).
+            ``oracle_fidelity`` (means over the method's records; NaN without a synthetic set or an oracle).
         class_groups: long tail: index ``(method, dataset, setting)``, columns ``many``, ``medium``,
             ``few`` (mean over seeds of the mean per-class accuracy); empty otherwise.
         seeds / selection / lpips_names: caption facts of the records used.
@@ -157,6 +157,8 @@ class ReportTable:
             data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
         data["LPIPS"] = [_fmt_opt(self.summary.loc[m, "lpips"]) for m in self.methods]
         data["CLIP"] = [_fmt_opt(self.summary.loc[m, "clip_score"]) for m in self.methods]
+        if self.summary["oracle_fidelity"].notna().any():  # profiles with an oracle (embedded)
+            data["Fid."] = [_fmt_opt(self.summary.loc[m, "oracle_fidelity"]) for m in self.methods]
         return pd.DataFrame(data)
 
     def class_group_frame(self) -> pd.DataFrame | None:
@@ -201,7 +203,7 @@ def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence
     base = summary["avg"].get("original", math.nan)
     summary["delta"] = summary["avg"] - base  # NaN without an original row
     synthetic = _synthetic_metrics(records)
-    for metric in ("lpips", "clip_score"):
+    for metric in ("lpips", "clip_score", "oracle_fidelity"):
         summary[metric] = synthetic[metric].groupby(synthetic["method"]).mean() if len(synthetic) else math.nan
     seeds = sorted({r["cell"]["seed"] for r in records})
     selection = sorted({r["selection"] for r in records if r.get("selection")})
@@ -272,11 +274,13 @@ def _synthetic_metrics(records: list[dict[str, Any]]) -> pd.DataFrame:
     for rec in records:
         metrics = (rec.get("synthetic") or {}).get("metrics") or {}
         lp, cs = metrics.get("lpips") or {}, metrics.get("clip_score") or {}
+        fid = metrics.get("oracle_fidelity") or {}
         rows.append({"method": rec["cell"]["method"], "lpips": lp.get("value"), "clip_score": cs.get("value"),
+                     "oracle_fidelity": fid.get("value"),
                      "lpips_name": (lp.get("metric") or lp.get("name") or "lpips") if lp.get("value") is not None
                      else None})
-    frame = pd.DataFrame(rows, columns=["method", "lpips", "clip_score", "lpips_name"])
-    return frame.astype({"lpips": float, "clip_score": float})
+    frame = pd.DataFrame(rows, columns=["method", "lpips", "clip_score", "oracle_fidelity", "lpips_name"])
+    return frame.astype({"lpips": float, "clip_score": float, "oracle_fidelity": float})
 
 
 def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
@@ -302,6 +306,9 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
         f"LPIPS = mean pairwise distance among same-class synthetic images ×100 ({lp}){uncal}. "
         f"CLIP = 100·max(cos(image, text), 0) with text `a photo of a {{class name}} {{meta}}` (METHODS_SPEC §7)."
     )
+    if table.summary["oracle_fidelity"].notna().any():
+        text += (" Fid. = oracle fidelity, the share (%) of synthetic images the world's oracle classifier assigns "
+                 "to their label (DESIGN.md, Metrics).")
     if table.replacement_modes:
         modes = "; ".join(f"{family}: {', '.join(m)}" for family, m in table.replacement_modes.items())
         text += f" Synthetic images joined training by replacement mode (METHODS_SPEC §4) — {modes}."
@@ -424,7 +431,7 @@ def to_latex(table: ReportTable, cap: str, published: Sequence[PublishedTable] =
 
 
 CSV_COLUMNS = ("method", "dataset", "setting", "top1_mean", "top1_std", "n_seeds", "avg", "delta_vs_original",
-               "lpips", "clip_score")
+               "lpips", "clip_score", "oracle_fidelity")
 
 
 def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> pd.DataFrame:
@@ -436,7 +443,7 @@ def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> p
         for column in [*table.columns, *(key for key, _ in table.extra_columns)]:
             mean, std, n = table.cell(method, column)
             rows.append((method, *column, mean, std, n or None, s["avg"], s["delta"], s["lpips"], s["clip_score"],
-                         "measured"))
+                         s["oracle_fidelity"], "measured"))
     for pub in published:
         cols, averages = _published_view(table, pub)
         covering = {c: i for i in averages for c in pub.averages[i].columns}
@@ -445,7 +452,7 @@ def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> p
                 i = covering.get(col)
                 avg, delta = (None, None) if i is None else (row.avg[i], row.delta[i])
                 rows.append((row.method_id or row.method, *col, *row.cells[col], pub.trials, avg, delta, None, None,
-                             pub.id))
+                             None, pub.id))
     frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "source"])
     frame = frame.astype({c: float for c in CSV_COLUMNS[3:] if c != "n_seeds"} | {"n_seeds": "Int64"})
     return frame if published else frame.drop(columns="source")

@@ -23,7 +23,7 @@ from benchmark.seeding import derive_seed
 from benchmark.store import Store
 from benchmark.suites import Cell, RunOptions, Suite, SuiteError
 
-STAGE_VERSIONS = {"generate": 1, "select": 1, "metrics": 1, "train": 1}
+STAGE_VERSIONS = {"generate": 1, "select": 1, "metrics": 2, "train": 1}
 
 
 @dataclass
@@ -195,7 +195,8 @@ def select_stage(env: CellEnv, offline, source, synthetic: SyntheticRef, artifac
 
 
 def metrics_stage(env: CellEnv, synthetic_set, source, selection_key: str) -> dict[str, Any]:
-    """LPIPS diversity and CLIP score of the (selected) synthetic set (METHODS_SPEC §7.2, §7.3)."""
+    """LPIPS diversity, CLIP score and (where the profile has an oracle) oracle fidelity of the selected
+    synthetic set (METHODS_SPEC §7.2, §7.3; DESIGN.md "Metrics")."""
     from benchmark import metrics as M
 
     key = content_hash({"stage": "metrics", "version": STAGE_VERSIONS["metrics"], "selection": selection_key,
@@ -207,7 +208,8 @@ def metrics_stage(env: CellEnv, synthetic_set, source, selection_key: str) -> di
         t = time.time()
         lp = M.lpips_diversity(synthetic_set.images, labels, profile=env.profile, device=env.device)
         cs = M.clip_score(synthetic_set.images, labels, source.card, profile=env.profile, device=env.device)
-        return {"lpips": lp, "clip_score": cs, "seconds": time.time() - t}
+        fid = M.profile_oracle_fidelity(synthetic_set.images, labels, env.profile, env.device)
+        return {"lpips": lp, "clip_score": cs, "oracle_fidelity": fid, "seconds": time.time() - t}
 
     value, _ = env.store.build_json("metrics", key, compute)
     return value

@@ -82,7 +82,7 @@ def test_few_shot_columns_in_numeric_order_avg_only_when_complete_and_one_seed_w
     assert rows[2] == ["original", "28.00", "50.00", "60.00", "46.00", "—", "—"]
     frame = csv_frame(table)
     assert frame["n_seeds"].isna().tolist() == [False, False, True, False, False, False]  # cutmix: no 10-shot cell
-    assert to_csv(table).splitlines()[3] == "cutmix,toybirds,shots=10,,,,,,,"
+    assert to_csv(table).splitlines()[3] == "cutmix,toybirds,shots=10,,,,,,,,"
 
 
 def test_long_tail_table_orders_imbalance_factors_and_reports_class_groups():
@@ -137,3 +137,21 @@ def test_caption_states_replacement_mode_per_family_and_flags_foreign_artifacts(
 def test_unknown_table_kind_is_an_error():
     with pytest.raises(ValueError, match="waterbirds"):
         build_table("no_such_table", [])
+
+
+def test_oracle_fidelity_gets_a_column_when_the_profile_has_an_oracle():
+    def with_fid(rec, value):
+        rec["synthetic"]["metrics"]["oracle_fidelity"] = {"value": value}
+        return rec
+
+    records = [_record("original", 0, metrics={"top1": 50.0}),
+               with_fid(_record("sd_random", 0, metrics={"top1": 40.0}, lpips=20.0, clip=30.0), 25.0),
+               with_fid(_record("sd_random", 1, metrics={"top1": 42.0}, lpips=20.0, clip=30.0), 35.0)]
+    table = build_table("few_shot", records, ["original", "sd_random"])
+    md = to_markdown(table, caption(table, {"name": "few_shot"}, "embedded"))
+    [rows] = markdown_tables(md)
+    assert rows[0][-1] == "Fid." and rows[1][-1] == "—" and rows[2][-1] == "30.0"
+    assert "Fid. = oracle fidelity" in md
+    no_oracle = build_table("few_shot", [_record("sd_random", 0, metrics={"top1": 40.0}, lpips=20.0, clip=30.0)])
+    assert "Fid." not in no_oracle.frame().columns  # sd15: no oracle, no column
+    assert list(csv.DictReader(to_csv(table).splitlines()))[-1]["oracle_fidelity"] == "30.0000"
