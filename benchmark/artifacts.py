@@ -124,7 +124,17 @@ def guard(artifact: Artifact, train_part, allow_foreign: bool) -> Artifact:
     return Artifact(**{**artifact.__dict__, "foreign": True, "foreign_ids": foreign})
 
 
+def _register_concept_kinds() -> None:
+    """Register the concept-learning kinds ``ti`` and ``lora_ti`` (benchmark.concepts) on first use."""
+    from benchmark.concepts.kinds import BUILTIN_KINDS
+
+    for name, (build, version, summary) in BUILTIN_KINDS.items():
+        if name not in ARTIFACT_KINDS:
+            register_artifact_kind(ArtifactKind(name, build, version=version, summary=summary))
+
+
 def _kind(name: str) -> ArtifactKind:
+    _register_concept_kinds()
     if name not in ARTIFACT_KINDS:
         from benchmark.suites import did_you_mean
 

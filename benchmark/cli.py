@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmark.data.cli import add_data_commands
 
     add_data_commands(sub)
+    from benchmark.concepts.cli import add_concepts_commands
+
+    add_concepts_commands(sub)
 
     p = sub.add_parser("generate", help="generate a synthetic set: DIR/manifest.jsonl + DIR/images/")
     p.add_argument("--method", required=True)
