@@ -95,6 +95,53 @@ def synthetic_grid(syn_dir: Path, grid_classes: int = 8, grid_per_class: int = 6
     return grid
 
 
+def edit_grid(syn_dir: Path, load_source, sources: int = 8, edits: int = 5, cell: int = 96) -> Image.Image | None:
+    """Editing methods: one row per source image (the real image first, framed), then its edits with
+    their strengths. ``load_source(image_id)`` gives the real image (or raises when the data is absent).
+    ``None`` when the set's images have no source (text-to-image methods)."""
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with open(syn_dir / "manifest.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            src = (row.get("sources") or [None])[0]
+            if src is not None and (src in rows or len(rows) < sources) and len(rows[src]) < edits:
+                rows[src].append(row)
+    if not rows:
+        return None
+    with Image.open(syn_dir / next(iter(rows.values()))[0]["file"]) as im:
+        cell = min(cell, im.width)
+    grid = Image.new("RGB", ((edits + 1) * cell + 8, len(rows) * cell), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (src, items) in enumerate(rows.items()):
+        try:
+            grid.paste(load_source(src).convert("RGB").resize((cell, cell), Image.BILINEAR), (0, r * cell))
+        except Exception:  # noqa: BLE001 - the real data may be absent where the report is rendered
+            draw.text((4, r * cell + cell // 2 - 6), "source n/a", fill="black")
+        draw.line((cell + 3, r * cell, cell + 3, (r + 1) * cell), fill="black", width=2)
+        for c, item in enumerate(items):
+            with Image.open(syn_dir / item["file"]) as im:
+                grid.paste(im.convert("RGB").resize((cell, cell), Image.NEAREST), (8 + (c + 1) * cell, r * cell))
+            strength = (item.get("provenance") or {}).get("strength") or (item.get("mix") or {}).get("s")
+            if strength is not None:
+                draw.text((8 + (c + 1) * cell + 2, r * cell + 2), f"s={strength:g}", fill="white")
+    return grid
+
+
+def _source_loader(records: list[dict[str, Any]]):
+    """``image_id -> PIL image`` of the records' dataset (the first record's), opened lazily."""
+    from benchmark.data import open_dataset
+
+    dataset = records[0]["cell"]["dataset"] if records else None
+    state: dict[str, Any] = {}
+
+    def load(image_id: str) -> Image.Image:
+        if "source" not in state:
+            state["source"] = open_dataset(dataset)
+        return state["source"].load_image(image_id)
+
+    return load
+
+
 def _synthetic_sets(records: list[dict[str, Any]], run_dir: Path) -> list[tuple[list[str], str, Path | None]]:
     """(methods, column label, directory or None when missing) of each distinct synthetic set, first
     seed per method and column; methods sharing a set (``sd_random`` and ``sd_random+cutmix``) share
@@ -223,6 +270,12 @@ def to_html(table, records: list[dict[str, Any]], run_dir: Path, title: str, tab
         if syn_dir is None:
             parts.append(f"<p>{esc(method)} — {esc(column)}: synthetic set not found under "
                          f"{esc(str(run_dir / 'cache' / 'synthetic'))} (run directory moved or cache cleared).</p>")
+            continue
+        edits = edit_grid(syn_dir, _source_loader(records))
+        if edits is not None:
+            parts.append(f"<figure><img alt='{esc(method)} edits' src='{_png_data_uri(edits)}'><figcaption>"
+                         f"{esc(method)} — {esc(column)}, first seed: source image → its edits (s = strength) of "
+                         f"<code>{esc(str(syn_dir))}</code>.</figcaption></figure>")
             continue
         grid = synthetic_grid(syn_dir, grid_classes, grid_per_class)
         parts.append(f"<figure><img alt='{esc(method)} samples' src='{_png_data_uri(grid)}'><figcaption>"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -122,6 +122,7 @@ class ReportTable:
         seeds / selection / lpips_names: caption facts of the records used.
         replacement_modes: method family -> the replacement modes its cells used (METHODS_SPEC §4).
         foreign_artifacts: method -> labels of the columns whose cells used foreign artifacts.
+        artifacts: method -> the artifact kinds its cells used (concept learning, inversion pools).
     """
 
     kind: str
@@ -137,6 +138,7 @@ class ReportTable:
     lpips_names: list[str]
     replacement_modes: dict[str, list[str]]
     foreign_artifacts: dict[str, list[str]]
+    artifacts: dict[str, list[str]] = field(default_factory=dict)
 
     def cell(self, method: str, column: Column) -> tuple[float, float | None, int]:
         """``(mean, std or None, number of seeds)`` of one cell; ``(nan, None, 0)`` when it has no value."""
@@ -223,7 +225,17 @@ def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence
     return ReportTable(kind=kind, methods=methods, columns=columns, labels=labels, extra_columns=extra_columns,
                        cells=cells, summary=summary, class_groups=_class_groups(records), seeds=seeds,
                        selection=selection, lpips_names=lpips_names,
-                       replacement_modes={f: m for f, m in modes.items() if m}, foreign_artifacts=foreign)
+                       replacement_modes={f: m for f, m in modes.items() if m}, foreign_artifacts=foreign,
+                       artifacts=_artifact_kinds(records))
+
+
+def _artifact_kinds(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for rec in records:
+        for artifact in rec.get("artifacts") or []:
+            if artifact["kind"] not in kinds.setdefault(rec["cell"]["method"], []):
+                kinds[rec["cell"]["method"]].append(artifact["kind"])
+    return {m: k for m, k in kinds.items() if k}
 
 
 def _label(kind: str, column: Column) -> str:
@@ -312,6 +324,10 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
     if table.replacement_modes:
         modes = "; ".join(f"{family}: {', '.join(m)}" for family, m in table.replacement_modes.items())
         text += f" Synthetic images joined training by replacement mode (METHODS_SPEC §4) — {modes}."
+    if table.artifacts:
+        used = "; ".join(f"{method}: {', '.join(kinds)}" for method, kinds in table.artifacts.items())
+        text += (f" Artifacts, built on each cell's training part and shared across methods (record: key, "
+                 f"manifest, files) — {used}.")
     if table.foreign_artifacts:
         which = "; ".join(f"{method} ({', '.join(cols)})" for method, cols in table.foreign_artifacts.items())
         text += (f" {FOREIGN_MARK} FOREIGN ARTIFACTS: these cells used concept/inversion artifacts trained on images "

@@ -96,3 +96,23 @@ def test_mixed_labels_are_written_on_the_tiles():
 def test_unknown_report_format_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="md, tex, csv, html"):
         render_suite_report("few_shot", run_dir=_run_dir(tmp_path, with_set=False), formats=("pdf",), echo=None)
+
+
+def test_editing_methods_show_each_source_then_its_edits(tmp_path):
+    folder = tmp_path / "set"
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for s, source in enumerate(["real_a", "real_b"]):
+        for k in range(3):
+            file = f"images/{s}{k}.png"
+            Image.new("RGB", (16, 16), (0, 100 * s, 60 * k)).save(folder / file)
+            rows.append({"file": file, "label": {"Red Finch": 1.0}, "target_class": "Red Finch", "sources": [source],
+                         "provenance": {"strength": 0.25 * (k + 1)}})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    sources = {"real_a": Image.new("RGB", (40, 40), (255, 0, 0)), "real_b": Image.new("RGB", (40, 40), (0, 0, 255))}
+    grid = html_report.edit_grid(folder, sources.__getitem__, edits=5)
+    assert grid.size == (6 * 16 + 8, 2 * 16)  # a row per source: the source, a divider, then its edits
+    assert grid.getpixel((2, 2)) == (255, 0, 0) and grid.getpixel((2, 18)) == (0, 0, 255)
+    assert grid.getpixel((8 + 16 + 15, 15)) == (0, 0, 0) and grid.getpixel((8 + 3 * 16 + 15, 31)) == (0, 100, 120)
+    _write_synthetic_set(tmp_path / "t2i")
+    assert html_report.edit_grid(tmp_path / "t2i", sources.__getitem__) is None  # text-to-image: no sources

@@ -155,3 +155,15 @@ def test_oracle_fidelity_gets_a_column_when_the_profile_has_an_oracle():
     no_oracle = build_table("few_shot", [_record("sd_random", 0, metrics={"top1": 40.0}, lpips=20.0, clip=30.0)])
     assert "Fid." not in no_oracle.frame().columns  # sd15: no oracle, no column
     assert list(csv.DictReader(to_csv(table).splitlines()))[-1]["oracle_fidelity"] == "30.0000"
+
+
+def test_caption_names_the_artifacts_each_method_used():
+    records = [_record("original", 0, metrics={"top1": 50.0}),
+               _record("da_fusion", 0, metrics={"top1": 52.0}, lpips=20.0, clip=30.0,
+                       artifacts=[{"kind": "ti", "key": "k1", "foreign": False}]),
+               _record("diff_gen", 0, metrics={"top1": 51.0}, lpips=20.0, clip=30.0,
+                       artifacts=[{"kind": "lora_ti", "key": "k2", "foreign": False}])]
+    table = build_table("few_shot", records)
+    text = caption(table, {"name": "few_shot"}, "embedded")
+    assert "da_fusion: ti; diff_gen: lora_ti" in text
+    assert "original:" not in text.split("Artifacts")[1]
