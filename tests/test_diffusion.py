@@ -104,6 +104,20 @@ def test_batch_with_mixed_strengths_equals_single_calls_at_source_sizes(warm, em
     assert _maxdiff(batch, single) <= 2  # measured <= 1
 
 
+def test_image_to_image_hook_sees_each_strength_group_with_its_rows(warm, emb):
+    pipe = D.pipeline_view(warm, "dpmsolver++")
+    srcs = [_src(SIZE, SIZE, i) for i in range(3)]
+    seen = []
+
+    def hook(step: D.NoiseStep) -> torch.Tensor:
+        seen.append((step.rows, step.index, step.latents.shape[0]))
+        return step.guided()
+
+    hooked = _i2i(pipe, srcs, emb, [0.5, 1.0, 0.5], [0, 1, 2], noise_hook=hook)
+    assert seen == [((0, 2), 0, 2), ((0, 2), 1, 2), ((1,), 0, 1), ((1,), 1, 1), ((1,), 2, 1), ((1,), 3, 1)]
+    assert _maxdiff(hooked, _i2i(pipe, srcs, emb, [0.5, 1.0, 0.5], [0, 1, 2])) == 0
+
+
 def test_same_seeds_same_images_other_seeds_differ(warm, emb):
     pipe = D.pipeline_view(warm, "dpmsolver++")
     srcs = [_src(SIZE, SIZE, 5), _src(SIZE, SIZE, 6)]
