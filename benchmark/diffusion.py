@@ -190,13 +190,26 @@ def load_warm_pipeline(ctx: MethodContext, artifact: str | None = None) -> WarmP
 
     Args:
         ctx: method context (profile, device, pipeline cache).
-        artifact: id of a fine-tuning artifact applied on top of the base model (``None``: vanilla).
+        artifact: a concept artifact (``ti`` / ``lora_ti``, a ``benchmark.artifacts.Artifact`` or its name in
+            ``ctx.artifacts``) applied to a separate copy of the base model (``None``: vanilla); see
+            ``benchmark.concepts.adapted``.
     """
     profile = ctx.profile
     dtype = torch_dtype(profile.dtype, ctx.device)
     key = ("sd", profile.pipeline, profile.pipeline_revision, str(dtype), str(ctx.device), artifact)
-    if artifact is not None:
-        raise NotImplementedError("artifact-specific pipelines are loaded by the concept-learning module")
+    if artifact is not None:  # concept artifacts (benchmark.concepts): a pipeline of its own, never the vanilla one
+        from benchmark.concepts.formats import apply_concepts
+
+        art = ctx.artifacts[artifact] if isinstance(artifact, str) else artifact
+        key = (*key[:-1], art.kind, art.key, str(art.folder))
+
+        def adapted() -> WarmPipeline:
+            warm = WarmPipeline(_load_pipeline(profile, ctx.device, dtype), key)  # fresh modules from disk
+            warm.class_tokens = apply_concepts(warm.pipe, art, ctx.require_card().class_names)
+            warm.artifact, warm.kind = art, art.kind
+            return warm
+
+        return ctx.pipelines.get(key, adapted)
     return ctx.pipelines.get(key, lambda: WarmPipeline(_load_pipeline(profile, ctx.device, dtype), key))
 
 
