@@ -78,6 +78,8 @@ class DAFusion(OfflineMethod):
         "single_strength": {"strengths": (), "strength": 0.5},
         "dpm25": {"scheduler": "dpmsolver++", "num_inference_steps": 25},
     }
+    # the tiny test profile samples 2 steps, where strength 0.25-0.3 would run none (§1.3)
+    contract_test_params: ClassVar[dict] = {"num_inference_steps": 4}
     card: ClassVar[MethodCard] = MethodCard(
         summary="DA-Fusion: per-class textual inversion + img2img of every real image at a random strength",
         changes="adds M edits of every real image, same class, prompted with the class's learned token",

@@ -73,6 +73,8 @@ class RealGuidance(OfflineMethod):
         "dm_real_aug": {"source": "random_of_class", "strength": 0.5},
         "dm_real_aug_uniform": {"source": "random_of_class", "strengths": (0.3, 0.5, 0.7, 0.9)},
     }
+    # the tiny test profile samples 2 steps, where strength 0.25-0.3 would run none (§1.3)
+    contract_test_params: ClassVar[dict] = {"num_inference_steps": 4}
     card: ClassVar[MethodCard] = MethodCard(
         summary="Real-Guidance: img2img of each real image with the class-name prompt (vanilla model)",
         changes="adds M edits of every real image, same class",

@@ -22,8 +22,13 @@ request index)``, so batched and unbatched generation give the same images (to f
 Prompt embeddings are encoded once per distinct prompt (plus ``""`` once) and passed as
 ``prompt_embeds``; CFG runs uncond + cond in one UNet call (PERF_NOTES §6).
 
-The ``finetuned`` variant of §3.1 (Diff-Mix concept-learned checkpoint, ``a photo of a <class_i>
-[meta]``) needs the concept-learning artifacts and is not part of this module.
+The ``finetuned`` preset is §3.1's second variant: the ``lora_ti`` artifact (Diff-Mix's LoRA + one
+learned token per class, trained on the cell's training part) with ``a photo of a <class_i> [meta]``.
+The family ``diff_gen`` (Diff-Mix's ``diff-gen`` strategy, §3.7) is the same generator with that
+configuration as its default; it is the first method that reuses an artifact other methods
+(Diff-AUG, Diff-Mix, NoiseCutMix, Diff-II) share. ``real_gen`` is Diff-Mix's ``real-gen`` (§3.3):
+vanilla model, classes drawn uniformly (HARNESS prompt with the meta word; the output-size rule of
+the reference code — resize to a random real image of the class — is not applied: SD's size is kept).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from benchmark.contract import (
+    ArtifactSpec,
     GenerationRequest,
     MethodCard,
     MethodConfig,
@@ -47,7 +53,7 @@ from benchmark.sampling import ALLOCATIONS, allocate, plan_text_to_image, run_te
 if TYPE_CHECKING:
     from benchmark.data.core import Subset
 
-__all__ = ["SDRandom", "SDRandomConfig", "allocate"]
+__all__ = ["DiffGen", "DiffGenConfig", "SDRandom", "SDRandomConfig", "allocate"]
 
 @dataclass(frozen=True)
 class SDRandomConfig(MethodConfig):
@@ -73,17 +79,25 @@ class SDRandomConfig(MethodConfig):
         "dpmsolver++", "diffusers scheduler built from the pipeline's config", paper="DPM-Solver++ [P1 §4.3]",
         choices=("dpmsolver++", "ddim", "pndm"),
     )
+    concepts: str | None = param(
+        None, "generate with a concept-learning artifact (lora_ti: Diff-Mix LoRA + class tokens) and {token} prompts",
+        paper="UNSPEC in P1; HARNESS 'finetuned' variant [§3.1]", choices=(None, "lora_ti", "ti"),
+    )
+    concept_steps: int | None = param(None, "training steps of the concept artifact (None: the profile's recipe)")
 
     def validate(self) -> None:
         super().validate()
         if self.expansion < 0:
             raise ValueError(f"expansion must be >= 0, got {self.expansion}")
         try:
-            self.prompt_template.format(name="x", meta="y")
+            self.prompt_template.format(name="x", meta="y", token="<t>")
         except (KeyError, IndexError) as exc:
             raise ValueError(
-                f"prompt_template {self.prompt_template!r} may only use the placeholders {{name}} and {{meta}}"
+                f"prompt_template {self.prompt_template!r} may only use the placeholders {{name}}, {{meta}} "
+                "and (with concepts) {token}"
             ) from exc
+        if "{token}" in self.prompt_template and not self.concepts:
+            raise ValueError("prompt_template uses {token}, which needs concepts = 'lora_ti' (or 'ti')")
 
 
 class SDRandom(OfflineMethod):
@@ -94,6 +108,8 @@ class SDRandom(OfflineMethod):
     presets: ClassVar[dict] = {
         "p1_article": {"prompt_template": "a photo of a {name}"},
         "p1_no_article": {"prompt_template": "a photo of {name}"},
+        "finetuned": {"concepts": "lora_ti", "prompt_template": "a photo of a {token} {meta}"},
+        "real_gen": {"allocation": "uniform"},
     }
     card: ClassVar[MethodCard] = MethodCard(
         summary="SD-random: vanilla Stable Diffusion text-to-image from a class-name prompt",
@@ -108,7 +124,17 @@ class SDRandom(OfflineMethod):
         training=TrainingIntegration(replacement_mode="concat", replacement_p=0.5, labels="as_generated"),
     )
 
-    # -- planning -------------------------------------------------------------------------------
+    # -- artifacts and planning ------------------------------------------------------------------
+
+    def artifacts(self, subset: Subset, ctx: MethodContext) -> list[ArtifactSpec]:
+        """The concept-learning artifact of the ``finetuned`` variant / ``diff_gen``; none for vanilla SD."""
+        if not self.config.concepts:
+            return []
+        from benchmark.concepts import concept_recipe
+
+        steps = {"steps": self.config.concept_steps} if self.config.concept_steps else {}
+        return [ArtifactSpec(self.config.concepts, concept_recipe(self.config.concepts, ctx.profile, **steps))]
+
 
     def plan(
         self, subset: Subset, budget: int | None, seed: int, *, ctx: MethodContext | None = None
@@ -116,7 +142,8 @@ class SDRandom(OfflineMethod):
         """Requests ordered by class, ``budget`` (default ``round(expansion * |subset|)``) in total."""
         cfg = self.config
         num_classes = ctx.num_classes if ctx is not None and ctx.card is not None else max(subset.labels, default=-1) + 1
-        prompt = (lambda label: ctx.card.prompt(label, cfg.prompt_template)) if ctx is not None and ctx.card else None
+        with_names = ctx is not None and ctx.card is not None and not cfg.concepts  # tokens: known when loaded
+        prompt = (lambda label: ctx.card.prompt(label, cfg.prompt_template)) if with_names else None
         return plan_text_to_image(lambda i: self.request_seed(seed, i), subset, budget, expansion=cfg.expansion,
                                   allocation=cfg.allocation, num_classes=num_classes, prompt=prompt)
 
@@ -132,7 +159,44 @@ class SDRandom(OfflineMethod):
 
         if not requests:
             return []
-        card = ctx.require_card()
-        prompts = [r.prompt or card.prompt(r.target_class, self.config.prompt_template) for r in requests]
-        return run_text_to_image(self, requests, ctx, diffusion.load_warm_pipeline(ctx), prompts,
-                                 negative_prompt=self.config.negative_prompt, settings=self.sampler_settings(ctx))
+        card, cfg = ctx.require_card(), self.config
+        if cfg.concepts:
+            from benchmark.concepts import concept_prompt
+
+            warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts[cfg.concepts])
+            prompts = [concept_prompt(warm, card, r.target_class, cfg.prompt_template) for r in requests]
+        else:
+            warm = diffusion.load_warm_pipeline(ctx)
+            prompts = [r.prompt or card.prompt(r.target_class, cfg.prompt_template) for r in requests]
+        return run_text_to_image(self, requests, ctx, warm, prompts, negative_prompt=cfg.negative_prompt,
+                                 settings=self.sampler_settings(ctx))
+
+
+@dataclass(frozen=True)
+class DiffGenConfig(SDRandomConfig):
+    prompt_template: str = param("a photo of a {token} {meta}", "prompt; {token} = the class's learned token",
+                                 paper="DM: 'a photo of a <class_i> [meta]' [§1.7]")
+    concepts: str | None = param("lora_ti", "the concept-learning artifact", paper="DM: LoRA + tokens [§1.4]",
+                                 choices=(None, "lora_ti", "ti"))
+
+
+class DiffGen(SDRandom):
+    """Diff-Gen (METHODS_SPEC §3.7, DM ``diff-gen``): text-to-image with the ``lora_ti`` concepts.
+
+    SD-random's ``finetuned`` configuration as a family of its own, so suites and tables name it as
+    the papers do; it shares the ``lora_ti`` artifact of a subset with Diff-AUG, Diff-Mix, NoiseCutMix
+    and Diff-II.
+    """
+
+    family: ClassVar[str] = "diff_gen"
+    Config: ClassVar[type[MethodConfig]] = DiffGenConfig
+    presets: ClassVar[dict] = {}
+    card: ClassVar[MethodCard] = MethodCard(
+        summary="Diff-Gen: text-to-image with Diff-Mix's LoRA + learned class tokens (a photo of a <class_i> [meta])",
+        changes="adds synthetic images of every class from the concept-learned model",
+        labels="hard: one-hot of the prompted class",
+        cost="concept learning (lora_ti) once per subset, shared; then as SD-random",
+        references=("METHODS_SPEC §3.7", "METHODS_SPEC §1.4", "METHODS_SPEC §3.1 'finetuned'"),
+        training=TrainingIntegration(replacement_mode="same_class", replacement_p=0.5, labels="hard"),
+    )
+
