@@ -40,7 +40,8 @@ class Progress:
     def __init__(self, total: int, enabled: bool, log: Callable[[str], None]):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, unit="cell", desc="cells", disable=not enabled, dynamic_ncols=True)
+        # disable=None: a bar on a terminal only; logs piped to a file stay plain lines
+        self.bar = tqdm(total=total, unit="cell", desc="cells", disable=None if enabled else True, dynamic_ncols=True)
         self._log = log
         self.cell = ""
 
