@@ -212,3 +212,27 @@ def test_build_options_latent_channels_v_prediction_min_snr_and_perceptual(tmp_p
     image = pipe("a photo of a bird", num_inference_steps=2, output_type="np", height=32, width=32,
                  generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()
+
+
+def test_standardize_latents_keeps_reconstructions_and_whitens_channels():
+    from benchmark.world import build as B
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(BuildConfig.smoke(), vae_latent_channels=8)
+    vae = B.make_vae(cfg).eval()
+    with torch.no_grad():  # a VAE whose latents are off-centre and unevenly scaled per channel
+        vae.quant_conv.bias[:8] += torch.linspace(-2, 2, 8)
+        vae.quant_conv.weight[:8] *= torch.linspace(0.2, 3, 8).view(-1, 1, 1, 1)
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = B.to_unit(images)
+    with torch.no_grad():
+        before = vae(x, sample_posterior=False).sample
+        lat_mean, lat_std = B.encode_latents(vae, images)
+        new_mean, new_std = B.standardize_latents(vae, lat_mean, lat_std)
+        after = vae(x, sample_posterior=False).sample
+        post = vae.encode(x).latent_dist
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(post.mean, new_mean[:12], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(post.std, new_std[:12], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(new_mean.mean(dim=(0, 2, 3)), torch.zeros(8), rtol=0, atol=1e-4)
+    torch.testing.assert_close(new_mean.std(dim=(0, 2, 3)), torch.ones(8), rtol=0, atol=1e-4)

@@ -78,6 +78,11 @@ class BuildConfig:
     # weight of an LPIPS-style loss on generic ImageNet features (PyPI EfficientNet-Lite0, strides
     # 2-8; never the oracle); 0 = L1 + MSE only (the committed models)
     vae_perceptual: float = 0.0
+    # fold a per-channel standardisation of the latents into the VAE's 1x1 quant convs (zero mean,
+    # unit std per channel, scaling_factor 1) instead of one global scaling factor; see
+    # standardize_latents. False = the committed models (per-channel means up to -0.77 and stds
+    # 0.56..1.19 in scaled units, docs/world_v2.md)
+    vae_standardize: bool = False
     # tiny UNet2DConditionModel
     unet_steps: int = 1800
     unet_batch: int = 64
@@ -327,6 +332,35 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 16) -> tuple[torch.Te
             means.append(d.mean.cpu().contiguous())
             stds.append(d.std.cpu().contiguous())
     return torch.cat(means), torch.cat(stds)
+
+
+@torch.no_grad()
+def standardize_latents(vae, lat_mean: torch.Tensor, lat_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make the posterior means zero-mean, unit-std per channel, inside the VAE's own weights.
+
+    With per-channel mean m and std s of ``lat_mean``, the encoder's ``quant_conv`` (1x1, mean and
+    log-variance halves) is changed to output (mean - m) / s and logvar - 2 log s, and the decoder's
+    ``post_quant_conv`` to take s * z + m: reconstructions are unchanged (up to rounding), the saved
+    model is still a plain ``AutoencoderKL`` and the pipelines need no shift (``scaling_factor`` 1).
+    Returns the latents in the new units.
+    """
+    m = lat_mean.mean(dim=(0, 2, 3)).double()
+    s = lat_mean.std(dim=(0, 2, 3)).double()
+    n = len(m)
+    q, pq = vae.quant_conv, vae.post_quant_conv
+    w, b = q.weight.double(), q.bias.double()
+    w[:n] /= s.view(-1, 1, 1, 1)
+    b[:n] = (b[:n] - m) / s
+    b[n:] -= 2 * s.log()
+    q.weight.copy_(w.to(q.weight.dtype))
+    q.bias.copy_(b.to(q.bias.dtype))
+    w2, b2 = pq.weight.double(), pq.bias.double()
+    b2 += w2[:, :, 0, 0] @ m
+    w2 *= s.view(1, -1, 1, 1)
+    pq.weight.copy_(w2.to(pq.weight.dtype))
+    pq.bias.copy_(b2.to(pq.bias.dtype))
+    m, s = m.float().view(1, -1, 1, 1), s.float().view(1, -1, 1, 1)
+    return (lat_mean - m) / s, lat_std / s
 
 
 # --- UNet -----------------------------------------------------------------------------------------
@@ -638,7 +672,11 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
 
     vae, vae_stats = train_vae(cfg, images, log)
     lat_mean, lat_std = encode_latents(vae, images)
-    scaling = float(1.0 / lat_mean.std())
+    if cfg.vae_standardize:
+        lat_mean, lat_std = standardize_latents(vae, lat_mean, lat_std)
+        scaling = 1.0
+    else:
+        scaling = float(1.0 / lat_mean.std())
     vae.register_to_config(scaling_factor=scaling)
     log(f"latent std {lat_mean.std():.4f} -> scaling factor {scaling:.4f}")
 

@@ -55,9 +55,11 @@ def oracle_table(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     for path in argv or sys.argv[1:]:
         rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
-        study = rows[0].get("study") if rows else None
-        print({"vae": vae_table, "latents": lambda r: json.dumps(r, indent=1), "unet": unet_table,
-               "text": lambda r: json.dumps(r, indent=1), "oracle": oracle_table}.get(study, str)(rows))
+        tables = {"vae": vae_table, "unet": unet_table, "oracle": oracle_table}
+        for study in dict.fromkeys(r.get("study") for r in rows):
+            group = [r for r in rows if r.get("study") == study]
+            print(f"\n## {study}\n")
+            print(tables[study](group) if study in tables else "\n".join(json.dumps(r) for r in group))
 
 
 if __name__ == "__main__":

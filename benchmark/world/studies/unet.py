@@ -250,6 +250,8 @@ def main(argv=None) -> None:
     ap.add_argument("--corpus", type=int, default=20000, help="corpus images rendered (cached)")
     ap.add_argument("--latents", type=int, default=8000, help="corpus images encoded for the UNet")
     ap.add_argument("--test-images", type=int, default=96)
+    ap.add_argument("--standardize", action="store_true",
+                    help="fold per-channel latent standardisation into the VAE (build.standardize_latents)")
     ap.add_argument("--out", default="out/studies/unet.jsonl")
     args = ap.parse_args(argv)
     single_thread()
@@ -272,6 +274,10 @@ def main(argv=None) -> None:
     images = corpus_images(args.corpus)[: args.latents]
     captions = corpus_captions(args.corpus)[: args.latents]
     lat_mean, lat_std = encode(vae, images)
+    if args.standardize:
+        from benchmark.world.build import standardize_latents
+
+        lat_mean, lat_std = standardize_latents(vae, lat_mean, lat_std)
     text_emb = encode_texts(text_encoder, tokenizer, captions)
     empty_emb = encode_texts(text_encoder, tokenizer, [""])[0]
     print(f"encoded {len(images)} latents {tuple(lat_mean.shape[1:])} and captions in {time.time() - t:.0f}s; "
@@ -279,7 +285,8 @@ def main(argv=None) -> None:
           f"{[round(float(v), 3) for v in lat_mean.std(dim=(0, 2, 3))]}", flush=True)
     for kind in args.runs:
         train(f"{kind}", kind, vae, lat_mean, lat_std, text_emb, empty_emb, args.steps, args.batch, results,
-              test_imgs, test_labels, text_encoder, tokenizer, evals=args.evals, vae_name=Path(args.vae).stem)
+              test_imgs, test_labels, text_encoder, tokenizer, evals=args.evals,
+              vae_name=Path(args.vae).stem + ("+std" if args.standardize else ""))
 
 
 if __name__ == "__main__":
