@@ -140,7 +140,13 @@ def _dm_folder(src: Path, dst: Path) -> Path:
             else module.rsplit(".", 1)
         old[f"{attn}.processor.{proj}_lora.{rest}"] = v
     save_file(old, str(dst / formats.LORA_FILE))
-    shutil.copy(src / formats.TI_EMBEDS_FILE, dst / formats.TI_EMBEDS_FILE)
+    # tokens reached through name2placeholder only (class names with spaces), saved as Diff-II names the file
+    embeds = torch.load(src / formats.TI_EMBEDS_FILE, weights_only=True)
+    tokens = {f"<class_{i}>": f"<dm_{i}>" for i in range(3)}
+    torch.save({"learned_embeds_dict": {tokens[t]: v for t, v in embeds["learned_embeds_dict"].items()},
+                "name2placeholder": {n.replace("_", " "): tokens[t] for n, t in embeds["name2placeholder"].items()},
+                "placeholder2name": {tokens[t]: n.replace("_", " ") for t, n in embeds["placeholder2name"].items()}},
+               dst / "learned_embeds-steps-35000.bin")
     return dst
 
 
@@ -157,8 +163,10 @@ def test_an_imported_diff_mix_folder_loads_like_the_built_one(built):
     assert imported.key.startswith("imported:") and imported.trained_on_ids == tuple(subset.image_ids)
     card = ctx.require_card()
     warm_dm, warm_built = load_adapted_pipeline(ctx, imported), load_adapted_pipeline(ctx, artifacts["lora_ti"])
-    prompts = [concept_prompt(warm_dm, card, c) for c in range(3)]
-    np.testing.assert_allclose(_images(warm_dm, prompts).astype(int), _images(warm_built, prompts).astype(int), atol=1)
+    assert warm_dm.class_tokens == {0: "<dm_0>", 1: "<dm_1>", 2: "<dm_2>"}
+    dm = _images(warm_dm, [concept_prompt(warm_dm, card, c) for c in range(3)])
+    ours = _images(warm_built, [concept_prompt(warm_built, card, c) for c in range(3)])
+    np.testing.assert_allclose(dm.astype(int), ours.astype(int), atol=1)  # same weights, other key format
 
 
 def test_the_leakage_guard_refuses_an_import_trained_on_other_images(built):

@@ -216,7 +216,7 @@ def import_folder(folder: Path, kind: str, manifest: Path | None, base_model: st
             "guard cannot tell whether it saw validation or test images, so it is not imported")
     if (folder / MARKER).exists() and not force:
         raise ArtifactError(f"{folder / MARKER} exists; pass --force to overwrite it")
-    missing = [n for n in formats.required_files(kind) if not (folder / n).is_file()]
+    missing = formats.missing_files(kind, folder)
     if missing:
         raise ArtifactError(f"{folder}: missing {', '.join(missing)}; a {kind} folder holds "
                             f"{', '.join(formats.required_files(kind))}")

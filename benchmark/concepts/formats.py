@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["LORA_FILE", "TI_EMBEDS_FILE", "TI_FILE", "apply_concepts", "dm_token", "read_token_embeddings",
-           "required_files", "ti_token", "write_lora_ti_embeds", "write_ti_embeds"]
+__all__ = ["LORA_FILE", "TI_EMBEDS_FILE", "TI_FILE", "apply_concepts", "dm_token", "missing_files",
+           "read_token_embeddings", "required_files", "ti_token", "token_file", "write_lora_ti_embeds",
+           "write_ti_embeds"]
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 TI_EMBEDS_FILE = "learned_embeds-steps-last.bin"  # lora_ti's tokens (Diff-Mix name)
@@ -37,6 +38,12 @@ TI_FILE = "learned_embeds.bin"  # ti's tokens (DA-Fusion aggregate)
 
 def required_files(kind: str) -> tuple[str, ...]:
     return (LORA_FILE, TI_EMBEDS_FILE) if kind == "lora_ti" else (TI_FILE,)
+
+
+def missing_files(kind: str, folder: Path) -> list[str]:
+    """Required files absent from ``folder`` (a numbered ``learned_embeds-steps-N.bin`` stands in for ``-last``)."""
+    return [n for n in required_files(kind)
+            if not (Path(folder) / n).is_file() and not (n == TI_EMBEDS_FILE and token_file(kind, folder).is_file())]
 
 
 def dm_token(label: int) -> str:
@@ -63,13 +70,27 @@ def write_ti_embeds(path: Path, tokens: Sequence[str], vectors: torch.Tensor) ->
     torch.save({t: v.detach().cpu().float().clone() for t, v in zip(tokens, vectors)}, path)
 
 
+def token_file(kind: str, folder: Path) -> Path:
+    """The token file of a folder: ``learned_embeds-steps-last.bin``, else the highest
+    ``learned_embeds-steps-{N}.bin`` (Diff-II and NoiseCutMix load ``-steps-35000``) for ``lora_ti``;
+    ``learned_embeds.bin`` for ``ti``."""
+    folder = Path(folder)
+    if kind != "lora_ti":
+        return folder / TI_FILE
+    if (folder / TI_EMBEDS_FILE).is_file():
+        return folder / TI_EMBEDS_FILE
+    numbered = [(int(m.group(1)), p) for p in folder.glob("learned_embeds-steps-*.bin")
+                if (m := re.fullmatch(r"learned_embeds-steps-(\d+)\.bin", p.name))]
+    return max(numbered)[1] if numbered else folder / TI_EMBEDS_FILE
+
+
 def read_token_embeddings(kind: str, folder: Path, class_names: Sequence[str]) -> dict[int, tuple[str, torch.Tensor]]:
     """``{label: (token, vector)}`` for every class, from a built or imported folder.
 
     Raises:
         ValueError: a file is missing, unreadable, or a class has no token (the message names the file).
     """
-    path = folder / (TI_EMBEDS_FILE if kind == "lora_ti" else TI_FILE)
+    path = token_file(kind, folder)
     if not path.is_file():
         raise ValueError(f"{path}: missing; a {kind} artifact folder holds {', '.join(required_files(kind))}")
     try:

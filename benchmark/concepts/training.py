@@ -403,6 +403,7 @@ def train_concepts(kind: str, recipe: dict[str, Any], train_part: Any, ctx: Any,
     if ctx.source is None:
         raise ValueError("concept learning needs the dataset's images: MethodContext(source=...)")
     train = {"lora_ti": train_lora_ti, "ti": train_ti}[kind]
+    Path(folder).mkdir(parents=True, exist_ok=True)
     result = train(recipe, train_part, ctx, Path(folder), progress, snapshots)
     (Path(folder) / "losses.json").write_text(
         json.dumps({"steps": result.steps, "seconds": result.seconds, "loss": result.losses}) + "\n")
