@@ -213,6 +213,21 @@ def test_same_recipe_same_files(built):
         {k: v for k, v in artifacts["lora_ti"].files.items() if k != "losses.json"}
 
 
+def test_long_tail_subsets_are_sampled_class_balanced():
+    from benchmark.concepts.training import batch_sampler
+
+    labels = torch.tensor([0] * 8 + [1] * 2 + [2])
+    draw = batch_sampler(labels, "auto", 3000, make_generator(0))
+    assert draw.balanced
+    counts = torch.bincount(labels[draw()], minlength=3) / 3000
+    assert torch.allclose(counts, torch.full((3,), 1 / 3), atol=0.04)  # weights 1/N_c
+    epochs = batch_sampler(labels, "uniform", 11, make_generator(0))
+    assert not epochs.balanced and sorted(epochs().tolist()) == list(range(11))  # shuffled epochs
+    assert not batch_sampler(torch.tensor([0, 0, 1, 1]), "auto", 2, make_generator(0)).balanced
+    with pytest.raises(ConfigError, match="sampler"):
+        batch_sampler(labels, "weighted", 2, make_generator(0))
+
+
 def test_recipes_cover_both_kinds_and_the_reference_values():
     assert set(RECIPES) == {"ti", "lora_ti"}
     dm = concept_recipe("lora_ti", "sd15")

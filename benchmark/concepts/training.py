@@ -43,7 +43,8 @@ from benchmark.concepts import formats
 from benchmark.concepts.recipes import IMAGENET_TEMPLATES_SMALL, validate_recipe
 from benchmark.seeding import derive_seed, make_generator
 
-__all__ = ["TrainResult", "load_base_components", "train_concepts"]
+__all__ = ["LORA_TARGETS", "TrainResult", "batch_sampler", "load_base_components", "lora_modules", "train_concepts",
+           "train_lora_ti", "train_ti"]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,35 @@ def _caption(template: str, token: str, meta: str) -> str:
 
 # --- lora_ti ------------------------------------------------------------------------------------------
 
+def batch_sampler(labels: torch.Tensor, mode: str, batch_size: int, gen: torch.Generator) -> Callable[[], torch.Tensor]:
+    """Indices of each step's batch.
+
+    ``balanced``: ``WeightedRandomSampler``-style draws with replacement, weight ``1/N_c`` per image
+    (Diff-Mix's long-tail sampler [DM train_lora.py:824-833]); ``uniform``: shuffled epochs (a
+    ``DataLoader`` with ``shuffle=True``); ``auto``: balanced when the class counts differ.
+    """
+    if mode not in ("auto", "balanced", "uniform"):
+        from benchmark.contract import ConfigError
+
+        raise ConfigError(f"lora_ti recipe: sampler {mode!r}; expected auto, balanced or uniform")
+    counts = torch.bincount(labels).float()
+    balanced = mode == "balanced" or (mode == "auto" and len(set(counts[counts > 0].tolist())) > 1)
+    weights = 1.0 / counts[labels]
+    order: list[int] = []
+
+    def next_batch() -> torch.Tensor:
+        nonlocal order
+        if balanced:
+            return torch.multinomial(weights, batch_size, replacement=True, generator=gen)
+        while len(order) < batch_size:
+            order += torch.randperm(len(labels), generator=gen).tolist()
+        idx, order = torch.tensor(order[:batch_size]), order[batch_size:]
+        return idx
+
+    next_batch.balanced = balanced  # type: ignore[attr-defined]
+    return next_batch
+
+
 def _inject_lora(unet: Any, rank: int, gen: torch.Generator) -> list[torch.nn.Parameter]:
     """peft LoRA on every attention projection; A re-initialised from ``gen`` (kaiming-uniform, as peft), B = 0."""
     from peft import LoraConfig
@@ -275,25 +305,16 @@ def train_lora_ti(recipe: dict[str, Any], train_part: Any, ctx: Any, folder: Pat
     sampler = LatentSampler(vae, images, int(recipe["resolution"]), bool(recipe["flip"]), device)
     meta = _meta(ctx)
     caption_ids = _tokenize(tok, [_caption(recipe["caption"], tokens[int(y)], meta) for y in labels], device)
-    counts = torch.bincount(labels, minlength=len(names)).float()
-    mode = recipe["sampler"]
-    balanced = mode == "balanced" or (mode == "auto" and len(set(counts[counts > 0].tolist())) > 1)
-    weights = 1.0 / counts[labels]
+    next_batch = batch_sampler(labels, recipe["sampler"], int(recipe["batch_size"]), gens["sampler"])
 
     opt = torch.optim.AdamW([{"params": lora_params, "lr": float(recipe["lr"])},
                              {"params": [embedding], "lr": float(recipe["ti_lr"])}],
                             betas=(0.9, 0.999), eps=1e-8, weight_decay=float(recipe["weight_decay"]))
     use_scaler = recipe.get("mixed_precision") == "fp16" and torch.device(device).type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    bs, steps, losses = int(recipe["batch_size"]), int(recipe["steps"]), []
-    order: list[int] = []
+    steps, losses = int(recipe["steps"]), []
     for step in range(steps):
-        if balanced:
-            idx = torch.multinomial(weights, bs, replacement=True, generator=gens["sampler"])
-        else:  # shuffled epochs (a DataLoader with shuffle=True)
-            while len(order) < bs:
-                order += torch.randperm(len(labels), generator=gens["sampler"]).tolist()
-            idx, order = torch.tensor(order[:bs]), order[bs:]
+        idx = next_batch()
         latents = sampler.sample(idx, gens["latents"])
         with _autocast(recipe, device):
             cond = te(caption_ids[idx.to(device)])[0]
