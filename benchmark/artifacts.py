@@ -145,6 +145,7 @@ def _kind(name: str) -> ArtifactKind:
 
 def _build(spec: ArtifactSpec, train_part, ctx: MethodContext, store: Store) -> Artifact:
     kind = _kind(spec.kind)
+    ctx = spec.context(ctx)
     base_model = ctx.profile.pipeline
     key = artifact_key(spec, train_part, base_model)
 

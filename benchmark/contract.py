@@ -261,19 +261,29 @@ class ArtifactSpec:
         name: the key in ``ctx.artifacts`` (default: ``kind``).
         path: an existing artifact folder to import instead of building one (its ``artifact.json`` says
             what it was trained on; the leakage guard checks it like a built one).
+        base_model: the diffusers pipeline to train on when it is not the profile's (DA-Fusion's SD v1.4);
+            part of the key.
     """
 
     kind: str
     recipe: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
     path: str | None = None
+    base_model: str | None = None
 
     @property
     def slot(self) -> str:
         return self.name or self.kind
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "recipe": dict(self.recipe), "name": self.slot, "path": self.path}
+        return {"kind": self.kind, "recipe": dict(self.recipe), "name": self.slot, "path": self.path,
+                "base_model": self.base_model}
+
+    def context(self, ctx: MethodContext) -> MethodContext:
+        """``ctx`` with the profile's pipeline replaced by ``base_model`` (``ctx`` itself without one)."""
+        if not self.base_model or self.base_model == ctx.profile.pipeline:
+            return ctx
+        return dataclasses.replace(ctx, profile=ctx.profile.with_overrides(pipeline=self.base_model))
 
 
 @dataclass(frozen=True)

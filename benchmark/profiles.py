@@ -79,6 +79,8 @@ PROFILES: dict[str, Profile] = {
         classifier_size=224,
         local_files_only=False,
         dtype="float16",
+        # DA-Fusion's base model (METHODS_SPEC §1.5, §3.6), for da_fusion.daf_sd14
+        extra={"sd14_pipeline": "CompVis/stable-diffusion-v1-4"},
     ),
 }
 
@@ -87,7 +89,7 @@ def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
     """The named profile, with model locations overridden from the environment.
 
     ``AUGBENCH_<PROFILE>_PIPELINE`` and ``AUGBENCH_<PROFILE>_CLIP`` (e.g. ``AUGBENCH_SD15_PIPELINE=
-    /models/sd-v1-5``) point a profile at local copies — the usual case on an air-gapped GPU box;
+    /models/sd-v1-5``; ``AUGBENCH_SD15_SD14`` for DA-Fusion's SD v1.4) point a profile at local copies — the usual case on an air-gapped GPU box;
     a local directory also switches the profile to ``local_files_only`` so nothing is downloaded.
     """
     if name not in PROFILES:
@@ -108,6 +110,10 @@ def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
                              f"model folder, or a hub id such as {getattr(profile, attr)!r}")
         else:
             overrides[attr] = value  # a hub id
+    sd14 = environ.get(f"AUGBENCH_{name.upper()}_SD14", "").strip()
+    if sd14:  # DA-Fusion's base model (da_fusion.daf_sd14), e.g. a local copy of CompVis/stable-diffusion-v1-4
+        profile = replace(profile, extra={**profile.extra, "sd14_pipeline": str(Path(sd14).expanduser())
+                                          if Path(sd14).expanduser().is_dir() else sd14})
     if not overrides:
         return profile
     all_local = all(Path(getattr(profile, a) if a not in overrides else overrides[a]).is_dir()

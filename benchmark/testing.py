@@ -340,6 +340,8 @@ def _cached_folder(kind: str, name: str, marker: str, build: Callable[[Path], An
 def tiny_profile(pipeline_path: str | Path, *, image_size: int = 32, steps: int = 2, **kwargs: Any) -> Profile:
     """An embedded-like profile pointing at a tiny saved pipeline and a tiny CLIP (fp32, local files only)."""
     kwargs.setdefault("clip", str(cached_tiny_clip()))
+    # a second tiny pipeline stands in for SD v1.4 (DA-Fusion's daf_sd14 preset)
+    kwargs.setdefault("extra", {"sd14_pipeline": str(cached_tiny_sd_pipeline(seed=1))})
     return Profile(
         name="tiny",
         pipeline=str(pipeline_path),

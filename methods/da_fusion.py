@@ -9,10 +9,11 @@ token only, no meta word), hard label of the source class. Presets:
 
 * ``single_strength`` — DAF's single-augmenter scripts: s = 0.5.
 * ``dpm25`` — 25 DPM-Solver++ steps instead of 50 PNDM (§3.6 HARNESS option).
+* ``daf_sd14`` — DAF's own base model, SD v1.4, for tokens and edits (where the profile offers one:
+  sd15's ``extra["sd14_pipeline"]``, ``AUGBENCH_SD15_SD14`` for a local copy), 10 edits per image.
 
-Not implemented: DAF's SD v1.4 base (``daf_sd14``; the harness trains and edits on the profile's model,
-SD v1.5 under sd15 "for parity", §3.6), masking and erasure (they need object masks / ESD checkpoints
-the fine-grained datasets do not have).
+Not implemented: masking and erasure (they need object masks / ESD checkpoints the fine-grained
+datasets do not have).
 
 Training integration (§4 (a)): each real sample is replaced with probability 0.5 by one of *its own*
 edits (``own_edits``), hard labels.
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from benchmark.contract import (
     ArtifactSpec,
+    ConfigError,
     GenerationRequest,
     MethodCard,
     MethodConfig,
@@ -61,6 +63,9 @@ class DAFusionConfig(MethodConfig):
                            choices=("dpmsolver++", "ddim", "pndm"))
     concept_steps: int | None = param(None, "training steps per class of the `ti` artifact (None: the profile's recipe)",
                                       paper="DAF: 1,000 [§1.5]")
+    base_model: str | None = param(None, "None: the profile's model; sd14: the profile's SD v1.4 (tokens and edits)",
+                                   paper="DAF: SD v1.4 [§1.5]; HARNESS: the profile's (SD v1.5) [§3.6]",
+                                   choices=(None, "sd14"))
 
     def validate(self) -> None:
         super().validate()
@@ -77,6 +82,7 @@ class DAFusion(OfflineMethod):
     presets: ClassVar[dict] = {
         "single_strength": {"strengths": (), "strength": 0.5},
         "dpm25": {"scheduler": "dpmsolver++", "num_inference_steps": 25},
+        "daf_sd14": {"base_model": "sd14", "edits_per_image": 10},
     }
     # the tiny test profile samples 2 steps, where strength 0.25-0.3 would run none (§1.3)
     contract_test_params: ClassVar[dict] = {"num_inference_steps": 4}
@@ -93,7 +99,18 @@ class DAFusion(OfflineMethod):
         from benchmark.concepts import concept_recipe
 
         steps = {"steps": self.config.concept_steps} if self.config.concept_steps else {}
-        return [ArtifactSpec("ti", concept_recipe("ti", ctx.profile, **steps))]
+        return [ArtifactSpec("ti", concept_recipe("ti", ctx.profile, **steps), base_model=self.base_pipeline(ctx))]
+
+    def base_pipeline(self, ctx: MethodContext) -> str | None:
+        """The pipeline tokens are learned on and images edited with (``None``: the profile's)."""
+        if self.config.base_model is None:
+            return None
+        path = ctx.profile.extra.get("sd14_pipeline")
+        if not path:
+            raise ConfigError(f"da_fusion base_model = 'sd14' needs a profile that offers SD v1.4; profile "
+                              f"{ctx.profile.name!r} has none (sd15 does: CompVis/stable-diffusion-v1-4, or a local "
+                              "copy through AUGBENCH_SD15_SD14)")
+        return path
 
     def plan(self, subset: Subset, budget: int | None, seed: int, *,
              ctx: MethodContext | None = None) -> list[GenerationRequest]:
@@ -108,7 +125,8 @@ class DAFusion(OfflineMethod):
         if not requests:
             return []
         card = ctx.require_card()
-        warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts["ti"])
+        base = ArtifactSpec("ti", base_model=self.base_pipeline(ctx)).context(ctx)
+        warm = diffusion.load_warm_pipeline(base, artifact=ctx.artifacts["ti"])
         prompts = [concept_prompt(warm, card, r.target_class, self.config.prompt_template) for r in requests]
         requests = [dataclasses.replace(r, prompt=p) for r, p in zip(requests, prompts, strict=True)]
         return run_edits(self, requests, ctx, warm, prompts, negative_prompt=self.config.negative_prompt,
