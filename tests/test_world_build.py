@@ -236,3 +236,14 @@ def test_standardize_latents_keeps_reconstructions_and_whitens_channels():
     torch.testing.assert_close(post.std, new_std[:12], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(new_mean.mean(dim=(0, 2, 3)), torch.zeros(8), rtol=0, atol=1e-4)
     torch.testing.assert_close(new_mean.std(dim=(0, 2, 3)), torch.ones(8), rtol=0, atol=1e-4)
+
+
+def test_oracle_degradations_are_seeded_and_optional():
+    from benchmark.world.build import degrade_images
+
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(degrade_images(x, torch.Generator().manual_seed(1), p=0.0), x)
+    a = degrade_images(x, torch.Generator().manual_seed(1), p=1.0)
+    b = degrade_images(x, torch.Generator().manual_seed(1), p=1.0)
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
+    assert all(not torch.equal(a[i], x[i]) for i in range(len(x)))

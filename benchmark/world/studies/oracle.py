@@ -26,20 +26,10 @@ from benchmark.world.studies.common import Results, psnr, single_thread, test_se
 
 
 def degrade(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Random mild degradation per image of a float [0, 1] batch (probability ``p`` each image)."""
-    out = x.clone()
-    n = len(x)
-    kind = torch.randint(0, 3, (n,), generator=gen)
-    apply = torch.rand(n, generator=gen) < p
-    sigma = torch.rand(n, generator=gen) * 12 / 255
-    down = F.interpolate(F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True), scale_factor=2,
-                         mode="bilinear")
-    blur = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), torch.ones(3, 1, 3, 3) / 9, groups=3)
-    noise = x + sigma.view(-1, 1, 1, 1) * torch.randn(x.shape, generator=gen)
-    for i in range(n):
-        if apply[i]:
-            out[i] = (down, blur, noise)[int(kind[i])][i]
-    return out.clamp(0, 1)
+    """``build.degrade_images`` (moved there; same draws)."""
+    from benchmark.world.build import degrade_images
+
+    return degrade_images(x, gen, p)
 
 
 def train_robust(per_class: int, epochs: int, batch: int = 64, lr: float = 2e-3, seed: int = 0):

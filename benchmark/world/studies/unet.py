@@ -250,6 +250,8 @@ def main(argv=None) -> None:
     ap.add_argument("--corpus", type=int, default=20000, help="corpus images rendered (cached)")
     ap.add_argument("--latents", type=int, default=8000, help="corpus images encoded for the UNet")
     ap.add_argument("--test-images", type=int, default=96)
+    ap.add_argument("--eval-committed", action="store_true",
+                    help="the same metrics for the committed VAE + UNet (1800 steps x batch 64)")
     ap.add_argument("--standardize", action="store_true",
                     help="fold per-channel latent standardisation into the VAE (build.standardize_latents)")
     ap.add_argument("--out", default="out/studies/unet.jsonl")
@@ -259,6 +261,20 @@ def main(argv=None) -> None:
     test_imgs, test_labels = test_set(args.test_images)
     if args.text:
         text_study(results, test_imgs, test_labels)
+    if args.eval_committed:
+        from diffusers import DDPMScheduler
+
+        from benchmark.profiles import WORLD_WEIGHTS
+        from benchmark.world.build import sd15_scheduler_config
+        from benchmark.world.check import load_world_pipeline
+
+        pipe = load_world_pipeline(WORLD_WEIGHTS)
+        acp = DDPMScheduler(**{k: v for k, v in sd15_scheduler_config().items()
+                               if k != "set_alpha_to_one"}).alphas_cumprod
+        ev = evaluate(pipe.unet.eval(), pipe.vae.eval(), pipe.vae.config.scaling_factor, "eps", pipe.text_encoder,
+                      pipe.tokenizer, test_imgs, test_labels, acp)
+        results.add(study="unet", run="committed", kind="eps", vae="committed", step=1800, of_steps=1800, batch=64,
+                    loss=None, train_seconds=None, **ev)
     if not args.runs:
         return
     from benchmark.world.build import encode_texts
