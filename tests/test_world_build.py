@@ -196,11 +196,12 @@ def test_attribute_agreement_reads_attributes_off_predicted_species():
 
 
 def test_build_options_latent_channels_v_prediction_min_snr_and_perceptual(tmp_path):
-    """The issue-14 recipe knobs build a loadable pipeline: 8 latent channels (UNet follows), v-prediction
-    (the saved scheduler says so), min-SNR weighting and the ImageNet perceptual VAE loss."""
+    """The issue-14 recipe knobs build a loadable pipeline: 8 latent channels (UNet follows), standardised
+    latents, v-prediction (the saved scheduler says so), min-SNR weighting and the ImageNet perceptual
+    VAE loss."""
     from diffusers import StableDiffusionPipeline
 
-    cfg = dataclasses.replace(BuildConfig.smoke(), vae_latent_channels=8, vae_perceptual=0.5,
+    cfg = dataclasses.replace(BuildConfig.smoke(), vae_latent_channels=8, vae_perceptual=0.5, vae_standardize=True,
                               unet_prediction="v_prediction", unet_min_snr_gamma=5.0)
     record = build(tmp_path / "w", cfg, log=lambda s: None, with_oracle=False)
     for stage in ("vae", "unet"):
@@ -209,6 +210,7 @@ def test_build_options_latent_channels_v_prediction_min_snr_and_perceptual(tmp_p
                                                    torch_dtype=torch.float32)
     assert pipe.vae.config.latent_channels == pipe.unet.config.in_channels == 8
     assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.vae.config.scaling_factor == 1.0 and record["vae_scaling_factor"] == 1.0
     image = pipe("a photo of a bird", num_inference_steps=2, output_type="np", height=32, width=32,
                  generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()
@@ -247,3 +249,11 @@ def test_oracle_degradations_are_seeded_and_optional():
     b = degrade_images(x, torch.Generator().manual_seed(1), p=1.0)
     assert torch.equal(a, b) and a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
     assert all(not torch.equal(a[i], x[i]) for i in range(len(x)))
+
+
+def test_recipes_are_named():
+    assert BuildConfig.recipe("cpu") == BuildConfig()
+    v2 = BuildConfig.recipe("v2", seed=3)
+    assert v2.vae_latent_channels == 8 and v2.vae_standardize and v2.seed == 3
+    with pytest.raises(ValueError, match="unknown world recipe"):
+        BuildConfig.recipe("nope")
