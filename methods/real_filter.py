@@ -5,8 +5,10 @@ Neither paper defines Real-Filter (P2 cites He et al. 2022); §3.4 fixes two rul
 * ``zeroshot_class`` (HARNESS default) — per image: keep it iff CLIP zero-shot top-1 over the prompts
   ``a photo of a {class name} {meta}`` of all classes is the intended class. A rejected candidate is
   redrawn with the seed ``derive_seed(request seed, "filter", attempt)`` until one passes, at most
-  ``max_attempts`` times, so the target count is met after filtering (over-generation, bounded); a
-  request that never passes fails generation with the class and its rejection rate named.
+  ``max_attempts`` times, so the target count is met after filtering (over-generation, bounded). A
+  request that never passes keeps its best candidate, marked unrecognised, and the select stage
+  drops it; a class left with no recognised image fails the stage with the class and its rejection
+  rate named (``empty_class = "error"``), or keeps its best candidates (``"keep_best"``).
 * ``dm_presence`` — Diff-Mix's ``filter_syn_data.py``: softmax of CLIP over "a photo with a {meta} on it"
   vs "a photo without a {meta} on it"; the least confident 10 % of the *whole set* are dropped in the
   select stage.
@@ -60,6 +62,8 @@ class RealFilterConfig(MethodConfig):
     expansion: float = param(1.0, "kept images as a multiple of the real subset size", paper="§3.4: e.g. 5x")
     allocation: str = param("proportional", "how images are allotted to classes", choices=ALLOCATIONS)
     max_attempts: int = param(8, "zeroshot_class: candidates drawn per image before giving up")
+    empty_class: str = param("error", "zeroshot_class, a class with no recognised image: error, or keep_best "
+                             "(keep its best-scoring candidates; counted in the record)", choices=("error", "keep_best"))
     drop_fraction: float = param(0.1, "dm_presence: share of the whole set dropped", paper="DM: 10 % [§3.4]")
     presence_captions: tuple[str, str] = param(("a photo with a {meta} on it", "a photo without a {meta} on it"),
                                                "dm_presence: the two captions", paper="DM filter_syn_data.py [§3.4]")
@@ -126,48 +130,75 @@ class RealFilter(OfflineMethod):
 
     def _zeroshot_filtered(self, requests: Sequence[GenerationRequest], ctx: MethodContext,
                            draw: Callable[[list[int], int], list[SyntheticSample]]) -> list[SyntheticSample]:
-        kept: dict[int, SyntheticSample] = {}
+        """Redraw each request until CLIP recognises its class, at most ``max_attempts`` candidates.
+
+        A request whose candidates are all rejected keeps the one CLIP found most like its class,
+        marked ``filter_passed: False``; the select stage drops it (or, per ``empty_class``, keeps it
+        when its class would otherwise be empty).
+        """
+        best: dict[int, tuple[float, SyntheticSample]] = {}
+        rejected = [0] * len(requests)
         todo = list(range(len(requests)))
-        drawn = 0
         for attempt in range(self.config.max_attempts):
             candidates = draw(todo, attempt)
-            drawn += len(candidates)
-            predicted = self._zero_shot(ctx, [c.image_array() for c in candidates])
-            rejected = []
-            for i, sample, label in zip(todo, candidates, predicted, strict=True):
-                if label == requests[i].target_class:
-                    sample.provenance["rejected"] = attempt
-                    kept[i] = sample
-                else:
-                    rejected.append(i)
-            todo = rejected
+            probabilities = self._zero_shot(ctx, [c.image_array() for c in candidates])
+            for i, sample, p in zip(todo, candidates, probabilities, strict=True):
+                target = requests[i].target_class
+                passed = int(p.argmax()) == target
+                sample.provenance.update(filter_passed=passed, target_probability=round(float(p[target]), 6))
+                if passed or i not in best or p[target] > best[i][0]:
+                    best[i] = (float(p[target]), sample)
+                rejected[i] += not passed
+            todo = [i for i in todo if not best[i][1].provenance["filter_passed"]]
             if not todo:
-                return [kept[i] for i in range(len(requests))]
-        card = ctx.require_card()
-        worst = requests[todo[0]]
-        raise RealFilterError(
-            f"real_filter (zeroshot_class): CLIP rejected all {self.config.max_attempts} candidates of "
-            f"{len(todo)} request(s), e.g. class {card.class_names[worst.target_class]!r} (request {worst.index}, "
-            f"seed {worst.seed}); {drawn - len(kept)} of the batch's {drawn} candidates were rejected "
-            f"({(drawn - len(kept)) / drawn:.0%}). The generator rarely draws this class recognisably: raise "
-            "max_attempts, or use rule = 'dm_presence'")
+                break
+        for i, (_, sample) in best.items():
+            sample.provenance["rejected"] = rejected[i]
+        return [best[i][1] for i in range(len(requests))]
 
-    def _zero_shot(self, ctx: MethodContext, images: list[np.ndarray]) -> list[int]:
+    def _zero_shot(self, ctx: MethodContext, images: list[np.ndarray]) -> np.ndarray:
+        """CLIP zero-shot probabilities ``[N, C]`` over ``a photo of a {class name} {meta}`` (§3.4)."""
+        import torch
+
         from benchmark.metrics import profile_clip_scorer
 
         card = ctx.require_card()
         scorer = profile_clip_scorer(ctx.profile, ctx.device)
         texts = scorer.text_features([card.prompt(c, self.config.prompt_template) for c in range(card.num_classes)])
-        return (scorer.image_features(images) @ texts.T).argmax(1).tolist()
+        logits = scorer.model.logit_scale.exp().item() * (scorer.image_features(images) @ texts.T)
+        return torch.softmax(logits, dim=1).numpy()
 
     def select(self, rows: Sequence[Mapping[str, Any]], load_image: Callable[[int], np.ndarray],
                ctx: MethodContext) -> list[int] | None:
-        """``dm_presence``: keep images whose "with" probability is at least the set's ``drop_fraction`` quantile."""
-        if self.config.rule != "dm_presence" or not rows:
+        """``zeroshot_class``: drop the requests CLIP never recognised; ``dm_presence``: drop the images whose
+        "with" probability is below the set's ``drop_fraction`` quantile."""
+        if not rows:
             return None
+        if self.config.rule == "zeroshot_class":
+            return self._recognised(rows)
         presence = self.presence_probabilities(ctx, [load_image(i) for i in range(len(rows))])
         threshold = np.quantile(presence, self.config.drop_fraction)
         return [i for i, p in enumerate(presence) if p >= threshold]
+
+    def _recognised(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        by_class: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_class.setdefault(row["target_class"], []).append(i)
+        kept, empty = [], []
+        for name, indices in by_class.items():
+            passed = [i for i in indices if rows[i]["provenance"].get("filter_passed", True)]
+            if not passed:
+                empty.append(name)
+            kept += passed if passed or self.config.empty_class == "error" else indices
+        if empty and self.config.empty_class == "error":
+            drawn = {n: sum(rows[i]["provenance"].get("rejected", 0) + 1 for i in by_class[n]) for n in empty}
+            raise RealFilterError(
+                f"real_filter (zeroshot_class): CLIP recognised none of the {sum(drawn.values())} candidates drawn "
+                f"for {len(empty)} class(es), rejection rate 100 %: "
+                + ", ".join(f"{n!r} ({k} candidates)" for n, k in drawn.items())
+                + ". The generator rarely draws these classes recognisably: raise max_attempts, use rule = "
+                "'dm_presence', or set empty_class = 'keep_best' to keep their best candidates (flagged)")
+        return sorted(kept)
 
     def presence_probabilities(self, ctx: MethodContext, images: list[np.ndarray]) -> np.ndarray:
         """Softmax of CLIP's logits (``logit_scale`` × cosine) over the two presence captions (§3.4)."""
