@@ -172,7 +172,11 @@ def _import(spec: ArtifactSpec) -> Artifact:
     if not (folder / MARKER).is_file():
         raise ArtifactError(f"{folder}: no {MARKER}; an imported artifact folder needs one that names its kind and "
                             "the image ids it was trained on (so the leakage guard can check them)")
-    artifact = _read(folder, key=f"imported:{folder.name}", reused=True)
+    artifact = _read(folder, key="imported:", reused=True)
+    # keyed by content (kind, training manifest, file hashes), not by folder name: two imported folders
+    # called "5shot" must not share a synthetic set
+    content = content_hash({"kind": artifact.kind, "trained_on": artifact.trained_on_hash, "files": dict(artifact.files)})
+    artifact = Artifact(**{**artifact.__dict__, "key": f"imported:{content}"})
     if artifact.kind != spec.kind:
         raise ArtifactError(f"{folder}: artifact of kind {artifact.kind!r}, but the method asked for {spec.kind!r}")
     _verify_files(artifact)
