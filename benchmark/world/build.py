@@ -133,8 +133,11 @@ class BuildConfig:
         VAE: 8 latent channels, 3000 steps (1200 before), per-channel standardised latents: on
         128 test images the oracle recognised 55.5% of such a VAE's reconstructions against 42.2%
         for the committed one (PSNR 28.5 vs 24.8 dB; one thread, 19 min). UNet: min-SNR-5
-        weighting and 12,000 steps (1800 before; the UNet learning curves in docs/world_v2.md).
-        Estimated on 2 cores: CLIP 10 + VAE 13 + UNet ~98 + oracle 4 + rendering/encoding 4 min.
+        weighting and 12,000 steps x 64 (1800 before): on that VAE, min-SNR reached the committed
+        UNet's faithfulness with 42% of its samples, and the measured curve (+~0.1 per doubling of
+        samples) reaches ~0.6 near 770k samples -- unless the VAE or the text tower caps it first
+        (docs/world_v2.md). Estimated on 2 cores from the cpu recipe's per-step times: CLIP 10 +
+        VAE 14 + UNet ~121 + oracle 4 + rendering/encoding 4 min, about 2.5 h.
         Not yet run end to end: the committed models are still the ``cpu`` recipe's.
         """
         values = dict(vae_latent_channels=8, vae_steps=3000, vae_standardize=True,
