@@ -115,7 +115,12 @@ def cmd_world(args) -> int:
 
         overrides = ({"seed": args.seed} | ({"device": args.device} if args.device else {})
                      | ({"processes": args.processes} if args.processes is not None else {}))
-        cfg = BuildConfig.smoke() if args.smoke else BuildConfig.recipe(args.recipe, **overrides)
+        from benchmark.contract import ConfigError
+
+        try:
+            cfg = BuildConfig.smoke() if args.smoke else BuildConfig.recipe(args.recipe, **overrides)
+        except ValueError as exc:  # an unknown recipe name: one line, exit 2
+            raise ConfigError(str(exc)) from exc
         build(out, cfg, log=lambda s: print(s, flush=True), with_oracle=not args.no_oracle)
         return 0
     from benchmark.world.check import CheckConfig, run_check
@@ -130,6 +135,9 @@ def cmd_world(args) -> int:
         print(f"build time: {results['build_seconds'] / 60:.1f} min" if results.get("build_seconds") else "build time: n/a")
         for k, v in results["model_sizes_bytes"].items():
             print(f"size {k}: {v / 1e6:.2f} MB")
+        for key, target in sorted((results.get("targets") or {}).items()):
+            if results.get(key) is not None:
+                print(f"{key}: {results[key]:.3f} (target {target})")
         print(f"check took {results['check_seconds']:.0f}s")
     return 0
 
@@ -186,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default=None, help="where `check` writes its sample grid PNG")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device for `build` (default: the recipe's: cpu / cuda)")
-    p.add_argument("--recipe", default="cpu", choices=["cpu", "gpu"],
-                   help="`build` recipe: cpu (the committed models' recipe) or gpu (longer schedule for a GPU)")
+    p.add_argument("--recipe", default="cpu",
+                   help="`build` recipe (BuildConfig.RECIPES): cpu (the committed models' recipe), gpu (longer "
+                        "schedule for a GPU), v2 (issue 14's candidate: 8-channel VAE, min-SNR UNet; ~2.5 h on 2 cores)")
     p.add_argument("--no-oracle", action="store_true", help="`build` without retraining the oracle classifier")
     p.add_argument("--processes", type=int, default=None,
                    help="`build` on CPU: data-parallel processes for the VAE and UNet (default: one per core; "

@@ -77,6 +77,8 @@ def test_world_cli_passes_recipe_and_check_options(monkeypatch, tmp_path, capsys
     assert seen["out"] == tmp_path and not seen["with_oracle"]
     assert (seen["cfg"].seed, seen["cfg"].device, seen["cfg"].processes) == (3, "cpu", 1)
     assert seen["cfg"].unet_steps == world_build.BuildConfig.gpu().unet_steps
+    assert main(["world", "build", "--recipe", "gpuu", "--weights", str(tmp_path)]) == 2
+    assert "expected one of cpu, gpu" in capsys.readouterr().err
 
     def fake_check(cfg, log):
         seen["check"] = cfg
