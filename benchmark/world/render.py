@@ -352,10 +352,3 @@ def caption(scene: Scene, rng: np.random.Generator | None = None, genus: str | N
     parts = [parts[i] for i in order]
     lead = str(rng.choice(["a photo of a", "an image of a", "a picture of a", "a"]))
     return f"{lead} {spec.size} bird with {', '.join(parts[:-1])} and {parts[-1]}, {scene.context}"
-
-
-def bird_bbox(scene: Scene, size: int) -> tuple[float, float, float, float]:
-    """Approximate bounding box of the bird in pixels (for tests and crops)."""
-    base = _body_half_length(scene, size)
-    cx, cy = scene.cx * size, scene.cy * size
-    return (cx - 2 * base, cy - 1.6 * base, cx + 2 * base, cy + base * 1.2)
