@@ -158,15 +158,9 @@ class RealFilter(OfflineMethod):
 
     def _zero_shot(self, ctx: MethodContext, images: list[np.ndarray]) -> np.ndarray:
         """CLIP zero-shot probabilities ``[N, C]`` over ``a photo of a {class name} {meta}`` (§3.4)."""
-        import torch
-
-        from benchmark.metrics import profile_clip_scorer
-
         card = ctx.require_card()
-        scorer = profile_clip_scorer(ctx.profile, ctx.device)
-        texts = scorer.text_features([card.prompt(c, self.config.prompt_template) for c in range(card.num_classes)])
-        logits = scorer.model.logit_scale.exp().item() * (scorer.image_features(images) @ texts.T)
-        return torch.softmax(logits, dim=1).numpy()
+        return _clip_probabilities(ctx, images, [card.prompt(c, self.config.prompt_template)
+                                                 for c in range(card.num_classes)])
 
     def select(self, rows: Sequence[Mapping[str, Any]], load_image: Callable[[int], np.ndarray],
                ctx: MethodContext) -> list[int] | None:
@@ -201,13 +195,17 @@ class RealFilter(OfflineMethod):
         return sorted(kept)
 
     def presence_probabilities(self, ctx: MethodContext, images: list[np.ndarray]) -> np.ndarray:
-        """Softmax of CLIP's logits (``logit_scale`` × cosine) over the two presence captions (§3.4)."""
-        import torch
-
-        from benchmark.metrics import profile_clip_scorer
-
+        """CLIP's probability of the "with" caption against the "without" one (§3.4)."""
         meta = ctx.require_card().meta
-        scorer = profile_clip_scorer(ctx.profile, ctx.device)
-        texts = scorer.text_features([c.format(meta=meta) for c in self.config.presence_captions])
-        logits = scorer.model.logit_scale.exp().item() * (scorer.image_features(images) @ texts.T)
-        return torch.softmax(logits, dim=1)[:, 0].numpy()
+        return _clip_probabilities(ctx, images, [c.format(meta=meta) for c in self.config.presence_captions])[:, 0]
+
+
+def _clip_probabilities(ctx: MethodContext, images: list[np.ndarray], texts: list[str]) -> np.ndarray:
+    """Softmax over ``texts`` of the profile's CLIP logits (``logit_scale`` × cosine), ``[N, len(texts)]``."""
+    import torch
+
+    from benchmark.metrics import profile_clip_scorer
+
+    scorer = profile_clip_scorer(ctx.profile, ctx.device)
+    logits = scorer.model.logit_scale.exp().item() * (scorer.image_features(images) @ scorer.text_features(texts).T)
+    return torch.softmax(logits, dim=1).numpy()
