@@ -480,12 +480,14 @@ class BatchMethod(Method):
 # --- offline methods -----------------------------------------------------------------------------
 
 
-def request_seed(run_seed: int, method_id: str, request_index: int) -> int:
-    """The seed of request ``request_index``: ``derive_seed(run_seed, method_id, request_index)``.
+def request_seed(run_seed: int, family: str, request_index: int) -> int:
+    """The seed of request ``request_index``: ``derive_seed(run_seed, family, request_index)``.
 
-    It depends neither on batch size nor on worker count (DESIGN.md, "The method contract").
+    It depends neither on batch size nor on worker count (DESIGN.md, "The method contract"), and not
+    on the preset: ablation presets of one family (``diff_ii.cl_si``, ``sd_random.p1_article``) start
+    from the same noise and draws, so their rows are paired comparisons (DESIGN.md, "Paired comparisons").
     """
-    return derive_seed(int(run_seed), str(method_id), int(request_index))
+    return derive_seed(int(run_seed), str(family), int(request_index))
 
 
 @dataclass(frozen=True)
@@ -494,7 +496,7 @@ class GenerationRequest:
 
     Attributes:
         index: position in the plan (0..n-1); names the output file.
-        seed: ``request_seed(run_seed, method_id, index)``.
+        seed: ``request_seed(run_seed, family, index)``.
         target_class: label index of the intended class.
         source_ids: image ids of the real source image(s) (empty for text-to-image).
         source_classes: labels of the source images.
@@ -661,7 +663,7 @@ class OfflineMethod(Method):
         Args:
             subset: the real training subset.
             budget: number of synthetic images (``None``: the method's default).
-            seed: the run seed; request ``i`` gets ``request_seed(seed, self.id, i)``.
+            seed: the run seed; request ``i`` gets ``request_seed(seed, self.family, i)``.
             ctx: when given, prompts are filled in at plan time.
         """
         raise NotImplementedError
@@ -681,7 +683,7 @@ class OfflineMethod(Method):
         return None
 
     def request_seed(self, run_seed: int, index: int) -> int:
-        return request_seed(run_seed, self.id, index)
+        return request_seed(run_seed, self.family, index)
 
     def sample_provenance(self, request: GenerationRequest, **extra: Any) -> dict[str, Any]:
         """Provenance of the sample generated for ``request``."""

@@ -6,7 +6,7 @@ sources and strengths are chosen; allotting images to classes, planning edits an
 loop batched is the same, so it lives here and the method modules stay independent of each other.
 
 Planning (:func:`plan_edits`) is a pure function of the subset and the run seed. Each request's own
-seed (``request_seed(run seed, method id, index)``) also draws its random choices — the source image
+seed (``request_seed(run seed, family, index)``) also draws its random choices — the source image
 for ``random_of_class`` and the strength when several are allowed — with a NumPy generator seeded from
 it, so the plan does not depend on batching or workers.
 """

@@ -23,7 +23,7 @@ from benchmark.seeding import derive_seed
 from benchmark.store import Store
 from benchmark.suites import Cell, RunOptions, Suite, SuiteError
 
-STAGE_VERSIONS = {"generate": 1, "select": 1, "metrics": 2, "train": 1}
+STAGE_VERSIONS = {"generate": 2, "select": 1, "metrics": 2, "train": 1}
 
 
 @dataclass

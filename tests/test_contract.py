@@ -86,9 +86,14 @@ def test_as_soft_targets():
         as_soft_targets(torch.zeros(2, 2, 2))
 
 
-def test_request_seed_is_derive_seed_of_run_method_index():
+def test_request_seed_is_derive_seed_of_run_family_index():
     assert request_seed(3, "sd_random", 5) == derive_seed(3, "sd_random", 5)
-    assert request_seed(3, "sd_random", 5) != request_seed(3, "sd_random.p1_article", 5)
+    assert request_seed(3, "sd_random", 5) != request_seed(3, "diff_gen", 5)
+    # presets of one family share request seeds: ablation rows are paired comparisons
+    from benchmark.registry import default_registry
+
+    reg = default_registry()
+    assert reg.create("sd_random").request_seed(3, 5) == reg.create("sd_random.p1_article").request_seed(3, 5)
 
 
 def test_generation_request_and_sample():
