@@ -99,11 +99,15 @@ def artifact_key(spec: ArtifactSpec, subset, base_model: str) -> str:
 
 
 def build_artifacts(specs: list[ArtifactSpec], train_part, ctx: MethodContext, store: Store,
-                    allow_foreign: bool = False) -> dict[str, Artifact]:
-    """Build or reuse every spec on ``train_part`` (the cell's training part) and guard against leakage."""
+                    allow_foreign: bool = False, allow_build: bool = True) -> dict[str, Artifact]:
+    """Build or reuse every spec on ``train_part`` (the cell's training part) and guard against leakage.
+
+    With ``allow_build=False`` (``augbench run --no-build-artifacts``) an artifact missing from the store
+    is an :class:`ArtifactError` naming its kind and the command that builds it.
+    """
     out: dict[str, Artifact] = {}
     for spec in specs:
-        artifact = _import(spec) if spec.path else _build(spec, train_part, ctx, store)
+        artifact = _import(spec) if spec.path else _build(spec, train_part, ctx, store, allow_build)
         out[spec.slot] = guard(artifact, train_part, allow_foreign)
     return out
 
@@ -143,13 +147,20 @@ def _kind(name: str) -> ArtifactKind:
     return ARTIFACT_KINDS[name]
 
 
-def _build(spec: ArtifactSpec, train_part, ctx: MethodContext, store: Store) -> Artifact:
+def _build(spec: ArtifactSpec, train_part, ctx: MethodContext, store: Store, allow_build: bool = True) -> Artifact:
     kind = _kind(spec.kind)
     ctx = spec.context(ctx)
     base_model = ctx.profile.pipeline
     key = artifact_key(spec, train_part, base_model)
 
     def build(folder: Path) -> None:
+        if not allow_build:
+            how = ("`augbench concepts build --kind " + spec.kind + " --dataset <id> --shots <k> --seed <s>`"
+                   if spec.kind in ("ti", "lora_ti") else "`augbench run` without --no-build-artifacts")
+            raise ArtifactError(
+                f"artifact {spec.kind} (key {key}) for this cell's training part {train_part.manifest_hash} is not "
+                f"in the store {store.root} and building artifacts is disabled (--no-build-artifacts); build it "
+                f"with {how} using the same --cache-dir, or import a checkpoint with `augbench concepts import`")
         t = time.time()
         kind.build(spec, train_part, ctx, folder)
         files = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MARKER

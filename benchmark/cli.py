@@ -83,7 +83,8 @@ def cmd_run(args) -> int:
 
     opts = RunOptions(
         suite=args.suite, profile=args.profile, methods=args.methods, seeds=args.seeds, run_dir=args.run_dir,
-        cache_dir=args.cache_dir, progress=not args.no_progress, executor=args.executor, data_root=args.data_root, datasets_dir=args.datasets_dir, device=args.device,
+        cache_dir=args.cache_dir, progress=not args.no_progress, executor=args.executor, data_root=args.data_root,
+        datasets_dir=args.datasets_dir, device=args.device, build_artifacts=not args.no_build_artifacts,
         datasets=args.datasets, shots=args.shots, epochs=args.epochs, batch_size=args.batch_size,
         ray_address=args.ray_address, ray_cpus_per_task=args.ray_cpus_per_task,
         ray_gpus_per_task=args.ray_gpus_per_task,
@@ -227,6 +228,9 @@ def _run_opts(p: argparse.ArgumentParser) -> None:
                    help="shared store of artifacts and synthetic sets, reused by every run and suite "
                         "(default: $AUGBENCH_CACHE or ~/.cache/augbench)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--no-build-artifacts", action="store_true",
+                   help="use only artifacts already in the store (concepts, inversion pools); a missing one is an "
+                        "error naming the command that builds it")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: cells one after another; ray: one Ray task per subset (pip install 'augbench[ray]')")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or a local one)")

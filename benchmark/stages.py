@@ -137,7 +137,8 @@ def artifacts_stage(env: CellEnv, offline, source, train_part) -> dict:
     specs = offline.artifacts(train_part, ctx)
     if specs:
         env.on_stage("artifacts")
-    return build_artifacts(specs, train_part, ctx, env.store, allow_foreign=env.suite.allow_foreign_artifacts)
+    return build_artifacts(specs, train_part, ctx, env.store, allow_foreign=env.suite.allow_foreign_artifacts,
+                           allow_build=env.opts.build_artifacts)
 
 
 @dataclass(frozen=True)

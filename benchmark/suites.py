@@ -250,6 +250,9 @@ class RunOptions:
     epochs: int | None = None
     batch_size: int | None = None
     progress: bool = True
+    # False (--no-build-artifacts): a missing artifact is an error instead of a build (e.g. on a GPU-less
+    # login node, where concept learning would take hours)
+    build_artifacts: bool = True
     # --executor ray: cluster address (None: RAY_ADDRESS or a local instance) and resources per task
     ray_address: str | None = None
     ray_cpus_per_task: float = 1

@@ -116,6 +116,19 @@ def test_an_artifact_is_built_once_shared_and_recorded(mini, with_test_method, t
                                        "minibirds.few_shot.shots5.class_mean_images.half.seed0"}
 
 
+def test_with_building_disabled_a_missing_artifact_is_an_error_naming_kind_and_command(mini, with_test_method,
+                                                                                       tmp_path):
+    _, cards, _ = mini
+    suite = _suite(tmp_path, ["class_mean_images"])
+    refused = _run(suite, tmp_path / "run", cards, tmp_path / "cache", build_artifacts=False)
+    (failure,) = refused["failed"]
+    assert "ArtifactError" in failure["error"] and "class_mean" in failure["error"]
+    assert "--no-build-artifacts" in failure["error"] and "augbench run" in failure["error"]
+    # once built, the same run with building disabled reuses it
+    assert _run(suite, tmp_path / "built", cards, tmp_path / "cache")["failed"] == []
+    assert _run(suite, tmp_path / "again", cards, tmp_path / "cache", build_artifacts=False)["failed"] == []
+
+
 def test_a_suite_overrides_the_cards_training_integration(mini, with_test_method, tmp_path):
     _, cards, _ = mini
     suite = _suite(tmp_path, ["class_mean_images"], '[training.class_mean_images]\nreplacement_mode = "concat"\n')
