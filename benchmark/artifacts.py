@@ -128,13 +128,19 @@ def guard(artifact: Artifact, train_part, allow_foreign: bool) -> Artifact:
     return Artifact(**{**artifact.__dict__, "foreign": True, "foreign_ids": foreign})
 
 
-def _register_concept_kinds() -> None:
-    """Register the concept-learning kinds ``ti`` and ``lora_ti`` (benchmark.concepts) on first use."""
-    from benchmark.concepts.kinds import BUILTIN_KINDS
+# Modules whose ``BUILTIN_KINDS`` ({name: (builder, version, summary)}) are registered on first use, so
+# importing this module stays light and those modules never import it (no cycle).
+LAZY_KIND_MODULES = ["benchmark.concepts.kinds", "benchmark.suffixes"]
 
-    for name, (build, version, summary) in BUILTIN_KINDS.items():
-        if name not in ARTIFACT_KINDS:
-            register_artifact_kind(ArtifactKind(name, build, version=version, summary=summary))
+
+def _register_concept_kinds() -> None:
+    """Register the lazily loaded kinds: ``ti``, ``lora_ti`` (benchmark.concepts), ``suffixes``, ..."""
+    import importlib
+
+    for module in LAZY_KIND_MODULES:
+        for name, (build, version, summary) in importlib.import_module(module).BUILTIN_KINDS.items():
+            if name not in ARTIFACT_KINDS:
+                register_artifact_kind(ArtifactKind(name, build, version=version, summary=summary))
 
 
 def _kind(name: str) -> ArtifactKind:
