@@ -18,6 +18,7 @@ The concept-learning kinds (``ti``, ``lora_ti``) and inversion pools register th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -104,12 +105,34 @@ def build_artifacts(specs: list[ArtifactSpec], train_part, ctx: MethodContext, s
 
     With ``allow_build=False`` (``augbench run --no-build-artifacts``) an artifact missing from the store
     is an :class:`ArtifactError` naming its kind and the command that builds it.
+
+    Specs are built in order, and each builder sees the artifacts built before it in ``ctx.artifacts``:
+    a spec whose recipe names ``"requires": [slot, ...]`` (Diff-II's inversion pool needs the
+    ``lora_ti`` concepts, METHODS_SPEC §3.10.1) must come after those slots, and their keys replace the
+    list in its recipe, so its own key changes whenever a dependency does (a retrained or imported
+    checkpoint gives a new inversion pool).
     """
     out: dict[str, Artifact] = {}
     for spec in specs:
-        artifact = _import(spec) if spec.path else _build(spec, train_part, ctx, store, allow_build)
+        spec = _with_requirements(spec, out)
+        build_ctx = dataclasses.replace(ctx, artifacts={**ctx.artifacts, **out}) if out else ctx
+        artifact = _import(spec) if spec.path else _build(spec, train_part, build_ctx, store, allow_build)
         out[spec.slot] = guard(artifact, train_part, allow_foreign)
     return out
+
+
+def _with_requirements(spec: ArtifactSpec, built: Mapping[str, Artifact]) -> ArtifactSpec:
+    """``spec`` with ``recipe["requires"]`` (slots) replaced by ``{slot: key}`` of the artifacts built before it."""
+    requires = spec.recipe.get("requires")
+    if not requires:
+        return spec
+    if isinstance(requires, Mapping):  # already resolved
+        return spec
+    missing = [slot for slot in requires if slot not in built]
+    if missing:
+        raise ArtifactError(f"artifact {spec.kind} requires {', '.join(map(repr, missing))}, which must be declared "
+                            f"before it in the method's artifacts() (declared before it: {', '.join(built) or 'none'})")
+    return dataclasses.replace(spec, recipe={**spec.recipe, "requires": {slot: built[slot].key for slot in requires}})
 
 
 def guard(artifact: Artifact, train_part, allow_foreign: bool) -> Artifact:
@@ -130,11 +153,11 @@ def guard(artifact: Artifact, train_part, allow_foreign: bool) -> Artifact:
 
 # Modules whose ``BUILTIN_KINDS`` ({name: (builder, version, summary)}) are registered on first use, so
 # importing this module stays light and those modules never import it (no cycle).
-LAZY_KIND_MODULES = ["benchmark.concepts.kinds", "benchmark.suffixes"]
+LAZY_KIND_MODULES = ["benchmark.concepts.kinds", "benchmark.inversion", "benchmark.suffixes"]
 
 
 def _register_concept_kinds() -> None:
-    """Register the lazily loaded kinds: ``ti``, ``lora_ti`` (benchmark.concepts), ``suffixes``, ..."""
+    """Register the lazily loaded kinds: ``ti``, ``lora_ti`` (benchmark.concepts), ``ddim_inversion``, ..."""
     import importlib
 
     for module in LAZY_KIND_MODULES:
