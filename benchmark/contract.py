@@ -236,6 +236,11 @@ class TrainingIntegration:
             raise ConfigError(f"unknown labels rule {self.labels!r}; expected one of {', '.join(LABEL_RULES)}")
         if not 0.0 <= float(self.replacement_p) <= 1.0:
             raise ConfigError(f"replacement_p must be in [0, 1], got {self.replacement_p}")
+        for name in ("label_gamma", "label_sigma"):
+            value = float(getattr(self, name))
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1] (Diff-Mix's soft label sigma * [(1 - s**gamma) e_a + "
+                                  f"s**gamma e_b], METHODS_SPEC §3.7: gamma 0.8, sigma 0.9 / 1.0), got {value}")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TrainingIntegration:
         unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(self)}]
@@ -246,6 +251,9 @@ class TrainingIntegration:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+ARTIFACT_TRAINING_IMAGES = ("train_part", "full_split")
 
 
 @dataclass(frozen=True)
@@ -263,6 +271,9 @@ class ArtifactSpec:
             what it was trained on; the leakage guard checks it like a built one).
         base_model: the diffusers pipeline to train on when it is not the profile's (DA-Fusion's SD v1.4);
             part of the key.
+        trained_on: ``train_part`` (default: the cell's training part) or ``full_split`` (the training part
+            plus the validation part carved from it, as P1's full-data generator checkpoints, METHODS_SPEC
+            §5.5); the leakage guard refuses ``full_split`` unless the suite sets ``allow_foreign_artifacts``.
     """
 
     kind: str
@@ -270,6 +281,12 @@ class ArtifactSpec:
     name: str = ""
     path: str | None = None
     base_model: str | None = None
+    trained_on: str = "train_part"
+
+    def __post_init__(self) -> None:
+        if self.trained_on not in ARTIFACT_TRAINING_IMAGES:
+            raise ConfigError(f"ArtifactSpec.trained_on = {self.trained_on!r}; expected one of "
+                              f"{', '.join(ARTIFACT_TRAINING_IMAGES)}")
 
     @property
     def slot(self) -> str:
@@ -277,7 +294,7 @@ class ArtifactSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "recipe": dict(self.recipe), "name": self.slot, "path": self.path,
-                "base_model": self.base_model}
+                "base_model": self.base_model, "trained_on": self.trained_on}
 
     def context(self, ctx: MethodContext) -> MethodContext:
         """``ctx`` with the profile's pipeline replaced by ``base_model`` (``ctx`` itself without one)."""

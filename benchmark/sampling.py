@@ -1,6 +1,6 @@
 """Planning and batched sampling loops shared by offline methods (METHODS_SPEC §1.3, §3.1, §3.3-§3.6).
 
-SD-random, Real-Gen/Real-Filter (text-to-image) and Real-Guidance, DA-Fusion and (next) Diff-AUG
+SD-random, Real-Gen/Real-Filter (text-to-image) and Real-Guidance, DA-Fusion and the Diff-Mix family
 (img2img of real images) differ in the model (vanilla or adapted), the prompt and how classes,
 sources and strengths are chosen; allotting images to classes, planning edits and running either
 loop batched is the same, so it lives here and the method modules stay independent of each other.
@@ -75,6 +75,67 @@ def plan_edits(request_seed: Callable[[int], int], subset: Subset, budget: int |
     return requests
 
 
+CLASS_DRAWS = ("multinomial", "exact_per_class")
+SOURCE_DRAWS = ("of_class", "whole_split")
+
+
+def plan_translations(request_seed: Callable[[int], int], subset: Subset, budget: int | None, *, expansion: float,
+                      inter_class: bool, strength: float, strengths: Sequence[float] = (),
+                      class_draw: str = "multinomial", source_draw: str = "of_class") -> list[GenerationRequest]:
+    """Diff-Mix's task list (METHODS_SPEC §3.7 steps 1-4; DM ``scripts/sample_mp.py``), one request per task.
+
+    Args:
+        request_seed: ``index -> seed``; each task's draws come from a generator seeded from its seed.
+        subset: the real training part.
+        budget: number of tasks (default ``round(expansion * |subset|)``, DM's ``multiplier * |train|``).
+        expansion: DM's ``--syn_dataset_mulitiplier`` (5: P2's "expansion rate 5").
+        inter_class: ``False`` — one class c drawn uniformly, source class = target class (``real-aug``,
+            ``diff-aug``); ``True`` — source class a and target class b drawn independently and uniformly
+            (``real-mix``, ``diff-mix``; a = b with probability 1/C).
+        strength / strengths: the fixed img2img strength, or draw one per task from ``strengths``
+            (DM ``--strength_strategy uniform``: {0.3, 0.5, 0.7, 0.9}).
+        class_draw: ``multinomial`` (DM: classes drawn per task, so per-class counts vary) or
+            ``exact_per_class`` (HARNESS option: target classes cycle through the classes, so every class
+            gets the same count ±1).
+        source_draw: ``of_class`` — a uniformly random real image of class a (DM); ``whole_split`` — DM's
+            long-tail quirk (§3.7 step 4, DISAGREE): the source is drawn from the whole training part and
+            the drawn source class is ignored, so sources follow the (imbalanced) class distribution;
+            the request's source class is then the drawn image's class, so soft labels stay truthful.
+
+    The classes are those present in ``subset`` (every class, in the papers' protocols).
+    """
+    if class_draw not in CLASS_DRAWS:
+        raise ConfigError(f"unknown class_draw {class_draw!r}; expected one of {', '.join(CLASS_DRAWS)}")
+    if source_draw not in SOURCE_DRAWS:
+        raise ConfigError(f"unknown source_draw {source_draw!r}; expected one of {', '.join(SOURCE_DRAWS)}")
+    check_strengths(strength, strengths)
+    ids, labels = list(subset.image_ids), list(subset.labels)
+    by_class: dict[int, list[str]] = {}
+    for image_id, label in zip(ids, labels):
+        by_class.setdefault(label, []).append(image_id)
+    classes = sorted(by_class)
+    total = int(budget) if budget is not None else int(math.floor(expansion * len(ids) + 0.5))
+    requests = []
+    for index in range(total if classes else 0):
+        seed = request_seed(index)
+        rng = np.random.default_rng(derive_seed(seed, "dm-task"))
+        if class_draw == "exact_per_class":
+            target = classes[index % len(classes)]
+        else:
+            target = classes[int(rng.integers(len(classes)))]
+        source_class = classes[int(rng.integers(len(classes)))] if inter_class else target
+        if source_draw == "whole_split":
+            k = int(rng.integers(len(ids)))
+            source_id, source_class = ids[k], labels[k]
+        else:
+            pool = by_class[source_class]
+            source_id = pool[int(rng.integers(len(pool)))]
+        s = float(strengths[int(rng.integers(len(strengths)))]) if strengths else float(strength)
+        requests.append(GenerationRequest(index=index, seed=seed, target_class=target, source_ids=(source_id,),
+                                          source_classes=(source_class,), strength=s, params={"task": index}))
+    return requests
+
+
 def load_sources(ctx: MethodContext, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
     """The requests' source images as uint8 ``[H, W, 3]`` (each at its own size)."""
     if ctx.source is None:
@@ -83,10 +144,13 @@ def load_sources(ctx: MethodContext, requests: Sequence[GenerationRequest]) -> l
 
 
 def run_edits(method, requests: Sequence[GenerationRequest], ctx: MethodContext, warm, prompts: Sequence[str], *,
-              negative_prompt: str, settings: dict) -> list[SyntheticSample]:
-    """Batched img2img of the requests' sources; hard labels of the target (= source) class.
+              negative_prompt: str, settings: dict,
+              label: Callable[[GenerationRequest], np.ndarray] | None = None) -> list[SyntheticSample]:
+    """Batched img2img of the requests' sources.
 
     ``settings``: ``num_inference_steps``, ``guidance_scale``, ``image_size``, ``scheduler``.
+    ``label``: the request's label vector (default: one-hot of the target class; inter-class methods
+    pass Diff-Mix's soft label).
     """
     from benchmark import diffusion
 
@@ -102,8 +166,8 @@ def run_edits(method, requests: Sequence[GenerationRequest], ctx: MethodContext,
             [make_generator(r.seed) for r in chunk], num_inference_steps=settings["num_inference_steps"],
             guidance_scale=settings["guidance_scale"], size=settings["image_size"])
         for r, prompt, image in zip(chunk, chunk_prompts, images, strict=True):
-            out.append(SyntheticSample(image, one_hot(r.target_class, ctx.num_classes),
-                                       method.sample_provenance(r, prompt=prompt, sampler=settings)))
+            vec = one_hot(r.target_class, ctx.num_classes) if label is None else label(r)
+            out.append(SyntheticSample(image, vec, method.sample_provenance(r, prompt=prompt, sampler=settings)))
     return out
 
 
@@ -193,5 +257,5 @@ def sampler_settings(config, ctx: MethodContext) -> dict:
     }
 
 
-__all__ = ["ALLOCATIONS", "EDIT_SOURCES", "allocate", "check_strengths", "load_sources", "plan_edits",
-           "plan_text_to_image", "run_edits", "run_text_to_image", "sampler_settings"]
+__all__ = ["ALLOCATIONS", "CLASS_DRAWS", "EDIT_SOURCES", "SOURCE_DRAWS", "allocate", "check_strengths", "load_sources",
+           "plan_edits", "plan_text_to_image", "plan_translations", "run_edits", "run_text_to_image", "sampler_settings"]

@@ -43,11 +43,22 @@ def label_vector(row: dict[str, Any], index: dict[str, int], rule: str, gamma: f
             raise SyntheticLabelError(f"row {row.get('file')}: the diff_mix label rule needs mixing metadata "
                                       "(mix = {a, b, s}); this method's rows have none — use labels = 'hard' or "
                                       "'as_generated'")
-        weight = float(mix["s"]) ** float(gamma)
-        vec[index[mix["a"]]] += sigma * (1.0 - weight)
-        vec[index[mix["b"]]] += sigma * weight
-        return vec
+        return diff_mix_label(index[mix["a"]], index[mix["b"]], float(mix["s"]), len(index), gamma, sigma)
     raise SyntheticLabelError(f"unknown label rule {rule!r}")
+
+
+def diff_mix_label(source: int, target: int, strength: float, num_classes: int, gamma: float = 0.8,
+                   sigma: float = 1.0) -> np.ndarray:
+    """``sigma * [(1 - s**gamma) e_a + s**gamma e_b]`` (METHODS_SPEC §3.7; DM ``dataset/base.py:224-237``).
+
+    ``a`` = source (reference image) class, ``b`` = target (prompt) class, ``s`` = strength; ``a = b``
+    collapses to ``sigma * e_a``. Worked example: s = 0.7, gamma = 0.8 -> 0.9 * (0.248 e_a + 0.752 e_b).
+    """
+    vec = np.zeros(num_classes, dtype=np.float32)
+    weight = float(strength) ** float(gamma)
+    vec[source] += sigma * (1.0 - weight)
+    vec[target] += sigma * weight
+    return vec
 
 
 def target_class(row: dict[str, Any]) -> str:

@@ -6,9 +6,11 @@ rate 5), hard label of the source class. Presets carry the reference implementat
 
 * ``daf`` — DA-Fusion's ``RealGuidance`` [DAF real_guidance.py]: the pipeline's PNDM scheduler with 50
   steps, plain-name prompt ``a photo of a {class name}``, 10 edits per image.
-* ``dm_real_aug`` — Diff-Mix's ``real-aug`` [DM sample_mp.py]: a uniformly random real image of the
-  class as the source of every generation, fixed strength 0.5 (argparse default);
-  ``dm_real_aug_uniform`` draws the strength per image from {0.3, 0.5, 0.7, 0.9}.
+* ``dm_real_aug`` — Diff-Mix's ``real-aug`` [DM sample_mp.py]: the Diff-Mix family's task planner
+  (``benchmark.sampling.plan_translations``, shared with ``real_mix``/``diff_aug``/``diff_mix``):
+  ``edits_per_image × |train|`` tasks, one class drawn uniformly per task, a uniformly random real
+  image of that class as the source, fixed strength 0.5 (argparse default); ``dm_real_aug_uniform``
+  draws the strength per task from {0.3, 0.5, 0.7, 0.9}.
 
 Training integration (§4): a per-class method, so same-class replacement with hard labels.
 """
@@ -29,7 +31,14 @@ from benchmark.contract import (
     TrainingIntegration,
     param,
 )
-from benchmark.sampling import EDIT_SOURCES, check_strengths, plan_edits, run_edits, sampler_settings
+from benchmark.sampling import (
+    EDIT_SOURCES,
+    check_strengths,
+    plan_edits,
+    plan_translations,
+    run_edits,
+    sampler_settings,
+)
 
 if TYPE_CHECKING:
     from benchmark.data.core import Subset
@@ -43,8 +52,9 @@ class RealGuidanceConfig(MethodConfig):
                                  paper="DAF: 'a photo of a {name}' [§3.5]; DM: with [meta]")
     negative_prompt: str = param("", "unconditional prompt of classifier-free guidance", paper='"" [§1.2]')
     edits_per_image: int = param(5, "edits of every real image (M)", paper="DAF scripts: 10; P2 expansion: 5 [§3.5]")
-    source: str = param("each", "each real image M times, or a random real image of the class per edit",
-                        paper="DAF: each; DM real-aug: random_of_class [§3.5]", choices=EDIT_SOURCES)
+    source: str = param("each", "each real image M times; a random real image of the class per edit; or Diff-Mix's "
+                        "tasks (class drawn per task, random image of it)",
+                        paper="DAF: each; DM real-aug: dm_tasks [§3.5, §3.7]", choices=(*EDIT_SOURCES, "dm_tasks"))
     strength: float = param(0.5, "img2img strength (§1.3)", paper="DAF 0.5; DM --aug_strength 0.5 [§3.5]")
     strengths: tuple[float, ...] = param((), "when given, strength drawn per image from these",
                                          paper="DM 'uniform': (0.3, 0.5, 0.7, 0.9) [§3.5]")
@@ -70,8 +80,8 @@ class RealGuidance(OfflineMethod):
     presets: ClassVar[dict] = {
         "daf": {"scheduler": "pndm", "num_inference_steps": 50, "prompt_template": "a photo of a {name}",
                 "edits_per_image": 10},
-        "dm_real_aug": {"source": "random_of_class", "strength": 0.5},
-        "dm_real_aug_uniform": {"source": "random_of_class", "strengths": (0.3, 0.5, 0.7, 0.9)},
+        "dm_real_aug": {"source": "dm_tasks", "strength": 0.5},
+        "dm_real_aug_uniform": {"source": "dm_tasks", "strengths": (0.3, 0.5, 0.7, 0.9)},
     }
     # the tiny test profile samples 2 steps, where strength 0.25-0.3 would run none (§1.3)
     contract_test_params: ClassVar[dict] = {"num_inference_steps": 4}
@@ -87,9 +97,13 @@ class RealGuidance(OfflineMethod):
     def plan(self, subset: Subset, budget: int | None, seed: int, *,
              ctx: MethodContext | None = None) -> list[GenerationRequest]:
         cfg = self.config
-        requests = plan_edits(lambda i: self.request_seed(seed, i), subset, budget,
-                              edits_per_image=cfg.edits_per_image, source=cfg.source, strength=cfg.strength,
-                              strengths=cfg.strengths)
+        seeds = lambda i: self.request_seed(seed, i)  # noqa: E731
+        if cfg.source == "dm_tasks":
+            requests = plan_translations(seeds, subset, budget, expansion=cfg.edits_per_image, inter_class=False,
+                                         strength=cfg.strength, strengths=cfg.strengths)
+        else:
+            requests = plan_edits(seeds, subset, budget, edits_per_image=cfg.edits_per_image, source=cfg.source,
+                                  strength=cfg.strength, strengths=cfg.strengths)
         if ctx is not None and ctx.card is not None:
             return [_with_prompt(r, ctx.card.prompt(r.target_class, cfg.prompt_template)) for r in requests]
         return requests
