@@ -100,8 +100,13 @@ def artifact_key(spec: ArtifactSpec, subset, base_model: str) -> str:
 
 
 def build_artifacts(specs: list[ArtifactSpec], train_part, ctx: MethodContext, store: Store,
-                    allow_foreign: bool = False, allow_build: bool = True) -> dict[str, Artifact]:
+                    allow_foreign: bool = False, allow_build: bool = True, full_split=None) -> dict[str, Artifact]:
     """Build or reuse every spec on ``train_part`` (the cell's training part) and guard against leakage.
+
+    A spec with ``trained_on = "full_split"`` is built on ``full_split`` instead (the training part plus the
+    validation part carved from it, P1's full-data generator, METHODS_SPEC §5.5; ``None``: there is no
+    validation part, so the training part itself) and meets the same guard: refused, or with
+    ``allow_foreign`` flagged, when it saw validation images.
 
     With ``allow_build=False`` (``augbench run --no-build-artifacts``) an artifact missing from the store
     is an :class:`ArtifactError` naming its kind and the command that builds it.
@@ -116,7 +121,8 @@ def build_artifacts(specs: list[ArtifactSpec], train_part, ctx: MethodContext, s
     for spec in specs:
         spec = _with_requirements(spec, out)
         build_ctx = dataclasses.replace(ctx, artifacts={**ctx.artifacts, **out}) if out else ctx
-        artifact = _import(spec) if spec.path else _build(spec, train_part, build_ctx, store, allow_build)
+        images = full_split if spec.trained_on == "full_split" and full_split is not None else train_part
+        artifact = _import(spec) if spec.path else _build(spec, images, build_ctx, store, allow_build)
         out[spec.slot] = guard(artifact, train_part, allow_foreign)
     return out
 

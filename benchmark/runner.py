@@ -29,6 +29,7 @@ from benchmark.stages import (
     Subsets,
     TrainInputs,
     artifacts_stage,
+    full_split_of,
     generate_stage,
     metrics_stage,
     resolve_method,
@@ -116,7 +117,7 @@ def _synthetic_stages(env: CellEnv, cell: Cell, resolved, source, subsets: Subse
     if offline is None:
         return None, None, {}
     t = time.time()
-    artifacts = artifacts_stage(env, offline, source, subsets.train_part)
+    artifacts = artifacts_stage(env, offline, source, subsets.train_part, full_split_of(subsets))
     timings["artifacts"] = time.time() - t
     ref = generate_stage(env, offline, source, subsets.train_part, cell.seed, artifacts)
     timings["generate"] = ref.seconds

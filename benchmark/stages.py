@@ -129,8 +129,30 @@ def method_context(env: CellEnv, source, artifacts: dict | None = None):
                          cache_dir=env.store.root / "method-cache")
 
 
-def artifacts_stage(env: CellEnv, offline, source, train_part) -> dict:
-    """Build or reuse the artifacts ``offline`` declares, on the training part (leakage-guarded)."""
+def full_split_of(subsets: Subsets):
+    """The training part plus the validation part carved from it (the training part when there is none).
+
+    What a ``trained_on = "full_split"`` artifact learns from (P1's generator saw the images later held
+    out for validation, METHODS_SPEC §5.5): the protocol's subset when the validation part was carved
+    from it (few-shot, long-tail), else (``full_data``) a manifest of both parts.
+    """
+    from benchmark.data.core import Subset
+
+    train, val = subsets.train_part, subsets.val_part
+    if val is None:
+        return train
+    if set(subsets.subset.image_ids) == set(train.image_ids) | set(val.image_ids):
+        return subsets.subset
+    return Subset(train.dataset, train.split, train.protocol, {**dict(train.params), "part": "train+val"},
+                  tuple(train.samples) + tuple(val.samples))
+
+
+def artifacts_stage(env: CellEnv, offline, source, train_part, full_split=None) -> dict:
+    """Build or reuse the artifacts ``offline`` declares, on the training part (leakage-guarded).
+
+    ``full_split`` (:func:`full_split_of`) is what ``trained_on = "full_split"`` specs are built on; the guard
+    refuses them unless the suite sets ``allow_foreign_artifacts = true``.
+    """
     from benchmark.artifacts import build_artifacts
 
     ctx = method_context(env, source)
@@ -138,7 +160,7 @@ def artifacts_stage(env: CellEnv, offline, source, train_part) -> dict:
     if specs:
         env.on_stage("artifacts")
     return build_artifacts(specs, train_part, ctx, env.store, allow_foreign=env.suite.allow_foreign_artifacts,
-                           allow_build=env.opts.build_artifacts)
+                           allow_build=env.opts.build_artifacts, full_split=full_split)
 
 
 @dataclass(frozen=True)
@@ -313,5 +335,5 @@ def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
 
 
 __all__ = ["STAGE_VERSIONS", "CellEnv", "ResolvedMethod", "Subsets", "SyntheticRef", "TrainInputs",
-           "artifacts_stage", "draw_subset", "generate_stage", "metrics_stage", "resolve_method",
+           "artifacts_stage", "draw_subset", "full_split_of", "generate_stage", "metrics_stage", "resolve_method",
            "select_stage", "subset_stage", "train_stage"]
