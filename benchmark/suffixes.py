@@ -189,7 +189,7 @@ def _train_captions(train_part: Any, ctx: Any) -> list[str]:
     if all(isinstance(c, str) for c in captions):
         return captions
     source = getattr(ctx, "source", None)
-    if source is not None and hasattr(source, "captions"):
+    if callable(getattr(source, "captions", None)):
         return list(source.captions(train_part.image_ids))
     dataset = getattr(train_part, "dataset", "?")
     raise ConfigError(f"suffix source 'world' reads the captions of the training images, and dataset {dataset!r} has "
@@ -271,7 +271,7 @@ def parse_llm_suffixes(response: str, prefix: str, max_suffixes: int = 10) -> li
         rest = line[len(prefix):]
         if not line.lower().startswith(prefix.lower()) or (rest[:1].isalnum()):  # "a photo of a birdhouse" is not
             continue
-        suffix = rest.strip().rstrip(".,;").strip()
+        suffix = rest.strip().rstrip(".,;:\"'`* ").strip()
         if suffix and suffix not in out:
             out.append(suffix)
     if not out:
