@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -156,6 +156,14 @@ class TinySource(ImageSource):
     def samples(self, split: str) -> list[Sample]:
         self._check_split(split)
         return list(self._samples[split])
+
+    # scene clauses of the captions, as the embedded world's captions end (Diff-II's "world" suffixes)
+    SCENES = ("on a plain background", "in bright light", "seen from the side")
+
+    def captions(self, image_ids: Sequence[str]) -> list[str]:
+        """A world-style caption per image, ``a <class> <meta>, <scene>`` (scene from the image's index)."""
+        return [f"a {self.card.prompt_name(self._ids[i].label)} {self.card.meta}, "
+                f"{self.SCENES[int(i.rsplit('/', 1)[1]) % len(self.SCENES)]}" for i in image_ids]
 
     def load_image(self, image_id: str) -> Image.Image:
         from benchmark.seeding import derive_seed
