@@ -97,9 +97,10 @@ def replacement_mode(record: Mapping[str, Any]) -> str | None:
 
 
 def method_family(method_id: str) -> str:
-    """``sd_random+cutmix`` -> ``sd_random``, ``diff_mix.uniform_strength`` -> ``diff_mix``: the family of
-    the part that makes the synthetic set, which is the part a replacement mode belongs to."""
-    return method_id.split("+", 1)[0].split(".", 1)[0]
+    """``sd_random+cutmix`` -> ``sd_random``, ``diff_mix.uniform_strength`` -> ``diff_mix``,
+    ``diff_ii(split_ratio=0.1)`` -> ``diff_ii``: the family of the part that makes the synthetic set, which
+    is the part a replacement mode belongs to."""
+    return method_id.split("(", 1)[0].split("+", 1)[0].split(".", 1)[0]
 
 
 @dataclass

@@ -187,7 +187,7 @@ class CellRunner:
 def prepare_run(opts: RunOptions) -> tuple[Suite, list[Cell], Path]:
     """Load and validate the suite and check every dataset's data, before any cell runs."""
     from benchmark.registry import default_registry
-    from benchmark.suites import validate_suite
+    from benchmark.suites import parse_method_entry, validate_suite
 
     if opts.executor not in EXECUTORS:
         raise SuiteError(f"unknown executor {opts.executor!r}: expected one of {', '.join(EXECUTORS)}")
@@ -195,8 +195,8 @@ def prepare_run(opts: RunOptions) -> tuple[Suite, list[Cell], Path]:
     validate_suite(suite, default_registry(), opts.datasets_dir)
     cells = plan_cells(suite, opts)
     registry = default_registry()
-    for method_id in dict.fromkeys(c.method for c in cells):  # --methods may name ids the suite does not
-        registry.resolve(method_id)
+    for entry in dict.fromkeys(c.method for c in cells):  # --methods may name ids the suite does not
+        registry.resolve(parse_method_entry(entry)[0])
     check_data_present(suite, cells, opts)
     run_dir = Path(opts.run_dir) if opts.run_dir else default_run_dir(opts.suite, opts.profile)
     return suite, cells, run_dir

@@ -21,7 +21,7 @@ from typing import Any
 from benchmark.hashing import content_hash
 from benchmark.seeding import derive_seed
 from benchmark.store import Store
-from benchmark.suites import Cell, RunOptions, Suite, SuiteError
+from benchmark.suites import Cell, RunOptions, Suite, SuiteError, parse_method_entry
 
 STAGE_VERSIONS = {"generate": 2, "select": 1, "metrics": 2, "train": 1}
 
@@ -97,14 +97,16 @@ class ResolvedMethod:
 
 
 def resolve_method(cell: Cell, suite: Suite, registry) -> ResolvedMethod:
-    """Create the cell's method with the suite's parameters; a suite ``preset`` becomes part of the id."""
+    """Create the cell's method with the suite's parameters; a suite ``preset`` becomes part of the id, and
+    an entry's own parameters (``diff_ii(split_ratio=0.1)``) refine its offline part's."""
     from benchmark.contract import BatchMethod, OfflineMethod
     from benchmark.registry import Composition
 
+    method_id, row_params = parse_method_entry(cell.method)
     parts, overrides = [], {}
-    for part in cell.method.split("+"):
+    for i, part in enumerate(method_id.split("+")):
         family = part.split(".")[0]
-        params = suite.family_params(family)
+        params = {**suite.family_params(family), **(row_params if i == 0 else {})}
         preset = params.pop("preset", None)
         parts.append(f"{family}.{preset}" if preset and "." not in part else part)
         overrides[family] = params

@@ -3,7 +3,10 @@
 A *suite* (``benchmark/suites/<name>.toml``) declares datasets, protocol parameters, methods, seeds,
 the classifier recipe and how synthetic data joins training; ``[profiles.<name>]`` overlays it for a
 profile, and ``[profiles.<p>.methods_params.<family>]`` / ``[profiles.<p>.training.<family>]`` refine
-the suite's tables key by key. :func:`load_suite` parses the file into a frozen :class:`Suite` and
+the suite's tables key by key. A ``methods`` entry may carry its own parameters, ``diff_ii(split_ratio=0.1)``
+(TOML values, :func:`parse_method_entry`), so one family with several values gives several rows (a
+parameter sweep, METHODS_SPEC §9.6); they refine ``[methods_params.<family>]`` of the part that makes the
+synthetic set, and the entry as written is the row's name. :func:`load_suite` parses the file into a frozen :class:`Suite` and
 rejects unknown keys with a did-you-mean before any cell runs (a typo such as ``replacment_mode``
 used to be ignored silently); :func:`validate_suite` then checks what needs the registry and the
 dataset cards (method families and presets, datasets, recipes).
@@ -38,6 +41,30 @@ def did_you_mean(name: str, known: Sequence[str]) -> str:
     """`` (did you mean 'x'?)`` when ``name`` is close to one of ``known``, else ``""``."""
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_method_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"diff_ii(split_ratio=0.1)"`` -> ``("diff_ii", {"split_ratio": 0.1})``; a plain id has no parameters.
+
+    The parentheses hold the body of a TOML inline table (``key = value`` pairs, commas between), so values
+    are TOML: ``0.1``, ``"slerp"``, ``true``. The parameters apply to the first part of a composition
+    (the offline method): ``diff_ii(split_ratio=1.0)+cutmix``.
+    """
+    text = str(entry).strip()
+    if "(" not in text and ")" not in text:
+        return text, {}
+    head, sep, rest = text.partition("(")
+    body, close, tail = rest.rpartition(")")
+    example = "e.g. diff_ii(split_ratio=0.1) or diff_ii.cl_only(interpolation=\"slerp\")"
+    if not head.strip() or not close or (tail and not tail.startswith("+")) or "+" in head:
+        raise SuiteError(f"method entry {entry!r}: expected id(key=value, ...) with TOML values after the "
+                         f"offline method's id, {example}")
+    try:
+        params = tomllib.loads(f"p = {{{body}}}")["p"] if body.strip() else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"method entry {entry!r}: the parameters are not key = value pairs with TOML values "
+                         f"({exc}); {example}") from exc
+    return head.strip() + tail, params
 
 
 @dataclass(frozen=True)
@@ -138,6 +165,13 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
     if values.get("protocol") is not None and values["protocol"] not in PROTOCOLS:
         problems.append(f"unknown protocol {values['protocol']!r}{did_you_mean(values['protocol'], PROTOCOLS)}; "
                         f"expected one of {', '.join(PROTOCOLS)}")
+    for entry in values.get("methods", []):
+        try:
+            parse_method_entry(entry)
+        except SuiteError as exc:
+            problems.append(str(exc))
+    if len(set(values.get("methods", []))) != len(values.get("methods", [])):
+        problems.append("[suite] methods lists an entry twice (each entry is one table row)")
     if problems:
         raise SuiteError(f"{path} (profile {profile}): " + "; ".join(problems))
     values.setdefault("name", path.stem)
@@ -189,13 +223,22 @@ def validate_suite(suite: Suite, registry, datasets_dir=None) -> None:
 
     problems: list[str] = []
     families: set[str] = set()
-    for method_id in suite.methods:
+    for entry in suite.methods:
         try:
+            method_id, row_params = parse_method_entry(entry)
             resolved = registry.resolve(method_id)
-        except RegistryError as exc:
+        except (RegistryError, SuiteError) as exc:
             problems.append(str(exc))
             continue
         families.update(family for family, _, _ in resolved)
+        if row_params:  # the row's parameters on top of [methods_params.<family>] of its offline part
+            family, preset, cls = resolved[0]
+            params = suite.family_params(family)
+            suite_preset = params.pop("preset", None)
+            try:
+                cls.build_config(preset or suite_preset, {**params, **row_params})
+            except ConfigError as exc:
+                problems.append(f"method entry {entry!r}: {exc}")
     for family, params in suite.methods_params.items():
         if family not in registry:
             problems.append(f"[methods_params.{family}]: unknown method family{did_you_mean(family, registry.names())}")
@@ -307,4 +350,4 @@ def default_run_dir(suite: str, profile: str) -> Path:
 
 
 __all__ = ["EXECUTORS", "PROTOCOLS", "Cell", "RunOptions", "Suite", "SuiteError", "default_run_dir",
-           "did_you_mean", "list_suites", "load_suite", "plan_cells", "validate_suite"]
+           "did_you_mean", "list_suites", "load_suite", "parse_method_entry", "plan_cells", "validate_suite"]
