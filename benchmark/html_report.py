@@ -240,10 +240,11 @@ def _pyplot():
 
 
 def to_html(table, records: list[dict[str, Any]], run_dir: Path, title: str, tables: Sequence[tuple[Any, str]],
-            grid_classes: int = 8, grid_per_class: int = 6) -> str:
+            grid_classes: int = 8, grid_per_class: int = 6, figures: Sequence[tuple[Image.Image, str]] = ()) -> str:
     """The whole page. ``table`` is the ``benchmark.reports.ReportTable`` (for the plots); ``tables`` are
     the (DataFrame, caption) pairs of ``benchmark.reports.report_tables``: ours, the class-group table,
-    the published ones, exactly as the text reports render them."""
+    the published ones, exactly as the text reports render them; ``figures`` are more (image, caption)
+    plots shown first (a sweep's CLIP score and LPIPS, ``benchmark.plots``)."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"]
@@ -251,6 +252,8 @@ def to_html(table, records: list[dict[str, Any]], run_dir: Path, title: str, tab
     parts += [_html_table(frame, cap) for frame, cap in tables]
     plt = _pyplot()
     parts.append("<h2>Plots</h2>")
+    parts += [f"<figure><img alt='{esc(cap)}' src='{_png_data_uri(image)}'><figcaption>{esc(cap)}</figcaption>"
+              "</figure>" for image, cap in figures]
     if plt is None:
         parts.append("<p>Plots need matplotlib: <code>pip install 'augbench[report]'</code> "
                      "(the nox sessions install it).</p>")

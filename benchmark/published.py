@@ -3,7 +3,7 @@
 Each table of METHODS_SPEC §9 ("Results tables of both papers") is one TOML file in the checkout's
 ``reports/published/`` folder (data only, never Python; DESIGN.md "Layout"), which an installed
 wheel carries inside the package (``benchmark.shipped_data``): P1 Tab.1 (§9.1), P2 Tab.1 ResNet-50 and
-ViT-B/16 (§9.2), P2 Tab.2 (§9.3) and P2 Tab.3 (§9.4). The numbers are exactly as printed.
+ViT-B/16 (§9.2), P2 Tab.2 (§9.3), P2 Tab.3 (§9.4) and P2 Tab.4 (§9.5). The numbers are exactly as printed.
 
 A file names its columns the way our report tables do, ``(dataset id, setting)`` with the setting
 built from the cell's protocol parameters (``shots=5``, ``imbalance_factor=100``, ``full``) and
@@ -11,7 +11,8 @@ Waterbirds groups as ``("groups", "L,L")`` (``benchmark.reports``), so a publish
 measured cell with the same key are the same experiment. Rows give the method as printed and, where
 there is one, our registry id (``method_id``). ``[[averages]]`` declares the printed ``Avg`` columns
 (which cells each one averages); a row stores its printed ``avg`` and the bracketed ``delta`` where
-printed (P2 Tab.2 prints only the difference for every row but CE, §9.3).
+printed (P2 Tab.2 prints only the difference for every row but CE, §9.3). A row may also carry the printed
+LPIPS diversity of its synthetic set (``lpips``, in %, P2 Tab.4), which reports show in an ``LPIPS`` column.
 
 Example:
     >>> table = load_published("p2_tab3")
@@ -57,6 +58,7 @@ class PublishedRow:
         cells: ``{(dataset, setting): (mean, std or None)}`` in the table's column order.
         avg: the printed ``Avg`` per ``PublishedTable.averages`` entry (``None`` where not printed).
         delta: the printed difference to the baseline row per average (``None`` where not printed).
+        lpips: the printed LPIPS diversity of the row's synthetic set in % (P2 Tab.4), ``None`` where not printed.
     """
 
     method: str
@@ -64,6 +66,7 @@ class PublishedRow:
     cells: dict[Column, tuple[float, float | None]]
     avg: tuple[float | None, ...]
     delta: tuple[float | None, ...]
+    lpips: float | None = None
 
 
 @dataclass(frozen=True)
@@ -167,5 +170,8 @@ def _row(raw: dict[str, Any], columns: tuple[Column, ...], n_averages: int, path
         if len(values) != n_averages:
             raise PublishedError(f"{path}: row {method!r}: {key!r} needs one value per average ({n_averages})")
         printed[key] = tuple(values)
+    lpips = raw.get("lpips")
+    if lpips is not None and (isinstance(lpips, bool) or not isinstance(lpips, (int, float)) or not 0 <= lpips <= 100):
+        raise PublishedError(f"{path}: row {method!r}: 'lpips' must be the printed LPIPS in % (a number in [0, 100])")
     return PublishedRow(method=method, method_id=raw.get("method_id"), cells=dict(zip(columns, zip(mean, std))),
-                        avg=printed["avg"], delta=printed["delta"])
+                        avg=printed["avg"], delta=printed["delta"], lpips=None if lpips is None else float(lpips))

@@ -13,7 +13,15 @@ Tab.2, §9.3) order the imbalance factors 100, 20, 10 and add a many / medium / 
 tables (P2 Tab.3, §9.4) have the four group columns, the worst group and the pooled accuracy. The
 caption states the selection rule, the seeds, the metric definitions, how each method family's
 synthetic images joined training (METHODS_SPEC §4) and which methods used foreign artifacts, so a
-table can never be read without them.
+table can never be read without them. Methods whose Diff-II suffixes came from the embedded world's
+ground-truth captions (suffix source ``world``, an oracle captioner; METHODS_SPEC §3.10.4) are marked
+``‡`` and named in the caption, as foreign artifacts are.
+
+Ablation tables (``table = "ablation"``, P2 Tab.4, §9.5) have one row per preset, LPIPS diversity first,
+then accuracy per column, CLIP score and fidelity, and no ``Avg`` (the rows are components, not
+competitors). Sweep tables (``table = "sweep"``, P2 Fig.7, §9.6) have the same layout, rows being one
+family with several values of a parameter (``diff_ii(split_ratio=0.1)``, ...); their reports add a plot
+of CLIP score and LPIPS against that parameter (``benchmark.plots``).
 
 A suite may name published tables (``published = ["p2_tab1_resnet50"]``, usually in its
 ``[profiles.sd15]`` table); each is then rendered after ours, restricted to the columns our table has
@@ -53,11 +61,15 @@ EXTRA_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
 #: Long-tail class groups (METHODS_SPEC §5.4) in the order they are printed.
 CLASS_GROUPS = ("many", "medium", "few")
 
-TABLE_KINDS = ("few_shot", "long_tail", "full_data", "waterbirds")
+TABLE_KINDS = ("few_shot", "long_tail", "full_data", "waterbirds", "ablation", "sweep")
+#: Table kinds laid out as P2 Tab.4: LPIPS first, then accuracy, no Avg column.
+COMPONENT_KINDS = ("ablation", "sweep")
 
 #: Marks a method whose cells used artifacts trained on images outside their training part (DESIGN.md,
 #: "Leakage guard"); the caption explains it.
 FOREIGN_MARK = "†"
+#: Marks a method whose suffixes came from the world's ground-truth captions (an oracle captioner).
+ORACLE_MARK = "‡"
 
 
 def load_records(run_dir: Path, profile: str | None = None) -> list[dict[str, Any]]:
@@ -124,6 +136,8 @@ class ReportTable:
         replacement_modes: method family -> the replacement modes its cells used (METHODS_SPEC §4).
         foreign_artifacts: method -> labels of the columns whose cells used foreign artifacts.
         artifacts: method -> the artifact kinds its cells used (concept learning, inversion pools).
+        oracle_captioner: methods whose suffix artifacts came from ground-truth captions (``oracle_captioner``
+            in the artifact recipe, suffix source ``world``; METHODS_SPEC §3.10.4).
     """
 
     kind: str
@@ -140,6 +154,7 @@ class ReportTable:
     replacement_modes: dict[str, list[str]]
     foreign_artifacts: dict[str, list[str]]
     artifacts: dict[str, list[str]] = field(default_factory=dict)
+    oracle_captioner: list[str] = field(default_factory=list)
 
     def cell(self, method: str, column: Column) -> tuple[float, float | None, int]:
         """``(mean, std or None, number of seeds)`` of one cell; ``(nan, None, 0)`` when it has no value."""
@@ -151,14 +166,21 @@ class ReportTable:
 
     def frame(self) -> pd.DataFrame:
         """The table as printed: one row per method, cells as text in the paper's layout."""
-        data: dict[str, list[str]] = {"Method": [
-            f"{m} {FOREIGN_MARK}" if m in self.foreign_artifacts else m for m in self.methods]}
+        marks = {m: (f" {FOREIGN_MARK}" if m in self.foreign_artifacts else "")
+                 + (f" {ORACLE_MARK}" if m in self.oracle_captioner else "") for m in self.methods}
+        data: dict[str, list[str]] = {"Method": [m + marks[m] for m in self.methods]}
+        components = self.kind in COMPONENT_KINDS
+        if components:  # P2 Tab.4: LPIPS, then accuracy
+            data["LPIPS"] = [_fmt_opt(self.summary.loc[m, "lpips"]) for m in self.methods]
         for column, label in zip(self.columns, self.labels):
             data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
-        data["Avg [Δ]"] = [_fmt_avg(m, self.summary.loc[m, "avg"], self.summary.loc[m, "delta"]) for m in self.methods]
+        if not components:
+            data["Avg [Δ]"] = [_fmt_avg(m, self.summary.loc[m, "avg"], self.summary.loc[m, "delta"])
+                               for m in self.methods]
         for column, label in self.extra_columns:
             data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
-        data["LPIPS"] = [_fmt_opt(self.summary.loc[m, "lpips"]) for m in self.methods]
+        if not components:
+            data["LPIPS"] = [_fmt_opt(self.summary.loc[m, "lpips"]) for m in self.methods]
         data["CLIP"] = [_fmt_opt(self.summary.loc[m, "clip_score"]) for m in self.methods]
         if self.summary["oracle_fidelity"].notna().any():  # profiles with an oracle (embedded)
             data["Fid."] = [_fmt_opt(self.summary.loc[m, "oracle_fidelity"]) for m in self.methods]
@@ -186,7 +208,7 @@ def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence
     ``full_data`` (columns = dataset × setting) or ``waterbirds`` (columns = the four groups; records
     without group metrics are skipped)."""
     if kind not in TABLE_KINDS:
-        raise ValueError(f"unknown table {kind!r}; expected few_shot, long_tail, full_data or waterbirds")
+        raise ValueError(f"unknown table {kind!r}; expected one of {', '.join(TABLE_KINDS)}")
     if kind == "waterbirds":
         records = [r for r in records if (r.get("metrics") or {}).get("groups")]
     methods = list(dict.fromkeys(r["cell"]["method"] for r in records))
@@ -227,7 +249,14 @@ def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence
                        cells=cells, summary=summary, class_groups=_class_groups(records), seeds=seeds,
                        selection=selection, lpips_names=lpips_names,
                        replacement_modes={f: m for f, m in modes.items() if m}, foreign_artifacts=foreign,
-                       artifacts=_artifact_kinds(records))
+                       artifacts=_artifact_kinds(records), oracle_captioner=_oracle_captioned(records, methods))
+
+
+def _oracle_captioned(records: list[dict[str, Any]], methods: Sequence[str]) -> list[str]:
+    """Methods (in row order) whose cells used suffixes from ground-truth captions (METHODS_SPEC §3.10.4)."""
+    flagged = {r["cell"]["method"] for r in records
+               if any((a.get("recipe") or {}).get("oracle_captioner") for a in r.get("artifacts") or [])}
+    return [m for m in methods if m in flagged]
 
 
 def _artifact_kinds(records: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -329,6 +358,14 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
         used = "; ".join(f"{method}: {', '.join(kinds)}" for method, kinds in table.artifacts.items())
         text += (f" Artifacts, built on each cell's training part and shared across methods (record: key, "
                  f"manifest, files) — {used}.")
+    if table.kind in COMPONENT_KINDS:
+        text += (" Rows are presets or parameter values of one method: request seeds derive from (run seed, family, "
+                 "index), so every row starts from the same noise and draws (paired comparison; DESIGN.md).")
+    if table.oracle_captioner:
+        text += (f" {ORACLE_MARK} ORACLE CAPTIONER: the prompt suffixes of {', '.join(table.oracle_captioner)} are the "
+                 f"scene phrases of the embedded world's ground-truth captions of the training images (suffix source "
+                 f"`world`), a captioner that never errs, where the paper captions with BLIP and summarises with "
+                 f"GPT-4 (METHODS_SPEC §3.10.4).")
     if table.foreign_artifacts:
         which = "; ".join(f"{method} ({', '.join(cols)})" for method, cols in table.foreign_artifacts.items())
         text += (f" {FOREIGN_MARK} FOREIGN ARTIFACTS: these cells used concept/inversion artifacts trained on images "
@@ -380,6 +417,8 @@ def published_table(table: ReportTable, pub: PublishedTable) -> RenderedTable:
     labels = dict(zip(table.columns, table.labels))
     data: dict[str, list[str]] = {"Method (paper)": [r.method for r in pub.rows],
                                   "id": [r.method_id or "—" for r in pub.rows]}
+    if any(r.lpips is not None for r in pub.rows):  # P2 Tab.4 prints the synthetic set's LPIPS (%) first
+        data["LPIPS"] = [_fmt_opt(r.lpips) for r in pub.rows]
     for col in cols:
         data[labels[col]] = [_fmt(*r.cells[col]) for r in pub.rows]
     for i in averages:
@@ -417,7 +456,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 #: Unicode in cells and captions and its LaTeX form (applied after LaTeX escaping).
 _TEX_SYMBOLS = (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("·", r"$\cdot$"), ("≥", r"$\geq$"), ("—", "--"),
-                ("×", r"$\times$"), (FOREIGN_MARK, r"$\dagger$"))
+                ("×", r"$\times$"), (FOREIGN_MARK, r"$\dagger$"), (ORACLE_MARK, r"$\ddagger$"))
 
 
 def _tex_symbols(text: str) -> str:
@@ -468,8 +507,8 @@ def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> p
             for col in cols:
                 i = covering.get(col)
                 avg, delta = (None, None) if i is None else (row.avg[i], row.delta[i])
-                rows.append((row.method_id or row.method, *col, *row.cells[col], pub.trials, avg, delta, None, None,
-                             None, pub.id))
+                rows.append((row.method_id or row.method, *col, *row.cells[col], pub.trials, avg, delta, row.lpips,
+                             None, None, pub.id))
     frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "source"])
     frame = frame.astype({c: float for c in CSV_COLUMNS[3:] if c != "n_seeds"} | {"n_seeds": "Int64"})
     return frame if published else frame.drop(columns="source")
@@ -478,6 +517,22 @@ def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> p
 def to_csv(table: ReportTable, published: Sequence[PublishedTable] = ()) -> str:
     """``csv_frame`` as CSV text: four decimals, empty fields where there is no value."""
     return csv_frame(table, published).to_csv(index=False, float_format="%.4f", lineterminator="\n")
+
+
+def sweep_figures(table: ReportTable, records: list[dict[str, Any]], png: Path) -> list[tuple[Any, str]]:
+    """A sweep table's plot of CLIP score and LPIPS against the swept parameter (P2 Fig.7, METHODS_SPEC §9.6),
+    also written to ``png``; empty for other tables, without matplotlib or without synthetic-set metrics."""
+    from benchmark.plots import sweep_figure, sweep_points, swept_parameter
+
+    parameter = swept_parameter(table.methods) if table.kind == "sweep" else None
+    points = sweep_points(table, records, parameter) if parameter else []
+    image = sweep_figure(points, parameter, f"mean over seeds {table.seeds}") if points else None
+    if image is None:
+        return []
+    image.save(png)
+    cap = (f"CLIP score (left) and LPIPS diversity ×100 (right) of the synthetic set against {parameter} "
+           f"(P2 Fig.7, METHODS_SPEC §9.6; paper: CLIP decreases slowly, LPIPS increases with s); also {png.name}.")
+    return [(image, cap)]
 
 
 def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=REPORT_FORMATS,
@@ -497,11 +552,12 @@ def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=R
     published = [load_published(t) for t in ([ids] if isinstance(ids, str) else ids)]
     out_dir = run_dir / "reports"
     out_dir.mkdir(parents=True, exist_ok=True)
+    figures = sweep_figures(table, records, out_dir / f"{Path(suite).stem}_sweep.png")
     writers = {"md": lambda: to_markdown(table, cap, published), "tex": lambda: to_latex(table, cap, published),
                "csv": lambda: to_csv(table, published),
                "html": lambda: to_html(table, records, run_dir, title=f"augbench — {spec['name']} ({profile_name})",
-                                       tables=report_tables(table, cap, published))}
-    paths = []
+                                       tables=report_tables(table, cap, published), figures=figures)}
+    paths = [path for path in [out_dir / f"{Path(suite).stem}_sweep.png"] if figures and path.is_file()]
     for fmt in formats:
         fmt = fmt.strip()
         if fmt not in writers:

@@ -14,11 +14,12 @@ from benchmark.registry import default_registry
 from benchmark.reports import build_table, render_suite_report, to_csv, to_latex, to_markdown
 
 TABLES = {"p1_tab1": "full_data", "p2_tab1_resnet50": "few_shot", "p2_tab1_vitb16": "few_shot",
-          "p2_tab2": "long_tail", "p2_tab3": "waterbirds"}
+          "p2_tab2": "long_tail", "p2_tab3": "waterbirds", "p2_tab4": "few_shot"}
 #: Registry ids of the built-in methods; the other ids name methods still to be implemented.
 REGISTERED = {"original", "cutmix", "mixup", "sd_random", "sd_random+cutmix", "sd_random+mixup"}
 PLANNED = {"real_filter", "real_guidance", "real_mix", "da_fusion", "diff_aug", "diff_mix", "real_gen",
-           "noisecutmix", "diff_ii", "cmo", "cmo_drw"}
+           "noisecutmix", "diff_ii", "cmo", "cmo_drw", "diff_ii.vanilla_t2i", "diff_ii.cl_only", "diff_ii.cl_li",
+           "diff_ii.cl_li_td", "diff_ii.cl_si", "diff_ii.cl_si_se", "diff_ii.cl_td"}
 #: The one printed Avg that does not match its entries (METHODS_SPEC §9.2): (table, method id, average).
 FLAGGED_AVG = {("p2_tab1_resnet50", "real_filter", "Avg-10")}
 #: The one printed [Δ] that is not Avg - Original's Avg (P2 Tab.1 as printed; not in METHODS_SPEC §9.2).
@@ -59,6 +60,8 @@ def test_printed_averages_match_their_cells_except_the_flagged_ones():
     checked = 0
     for table_id in TABLES:
         table = load_published(table_id)
+        if not table.averages:  # P2 Tab.4 prints no Avg
+            continue
         base = table.row("original")
         for row in table.rows:
             for i, average in enumerate(table.averages):
