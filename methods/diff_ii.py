@@ -246,8 +246,8 @@ class DiffIIConfig(MethodConfig):
     interpolation: str = param(
         "circle", "initial latent: circle (P2 Eq.5), li (linear), si (Eq.6), se (Eq.7), none (Gaussian noise)",
         paper="circle [§3.10.2]; li/si/se/none: P2 Tab.4 ablation")
-    concepts: str | None = param("lora_ti", "concept artifact (None: vanilla model with class names)",
-                                 paper="LoRA + tokens [§3.10.0]", choices=("lora_ti", None))
+    concepts: str = param("lora_ti", "concept artifact; 'none': the vanilla model with class names (P2 Tab.4 row 1)",
+                          paper="LoRA + tokens [§3.10.0]", choices=("lora_ti", "none"))
     suffix_source: str = param(
         "auto", "where the suffixes come from: world, file, captioner; auto: file when suffix_file is set, else world "
         "(embedded) / captioner (other profiles)", paper="BLIP captions summarised by GPT-4 [§3.10.4]")
@@ -298,7 +298,7 @@ class DiffII(OfflineMethod):
     family: ClassVar[str] = "diff_ii"
     Config: ClassVar[type[MethodConfig]] = DiffIIConfig
     presets: ClassVar[dict] = {
-        "vanilla_t2i": {"concepts": None, "interpolation": "none", "two_stage": False},
+        "vanilla_t2i": {"concepts": "none", "interpolation": "none", "two_stage": False},
         "cl_only": {"interpolation": "none", "two_stage": False},
         "cl_li": {"interpolation": "li", "two_stage": False},
         "cl_li_td": {"interpolation": "li"},
@@ -337,25 +337,30 @@ class DiffII(OfflineMethod):
 
         return default_suffix_source(ctx.profile)
 
+    @property
+    def concepts(self) -> str | None:
+        """The concept artifact's slot, ``None`` for the vanilla model."""
+        return None if self.config.concepts == "none" else self.config.concepts
+
     def split_ratio(self, subset: Subset) -> float:
         """The effective split ratio: 0 without two-stage denoising, else ``split_ratio`` resolved for ``subset``."""
         return resolve_split_ratio(self.config.split_ratio, subset) if self.config.two_stage else 0.0
 
     def artifacts(self, subset: Subset, ctx: MethodContext) -> list[ArtifactSpec]:
         """``lora_ti`` (unless vanilla), then the inversion pool (when interpolating), then the suffixes (with TD)."""
-        cfg = self.config
+        cfg, concepts = self.config, self.concepts
         specs = []
         concept_recipe = None
-        if cfg.concepts:
+        if concepts:
             from benchmark.concepts import concept_recipe as recipe_of
 
             steps = {"steps": cfg.concept_steps} if cfg.concept_steps else {}
-            concept_recipe = recipe_of(cfg.concepts, ctx.profile, **steps)
-            specs.append(ArtifactSpec(cfg.concepts, concept_recipe))
+            concept_recipe = recipe_of(concepts, ctx.profile, **steps)
+            specs.append(ArtifactSpec(concepts, concept_recipe))
         if cfg.interpolation != "none":
             from benchmark.inversion import inversion_spec
 
-            specs.append(inversion_spec(ctx.profile, cfg.concepts, concept_recipe, steps=cfg.inversion_steps))
+            specs.append(inversion_spec(ctx.profile, concepts, concept_recipe, steps=cfg.inversion_steps))
         if self.split_ratio(subset) > 0:
             from benchmark.suffixes import suffix_spec
 
@@ -410,10 +415,10 @@ class DiffII(OfflineMethod):
 
         cfg, card = self.config, ctx.require_card()
         settings = self.sampler_settings(ctx)
-        if cfg.concepts:
+        if self.concepts:
             from benchmark.concepts import concept_prompt
 
-            warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts[cfg.concepts])
+            warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts[self.concepts])
 
             def plain(label: int) -> str:
                 return concept_prompt(warm, card, label, CONCEPT_PROMPT)
