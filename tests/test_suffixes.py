@@ -279,3 +279,28 @@ def test_prompt_lists_captions_and_three_examples_and_sampling_is_seeded():
     assert len(first) == 200 == len(set(first)) and first == sample_captions(captions, 200, seed=0)
     assert first != sample_captions(captions, 200, seed=1)
     assert sample_captions(captions[:5], 200, seed=0) == captions[:5]
+
+
+def test_a_local_causal_lm_summarises_from_a_folder(tmp_path, monkeypatch):
+    """``llm = "transformers"``: AutoTokenizer + AutoModelForCausalLM from ``llm_model`` (a tiny random GPT-2
+    with the CLIP BPE tokenizer here), greedy, only the continuation returned."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from benchmark.suffixes import _summarise_transformers
+    from benchmark.tokenizer import build_clip_tokenizer
+
+    block_network(monkeypatch)
+    folder = tmp_path / "lm"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        GPT2LMHeadModel(GPT2Config(vocab_size=49408, n_embd=16, n_layer=1, n_head=2, n_positions=2048)).save_pretrained(
+            folder)
+    build_clip_tokenizer().save_pretrained(folder)
+    spec = suffix_spec("captioner", llm="transformers", llm_model=str(folder), max_new_tokens=4)
+    messages = summary_messages(["a bird on a branch"], "a photo of a bird")
+    answer = _summarise_transformers(messages, spec.recipe)
+    assert isinstance(answer, str) and "Summarise" not in answer  # the continuation, not the prompt
+    assert answer == _summarise_transformers(messages, spec.recipe)  # greedy: reproducible
+    with pytest.raises(ConfigError, match="needs llm_model"):
+        suffix_spec("captioner", llm="transformers")
