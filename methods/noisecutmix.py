@@ -91,9 +91,9 @@ class NoiseCutMixConfig(MethodConfig):
         paper="NCM code: 'a phot of a <class_i> [meta]' (preset code_prompt); P1: 'a photo of {name}' "
               "(preset paper) [§1.7, §3.9 DISAGREE]")
     negative_prompt: str = param("", "unconditional prompt of classifier-free guidance", paper='"" [§1.2]')
-    concepts: str | None = param("lora_ti", "concept artifact whose tokens the prompts use (None: vanilla model)",
-                                 paper="DM full-data LoRA rank 10 + tokens [§1.4, P1 footnote 2]",
-                                 choices=(None, "lora_ti"))
+    concepts: str = param("lora_ti", "concept artifact whose tokens the prompts use ('none': the vanilla model; "
+                          "a string, since None means 'default' in configs)",
+                          paper="DM full-data LoRA rank 10 + tokens [§1.4, P1 footnote 2]", choices=("lora_ti", "none"))
     concept_steps: int | None = param(None, "training steps of the concept artifact (None: the profile's recipe)")
     concept_training_images: str = param(
         "train_part", "images the concept artifact learns from: the cell's training part, or training + validation "
@@ -114,6 +114,10 @@ class NoiseCutMixConfig(MethodConfig):
     scheduler: str = param("dpmsolver++", "diffusers scheduler built from the pipeline's config",
                            paper="DPM-Solver++ [§3.9]", choices=("dpmsolver++", "ddim", "pndm"))
 
+    @property
+    def uses_concepts(self) -> bool:
+        return self.concepts != "none"
+
     def validate(self) -> None:
         super().validate()
         if not float(self.alpha) > 0:
@@ -126,9 +130,9 @@ class NoiseCutMixConfig(MethodConfig):
         except (KeyError, IndexError) as exc:
             raise ConfigError(f"prompt_template {self.prompt_template!r} may only use {{name}}, {{meta}} and "
                               "(with concepts) {token}") from exc
-        if "{token}" in self.prompt_template and not self.concepts:
+        if "{token}" in self.prompt_template and not self.uses_concepts:
             raise ConfigError("prompt_template uses {token}, which needs concepts = 'lora_ti' (or use {name})")
-        if self.concept_training_images == "full_split" and not self.concepts:
+        if self.concept_training_images == "full_split" and not self.uses_concepts:
             raise ConfigError("concept_training_images = 'full_split' needs concepts = 'lora_ti' (it says what the "
                               "concept artifact is trained on)")
 
@@ -232,7 +236,7 @@ class NoiseCutMix(OfflineMethod):
         # P1's wording [P1 §4.3 L113] on the fine-tuned model, label from the sampled λ [P1 §3.2 Eq.2]
         "paper": {"prompt_template": "a photo of {name}", "label_weight": "sampled"},
         # the vanilla model with class names (harness variant; NCM's vanilla path is broken, §3.9 BUG)
-        "vanilla": {"concepts": None, "prompt_template": "a photo of a {name} {meta}"},
+        "vanilla": {"concepts": "none", "prompt_template": "a photo of a {name} {meta}"},
         # P1's generator: concepts learned on the whole training split, validation images included (§5.5)
         "p1_full_split": {"concept_training_images": "full_split"},
     }
@@ -251,7 +255,7 @@ class NoiseCutMix(OfflineMethod):
     def artifacts(self, subset: Subset, ctx: MethodContext) -> list[ArtifactSpec]:
         """The ``lora_ti`` artifact (none for ``vanilla``); ``full_split`` trains it on training + validation."""
         cfg = self.config
-        if not cfg.concepts:
+        if not cfg.uses_concepts:
             return []
         from benchmark.concepts import concept_recipe
 
@@ -289,8 +293,8 @@ class NoiseCutMix(OfflineMethod):
             cx, cy = int(rng.integers(size)), int(rng.integers(size))
             box = cutmix_box(lam, cx, cy, size, size)
             area = (box[2] - box[0]) * (box[3] - box[1]) / (size * size)
-            params: dict[str, Any] = {"class_a": class_a, "class_b": class_b, "lam_sampled": lam, "box": list(box),
-                                      "area_pixel": area, "image_size": size}
+            params: dict[str, Any] = {"class_a": class_a, "class_b": class_b, "lam_sampled": lam, "centre": [cx, cy],
+                                      "box": list(box), "area_pixel": area, "image_size": size}
             if factor is not None:
                 params["area_latent"] = float(latent_mask(box, size, size, factor, cfg.latent_mask).mean())
             if cfg.label_weight == "sampled":
@@ -330,7 +334,7 @@ class NoiseCutMix(OfflineMethod):
         if wrong:
             raise ValueError(f"requests {wrong[:5]} were planned at {requests[0].params['image_size']} px but the "
                              f"sampler runs at {size} px; plan and generate with the same image_size")
-        if cfg.concepts:
+        if cfg.uses_concepts:
             from benchmark.concepts import concept_prompt
 
             warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts[cfg.concepts])
