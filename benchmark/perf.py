@@ -8,6 +8,7 @@ Usage::
 
     python -m benchmark.perf                 # all sections
     python -m benchmark.perf --section lpips --lpips-n 32 --lpips-size 64
+    python -m benchmark.perf --section noisecutmix_step --ncm-batch 8 --threads 1
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SECTIONS", "generation_batched_vs_single", "lpips_gram_vs_naive", "main"]
+__all__ = ["SECTIONS", "generation_batched_vs_single", "lpips_gram_vs_naive", "main", "noisecutmix_step_vs_cfg_step"]
 
 
 def _best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -127,9 +128,90 @@ def generation_batched_vs_single(n: int = 16, steps: int = 10, batch: int = 16, 
     }
 
 
+def _perf_pipeline(device: str):
+    """The embedded world's pipeline when it is committed (64 px), else the tiny one from configs (32 px)."""
+    from diffusers import StableDiffusionPipeline
+
+    from benchmark.profiles import WORLD_WEIGHTS
+
+    if (WORLD_WEIGHTS / "sd" / "model_index.json").exists():
+        path, size, source = WORLD_WEIGHTS / "sd", 64, "embedded world"
+    else:
+        from benchmark.testing import cached_tiny_sd_pipeline
+
+        path, size, source = cached_tiny_sd_pipeline(), 32, "tiny random pipeline"
+    pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32,
+                                                   safety_checker=None, requires_safety_checker=False)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, size, source
+
+
+def noisecutmix_step_vs_cfg_step(batch: int = 8, repeats: int = 10, device: str = "cpu") -> dict[str, Any]:
+    """One NoiseCutMix denoising step against one plain CFG step on the same batch and pipeline.
+
+    NoiseCutMix (METHODS_SPEC §3.9) evaluates ``[uncond, prompt_A, prompt_B]`` in one UNet call and mixes
+    ``M eps_A + (1 - M) eps_B`` before guidance; plain CFG (SD-random, §1.2) evaluates ``[uncond, prompt]``.
+    Both run one DPM-Solver++ step through ``benchmark.diffusion.denoise`` from the same latents, so the
+    ratio is the cost of the third branch plus the mixing (1.5 if the UNet scaled linearly; target <= 1.6).
+    Best of ``repeats`` after one warm-up call each; the two are interleaved so load drifts hit both.
+    """
+    from benchmark.diffusion import PromptEmbeddingCache, denoise, make_scheduler
+    from benchmark.seeding import make_generator
+
+    pipe, size, source = _perf_pipeline(device)
+    pipe.scheduler = make_scheduler("dpmsolver++", pipe.scheduler.config)
+    cache = PromptEmbeddingCache(pipe)
+    emb_a = cache.get([f"a photo of a bird number {i % 4}" for i in range(batch)])
+    emb_b = cache.get([f"a photo of a bird number {(i + 1) % 4}" for i in range(batch)])
+    negative = cache.get([""] * batch)
+    factor = pipe.vae_scale_factor
+    g = make_generator(0)
+    latents = torch.randn(batch, pipe.unet.config.in_channels, size // factor, size // factor, generator=g).to(device)
+    masks = torch.zeros(batch, 1, size // factor, size // factor, device=device)
+    masks[:, :, : size // factor // 2] = 1.0  # the mask's values do not change the cost
+
+    def mix(step):
+        eps_a, eps_b = step.eps_cond
+        return step.guided(masks * eps_a + (1 - masks) * eps_b)
+
+    def noisecutmix_step():
+        return denoise(pipe, latents, [emb_a, emb_b], negative, num_inference_steps=1, guidance_scale=7.5,
+                       noise_hook=mix)
+
+    def cfg_step():
+        return denoise(pipe, latents, emb_a, negative, num_inference_steps=1, guidance_scale=7.5)
+
+    unet_started: list[float] = []
+    unet_seconds: list[float] = []
+    hooks = [pipe.unet.register_forward_pre_hook(lambda *_: unet_started.append(time.perf_counter())),
+             pipe.unet.register_forward_hook(lambda *_: unet_seconds.append(time.perf_counter() - unet_started[-1]))]
+    noisecutmix_step(), cfg_step()  # warm-up (allocator, kernels)
+    best = {"noisecutmix": (float("inf"), 0.0), "cfg": (float("inf"), 0.0)}
+    for _ in range(repeats):  # interleaved, best of repeats; the UNet's share is timed inside the same call
+        for name, fn in (("noisecutmix", noisecutmix_step), ("cfg", cfg_step)):
+            unet_seconds.clear()
+            seconds = _best_of(fn, 1)[0]
+            best[name] = min(best[name], (seconds, unet_seconds[0]))
+    for hook in hooks:
+        hook.remove()
+    (t_ncm, unet_ncm), (t_cfg, unet_cfg) = best["noisecutmix"], best["cfg"]
+    return {
+        "section": "noisecutmix_step", "pipeline": source, "batch": batch, "size": size, "device": device,
+        "threads": torch.get_num_threads(), "repeats": repeats,
+        "unet_rows": {"noisecutmix": 3 * batch, "cfg": 2 * batch},
+        "noisecutmix_step_s": round(t_ncm, 4), "cfg_step_s": round(t_cfg, 4),
+        "ratio_noisecutmix_over_cfg": round(t_ncm / t_cfg, 3), "target_ratio": 1.6,
+        "unet_s": {"noisecutmix": round(unet_ncm, 4), "cfg": round(unet_cfg, 4)},
+        "outside_unet_s": {"noisecutmix": round(t_ncm - unet_ncm, 4), "cfg": round(t_cfg - unet_cfg, 4)},
+        "unet_ratio": round(unet_ncm / unet_cfg, 3),
+    }
+
+
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "lpips": lpips_gram_vs_naive,
     "generation": generation_batched_vs_single,
+    "noisecutmix_step": noisecutmix_step_vs_cfg_step,
 }
 
 
@@ -142,12 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--lpips-n", type=int, default=32)
     parser.add_argument("--lpips-size", type=int, default=64)
+    parser.add_argument("--ncm-batch", type=int, default=8, help="requests per step in the noisecutmix_step section")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     kwargs: dict[str, dict[str, Any]] = {
         "lpips": {"n": args.lpips_n, "size": args.lpips_size, "repeats": args.repeats, "device": args.device},
         "generation": {"repeats": args.repeats, "device": args.device},
+        "noisecutmix_step": {"batch": args.ncm_batch, "repeats": max(args.repeats, 10), "device": args.device},
     }
     for name in args.section or list(SECTIONS):
         print(json.dumps(SECTIONS[name](**kwargs.get(name, {}))), flush=True)
