@@ -85,6 +85,7 @@ def cmd_run(args) -> int:
         suite=args.suite, profile=args.profile, methods=args.methods, seeds=args.seeds, run_dir=args.run_dir,
         cache_dir=args.cache_dir, progress=not args.no_progress, executor=args.executor, data_root=args.data_root,
         datasets_dir=args.datasets_dir, device=args.device, build_artifacts=not args.no_build_artifacts,
+        workers=args.workers,
         datasets=args.datasets, shots=args.shots, epochs=args.epochs, batch_size=args.batch_size,
         ray_address=args.ray_address, ray_cpus_per_task=args.ray_cpus_per_task,
         ray_gpus_per_task=args.ray_gpus_per_task,
@@ -233,6 +234,9 @@ def _run_opts(p: argparse.ArgumentParser) -> None:
                         "error naming the command that builds it")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: cells one after another; ray: one Ray task per subset (pip install 'augbench[ray]')")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local executor: run the cells' subset groups on N processes, the cores split among them "
+                        "(default 1; records equal a serial run's)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or a local one)")
     p.add_argument("--ray-cpus-per-task", type=float, default=1, help="CPUs each Ray task asks for (default 1)")
     p.add_argument("--ray-gpus-per-task", type=float, default=0,

@@ -6,7 +6,8 @@ and Ray runs execute the same code and write the same records.
 
 * ``local``: cells one after another in this process, with a progress bar (cells done, the stage now
   running, ETA). A failing cell is logged and skipped so it cannot lose the others' work
-  (``AUGBENCH_RAISE=1`` re-raises).
+  (``AUGBENCH_RAISE=1`` re-raises). With ``--workers N`` the subset groups (below) run as jobs of a
+  pool of N processes on this machine (:func:`run_pool`).
 * ``ray``: cells grouped by the real subset they train on (``Cell.subset_group``: dataset, protocol
   parameters, seed) run as one Ray task each, in order, through :func:`run_local`; different groups
   share no stage and run in parallel. The run directory and the shared cache must be on storage every
@@ -90,13 +91,57 @@ def run_local(cells: list[Cell], cell_fn: CellFn, opts: RunOptions, log: Callabl
 
 
 def _run_group(cells: list[Cell], cell_fn: CellFn, opts: RunOptions, threads: int) -> dict[str, list]:
-    """The body of one Ray task: the local executor over one group, with the task's CPU share."""
+    """The body of one Ray task or pool job: the local executor over one group, with its CPU share."""
     import dataclasses
 
     import torch
 
-    torch.set_num_threads(max(1, threads))
-    return run_local(cells, cell_fn, dataclasses.replace(opts, progress=False), lambda s: print(s, flush=True))
+    threads = max(1, threads)
+    # training sets its thread count from the usable cores; this caps it at the worker's share
+    os.environ["AUGBENCH_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    return run_local(cells, cell_fn, dataclasses.replace(opts, progress=False, workers=1),
+                     lambda s: print(s, flush=True))
+
+
+def run_pool(cells: list[Cell], cell_fn: CellFn, opts: RunOptions, log: Callable[[str], None]) -> dict[str, list]:
+    """``--workers N``: the subset groups of ``cells`` as jobs of N worker processes on this machine.
+
+    Each worker gets ``cores // N`` threads (one per core on a 2-core machine with 2 workers: two
+    1-thread processes do more work than one 2-thread process, as the world build measured). Cells
+    that share a subset run in one job, in plan order, so a subset's artifacts are built once and
+    reused by the next cell; the shared store's file locks keep jobs that still meet on an entry from
+    building it twice. Every cell computes exactly what a serial run computes (seeds come from the
+    cell, not the worker), so the records are the same; tests check it.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from benchmark.training.runtime import usable_cores
+
+    groups = group_cells_by_subset(cells)
+    workers = max(1, min(int(opts.workers), len(groups)))
+    threads = max(1, usable_cores() // workers)
+    log(f"process pool: {len(groups)} subset groups on {workers} workers x {threads} thread(s)")
+    progress = Progress(len(cells), opts.progress, log)
+    merged: dict[str, list] = {"failed": [], "reused": [], "computed": []}
+    # spawn: a forked child would inherit torch's thread pools and any warm pipelines of this process
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = {pool.submit(_run_group, group, cell_fn, opts, threads): group for group in groups}
+        try:
+            for job in as_completed(jobs):
+                group = jobs[job]
+                try:
+                    outcome = job.result()
+                except Exception as exc:  # noqa: BLE001 - a lost worker fails its group, not the run
+                    outcome = {"failed": [{"cell": c.key, "error": f"worker: {type(exc).__name__}: {exc}"}
+                                          for c in group], "reused": [], "computed": []}
+                for key in merged:
+                    merged[key].extend(outcome[key])
+                progress.bar.update(len(group))
+        finally:
+            progress.close()
+    return merged
 
 
 def run_ray(cells: list[Cell], cell_fn: CellFn, opts: RunOptions, log: Callable[[str], None]) -> dict[str, list]:
@@ -127,4 +172,4 @@ def run_ray(cells: list[Cell], cell_fn: CellFn, opts: RunOptions, log: Callable[
     return merged
 
 
-__all__ = ["Progress", "group_cells_by_subset", "run_local", "run_ray"]
+__all__ = ["Progress", "group_cells_by_subset", "run_local", "run_pool", "run_ray"]

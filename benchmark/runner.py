@@ -16,7 +16,6 @@ ever read, so an interrupted run is resumed by running the same command again.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,6 +190,9 @@ def prepare_run(opts: RunOptions) -> tuple[Suite, list[Cell], Path]:
 
     if opts.executor not in EXECUTORS:
         raise SuiteError(f"unknown executor {opts.executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if int(opts.workers) < 1 or (opts.workers > 1 and opts.executor != "local"):
+        raise SuiteError(f"--workers {opts.workers}: expected a count >= 1, with the local executor (Ray places "
+                         "tasks itself: --ray-cpus-per-task)")
     suite = load_suite(opts.suite, opts.profile)
     validate_suite(suite, default_registry(), opts.datasets_dir)
     cells = plan_cells(suite, opts)
@@ -228,10 +230,11 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     """Run every cell of the suite (resuming finished stages) and return a summary."""
     import torch
 
-    from benchmark.executors import run_local, run_ray
+    from benchmark.executors import run_local, run_pool, run_ray
+    from benchmark.training.runtime import usable_cores
 
     log = opts.log or (lambda s: print(s, flush=True))
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cores())
     _quiet_library_progress_bars()
     suite, cells, run_dir = prepare_run(opts)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +243,7 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     t0 = time.time()
     log(f"suite {suite.name} ({opts.profile}): {len(cells)} cells -> {run_dir} (executor: {opts.executor}; "
         f"shared cache: {opts.cache_dir})")
-    execute = run_ray if opts.executor == "ray" else run_local
+    execute = run_ray if opts.executor == "ray" else run_pool if opts.workers > 1 else run_local
     outcome = execute(cells, CellRunner(suite, opts), opts, log)
     wall = time.time() - t0
     summary = {"suite": suite.name, "profile": opts.profile, "run_dir": str(run_dir), "cells": len(cells),

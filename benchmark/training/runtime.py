@@ -28,7 +28,10 @@ def autocast(device: torch.device, amp: bool):
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
+    """CPU cores this process may run on: ``AUGBENCH_NUM_THREADS`` when set (a ``--workers`` pool
+    worker's share), else the affinity mask (not the machine's count)."""
+    if os.environ.get("AUGBENCH_NUM_THREADS", "").isdigit() and int(os.environ["AUGBENCH_NUM_THREADS"]) > 0:
+        return int(os.environ["AUGBENCH_NUM_THREADS"])
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
