@@ -177,6 +177,8 @@ class ReportTable:
         if not components:
             data["Avg [Δ]"] = [_fmt_avg(m, self.summary.loc[m, "avg"], self.summary.loc[m, "delta"])
                                for m in self.methods]
+            if self.summary["paired_n"].max() >= 2:  # paired differences need two seeds
+                data["Δ paired (95% CI)"] = [_fmt_paired(self.summary.loc[m]) for m in self.methods]
         for column, label in self.extra_columns:
             data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
         if not components:
@@ -227,6 +229,7 @@ def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence
         summary["avg"] = means.mean(axis=1, skipna=False)  # NaN unless every column has a value
     base = summary["avg"].get("original", math.nan)
     summary["delta"] = summary["avg"] - base  # NaN without an original row
+    summary = summary.join(_paired_differences(_measurements(kind, records), methods, columns))
     synthetic = _synthetic_metrics(records)
     for metric in ("lpips", "clip_score", "oracle_fidelity"):
         summary[metric] = synthetic[metric].groupby(synthetic["method"]).mean() if len(synthetic) else math.nan
@@ -325,6 +328,20 @@ def _synthetic_metrics(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.astype({"lpips": float, "clip_score": float, "oracle_fidelity": float})
 
 
+def _noise_text(table: ReportTable) -> str:
+    """How to read differences: a smoke test with one seed, paired intervals with more."""
+    if table.kind in COMPONENT_KINDS and len(table.seeds) < 2:
+        return "One seed: the rows are paired (same noise and draws), but accuracy differences are not tested. "
+    if len(table.seeds) < 2:
+        return ("ONE SEED: a smoke test of the pipeline, not a comparison — the same method moves by several points "
+                "between seeds, so no difference in this table is evidence. ")
+    if table.kind in COMPONENT_KINDS or table.summary["paired_n"].max() < 2:
+        return ""
+    return ("Δ paired (95% CI) = mean over seeds of (method's Avg − original's Avg) on the same seed (same subset, "
+            "validation split and training order), with its 95 % Student-t interval (n − 1 degrees of freedom); "
+            f"{SIGNIFICANT_MARK} = the interval excludes zero. ")
+
+
 def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
     """What the table shows and how to read it: metric definitions, seeds, selection rule, how synthetic
     images joined training (per method family, METHODS_SPEC §4) and which methods used foreign artifacts."""
@@ -344,7 +361,7 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
         f"{spec.get('description') or spec['name']} — profile `{profile}`. {what}; "
         f"mean ± sample std (ddof=1) over trial seeds {table.seeds} (the seed sets the training subset, the "
         f"validation split, the synthetic set and training; std shown only with ≥2 seeds). Model selection: {sel}. "
-        f"Avg = unweighted mean over columns, [Δ] = difference to `original`. "
+        f"Avg = unweighted mean over columns, [Δ] = difference to `original`. {_noise_text(table)}"
         f"LPIPS = mean pairwise distance among same-class synthetic images ×100 ({lp}){uncal}. "
         f"CLIP = 100·max(cos(image, text), 0) with text `a photo of a {{class name}} {{meta}}` (METHODS_SPEC §7)."
     )
@@ -372,6 +389,50 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
                  f"outside their training part (allowed by allow_foreign_artifacts = true; their numbers may be "
                  f"optimistic): {which}.")
     return text
+
+
+#: Marks a paired difference to ``original`` whose 95 % interval excludes zero; the caption explains it.
+SIGNIFICANT_MARK = "*"
+
+
+def _paired_differences(measurements: pd.DataFrame, methods: Sequence[str], columns: Sequence[Column]) -> pd.DataFrame:
+    """Per method, the paired difference of its Avg to ``original``'s over the seeds both have.
+
+    A seed's Avg is the mean over the table's columns (only seeds with every column count); the same
+    seed means the same subsets, validation split and training order for both rows, so differences
+    are paired. ``paired_diff`` = mean difference, ``paired_lo`` / ``paired_hi`` = its 95 % Student-t
+    interval (n − 1 degrees of freedom; NaN with fewer than two seeds), ``paired_n`` = seeds.
+    """
+    from scipy import stats
+
+    out = pd.DataFrame(index=pd.Index(methods, name="method"),
+                       columns=["paired_diff", "paired_lo", "paired_hi", "paired_n"], dtype=float)
+    out["paired_n"] = 0.0
+    if measurements.empty or not columns:
+        return out
+    wanted = pd.MultiIndex.from_tuples(list(columns))
+    per_seed = (measurements.set_index(["method", "seed", "dataset", "setting"])["value"]
+                .unstack(["dataset", "setting"]).reindex(columns=wanted).mean(axis=1, skipna=False).dropna())
+    if "original" not in per_seed.index.get_level_values("method"):
+        return out
+    base = per_seed.xs("original", level="method")
+    for method in methods:
+        if method == "original" or method not in per_seed.index.get_level_values("method"):
+            continue
+        diffs = (per_seed.xs(method, level="method") - base).dropna()
+        n = len(diffs)
+        out.loc[method, ["paired_diff", "paired_n"]] = [diffs.mean() if n else math.nan, n]
+        if n >= 2:
+            half = stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / math.sqrt(n)
+            out.loc[method, ["paired_lo", "paired_hi"]] = [diffs.mean() - half, diffs.mean() + half]
+    return out
+
+
+def _fmt_paired(row: pd.Series) -> str:
+    if pd.isna(row["paired_lo"]):
+        return "—"
+    mark = SIGNIFICANT_MARK if row["paired_lo"] > 0 or row["paired_hi"] < 0 else ""
+    return f"{row['paired_diff']:+.2f} [{row['paired_lo']:+.2f}, {row['paired_hi']:+.2f}]{mark}"
 
 
 def _fmt(mean: float, std: float | None) -> str:

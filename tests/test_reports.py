@@ -43,17 +43,18 @@ def test_waterbirds_table_has_p2_group_columns_mean_worst_and_delta():
 
     md = to_markdown(table, caption(table, {"name": "waterbirds"}, "embedded"))
     [rows] = markdown_tables(md)
-    assert rows == [["Method", "L,L", "W,W", "L,W", "W,L", "Avg [Δ]", "Worst", "Pooled", "LPIPS", "CLIP"],
-                    ["original", "41.00 ± 1.41", "31.00 ± 1.41", "37.00 ± 1.41", "27.00 ± 1.41", "34.00",
+    assert rows == [["Method", "L,L", "W,W", "L,W", "W,L", "Avg [Δ]", "Δ paired (95% CI)", "Worst", "Pooled", "LPIPS",
+                     "CLIP"],
+                    ["original", "41.00 ± 1.41", "31.00 ± 1.41", "37.00 ± 1.41", "27.00 ± 1.41", "34.00", "—",
                      "27.00 ± 1.41", "35.00 ± 1.41", "—", "—"],
                     ["sd_random", "51.00 ± 1.41", "41.00 ± 1.41", "47.00 ± 1.41", "37.00 ± 1.41", "44.00 [+10.00]",
-                     "37.00 ± 1.41", "45.00 ± 1.41", "21.0", "31.0"]]
+                     "+10.00 [+10.00, +10.00]*", "37.00 ± 1.41", "45.00 ± 1.41", "21.0", "31.0"]]
     assert "unweighted mean of the four groups" in md and "seeds [0, 1]" in md
 
     tex = to_latex(table, "c")
-    assert r"Method & L,L & W,W & L,W & W,L & Avg [$\Delta$] & Worst & Pooled & LPIPS & CLIP \\" in tex
+    assert r"Method & L,L & W,W & L,W & W,L & Avg [$\Delta$] & $\Delta$ paired (95\% CI) & Worst & Pooled & LPIPS & CLIP \\" in tex
     assert r"sd\_random & 51.00 $\pm$ 1.41 &" in tex and r"original & 41.00 $\pm$ 1.41" in tex
-    assert r"\begin{tabular}{lccccccccc}" in tex and r"\toprule" in tex and r"\caption{c}" in tex
+    assert r"\begin{tabular}{lcccccccccc}" in tex and r"\toprule" in tex and r"\caption{c}" in tex
     assert "& -- & --" in tex  # no synthetic metrics for original
 
     rows = list(csv.DictReader(to_csv(table).splitlines()))
@@ -167,3 +168,36 @@ def test_caption_names_the_artifacts_each_method_used():
     text = caption(table, {"name": "few_shot"}, "embedded")
     assert "da_fusion: ti; diff_gen: lora_ti" in text
     assert "original:" not in text.split("Artifacts")[1]
+
+
+def test_paired_differences_to_original_with_95_percent_intervals_and_marks():
+    original = {0: (50.0, 60.0), 1: (44.0, 58.0), 2: (53.0, 61.0)}
+    lifts = {"mixup": (4.0, 5.0, 6.0), "cutmix": (-6.0, 7.0, 2.0)}  # consistent vs noisy gains
+    records = []
+    for seed, (five, ten) in original.items():
+        records += [_record("original", seed, params={"shots": 5}, metrics={"top1": five}),
+                    _record("original", seed, params={"shots": 10}, metrics={"top1": ten})]
+        for method, lift in lifts.items():
+            records += [_record(method, seed, params={"shots": 5}, metrics={"top1": five + lift[seed]}),
+                        _record(method, seed, params={"shots": 10}, metrics={"top1": ten + lift[seed]})]
+    table = build_table("few_shot", records, ["original", "mixup", "cutmix"])
+    mixup = table.summary.loc["mixup"]
+    # diffs 4, 5, 6: mean 5, std 1, t(0.975, 2) = 4.303 -> half width 4.303 / sqrt(3) = 2.484
+    assert mixup["paired_diff"] == pytest.approx(5.0) and mixup["paired_n"] == 3
+    assert (mixup["paired_lo"], mixup["paired_hi"]) == (pytest.approx(2.516, abs=1e-3), pytest.approx(7.484, abs=1e-3))
+    [rows] = markdown_tables(to_markdown(table, "cap"))
+    header = rows[0]
+    col = header.index("Δ paired (95% CI)")
+    assert rows[2][col] == "+5.00 [+2.52, +7.48]*"  # excludes zero: marked
+    assert rows[3][col].startswith("+1.00 [") and not rows[3][col].endswith("*")  # noisy: not marked
+    assert rows[1][col] == "—"
+    text = caption(table, {"name": "few_shot"}, "embedded")
+    assert "95 % Student-t interval" in text and "* = the interval excludes zero" in text
+
+
+def test_one_seed_caption_says_smoke_test_and_no_interval_column():
+    records = [_record("original", 0, metrics={"top1": 50.0}), _record("mixup", 0, metrics={"top1": 57.0})]
+    table = build_table("few_shot", records)
+    [rows] = markdown_tables(to_markdown(table, "cap"))
+    assert "Δ paired (95% CI)" not in rows[0]
+    assert "ONE SEED: a smoke test" in caption(table, {"name": "few_shot"}, "embedded")
