@@ -237,7 +237,7 @@ def request_draws(seed: int, class_size: int) -> Draws:
 
 @dataclass(frozen=True)
 class DiffIIConfig(MethodConfig):
-    split_ratio: Any = param(
+    split_ratio: float | str = param(
         "auto", "share s of the denoising steps (from t = T down) that use the suffixed prompt; auto: 0.3 (5-shot), "
         "0.1 (10-shot), 1.0 (long-tail), from the subset",
         paper="P2: 0.3 / 0.1 few-shot [L178], 1.0 LT [L186]; DII run.sh: 1.0 for CUB/Aircraft [§3.10.6]")
@@ -454,6 +454,9 @@ class DiffII(OfflineMethod):
     def _pool(self, ctx: MethodContext):
         from benchmark.inversion import INVERSION_KIND, load_inversion_pool
 
+        if INVERSION_KIND not in ctx.artifacts:
+            raise ConfigError(f"{self.id}: interpolation {self.config.interpolation!r} needs the {INVERSION_KIND!r} "
+                              "artifact (declared by artifacts(); build it as the runner does, with build_artifacts)")
         artifact = ctx.artifacts[INVERSION_KIND]
         cache = self.__dict__.setdefault("_pools", {})
         if artifact.key not in cache or cache[artifact.key][0] != str(artifact.folder):
