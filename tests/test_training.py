@@ -558,3 +558,23 @@ def test_val_split_selection_requires_a_validation_split(toy_data):
         train_classifier(_model, train, num_classes=3, config=_cfg(selection="val_split"), test=test)
     with pytest.raises(ValueError, match="replacement mode"):
         train_classifier(_model, train, num_classes=3, config=_cfg(replacement_mode="swap"), test=test)
+
+
+def test_ema_selection_reports_the_averaged_weights(toy_data):
+    from benchmark.training.evaluation import evaluate_model
+
+    train, test, _ = toy_data
+    last = train_classifier(_model, train, num_classes=3, config=_cfg(epochs=3), test=test)
+    ema = train_classifier(_model, train, num_classes=3, config=_cfg(epochs=3, selection="ema", ema_decay=0.5),
+                           test=test)
+    # same seed, same steps: the raw weights agree, so any difference is the averaging
+    assert [h["train_loss"] for h in ema.history] == [h["train_loss"] for h in last.history]
+    assert ema.metrics["selection"] == "ema" and ema.metrics["selected_epoch"] == 3
+    changed = [k for k, v in ema.model.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, last.model.state_dict()[k])]
+    assert changed, "the returned model must hold the averaged weights"
+    from benchmark.training.transforms import prepare_eval
+
+    x = prepare_eval(test.images, _cfg().recipe, 16)
+    again = evaluate_model(ema.model, x, test.labels, 3, ema.config["mean"], ema.config["std"], device="cpu")
+    assert again["top1"] == pytest.approx(ema.metrics["top1"])

@@ -29,7 +29,8 @@ class TrainConfig:
             ``global_pool_inverse_freq``, ``concat``); default ``DEFAULT_REPLACEMENT_MODE``.
         replacement_p: replacement probability ``p`` (§4: 0.5); ignored by ``concat``.
         synthetic_labels: ``auto`` (per-mode rule of §4), ``soft`` or ``hard``.
-        selection: ``val_split`` (default), ``last_epoch``, ``max_test`` or ``max_per_group``.
+        selection: ``val_split`` (default), ``last_epoch``, ``ema``, ``max_test`` or ``max_per_group``.
+        ema_decay: per-step decay of the weight average that ``selection = "ema"`` evaluates.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``.
         num_threads: torch CPU threads during training (default: the usable core count).
         amp: bf16 autocast on CUDA (never on CPU).
@@ -48,6 +49,7 @@ class TrainConfig:
     replacement_p: float = 0.5
     synthetic_labels: str = "auto"
     selection: str = "val_split"
+    ema_decay: float = 0.98
     device: str = "auto"
     num_threads: int | None = None
     amp: bool = True

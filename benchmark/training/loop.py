@@ -333,6 +333,11 @@ class _Run:
         self.has_bn = _has_batchnorm(self.model)
         self.streams = _Streams.from_seed(cfg.seed)
         self.best = _BestWeights()
+        # selection = "ema": evaluate (and report) an exponential moving average of the weights, BN
+        # statistics included (torch.optim.swa_utils; an honest rule that needs no validation images)
+        self.ema = (torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.selection == "ema" else None)
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.images_seen = 0
@@ -399,27 +404,30 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step += 1
         return float(loss.detach())
 
     def _evaluate(self, record: dict[str, Any]) -> None:
         """Validation and test metrics into ``record``; keep the weights if the selection rule prefers them."""
         clf, cfg = self.clf, self.cfg
+        model = self.ema.module if self.ema is not None else self.model
         if self.val_x is not None:
             record["val_top1"] = evaluate_model(
-                self.model, self.val_x, self.val.labels, self.num_classes, clf.mean, clf.std, None, None,
+                model, self.val_x, self.val.labels, self.num_classes, clf.mean, clf.std, None, None,
                 cfg.eval_batch_size, self.device, self.amp,
             )["top1"]
         if self.test_x is not None:
             metrics = evaluate_model(
-                self.model, self.test_x, self.test.labels, self.num_classes, clf.mean, clf.std, self.test.groups,
+                model, self.test_x, self.test.labels, self.num_classes, clf.mean, clf.std, self.test.groups,
                 self.class_groups, cfg.eval_batch_size, self.device, self.amp,
             )
             record["test_top1"] = metrics["top1"]
             record["test"] = metrics
         # last_epoch / max_per_group report the last evaluated epoch: the epoch number is its score
         score = {"val_split": record["val_top1"], "max_test": record["test_top1"]}.get(cfg.selection, record["epoch"])
-        self.best.offer(score, self.model)
+        self.best.offer(score, model)
 
     def _timings(self) -> dict[str, float]:
         total = time.perf_counter() - self.t_start

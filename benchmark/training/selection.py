@@ -14,10 +14,11 @@ import numpy as np
 
 __all__ = ["SELECTION_NOTES", "SELECTION_RULES", "per_group_maxima", "select_epoch", "selected_metrics"]
 
-SELECTION_RULES = ("val_split", "last_epoch", "max_test", "max_per_group")
+SELECTION_RULES = ("val_split", "last_epoch", "ema", "max_test", "max_per_group")
 SELECTION_NOTES = {
     "val_split": "epoch with the best accuracy on a validation split carved from the training data",
     "last_epoch": "last training epoch",
+    "ema": "exponential moving average of the weights over training steps (and of BN statistics), at the last epoch",
     "max_test": "best epoch ON THE TEST SET (papers' protocol; optimistic: it peeks at the test set; for parity only)",
     "max_per_group": (
         "each group at its own best epoch ON THAT TEST GROUP (DII Waterbirds protocol; optimistic: selecting "
@@ -35,8 +36,8 @@ def select_epoch(history: Sequence[Mapping[str, Any]], rule: str) -> int:
 
     Args:
         history: per-epoch records with ``epoch``, ``val_top1``, ``test_top1``.
-        rule: ``val_split``, ``last_epoch``, ``max_test`` or ``max_per_group`` (the latter selects like
-            ``last_epoch``; per-group maxima are computed separately).
+        rule: ``val_split``, ``last_epoch``, ``ema`` (the averaged weights' last evaluation), ``max_test`` or
+            ``max_per_group`` (the latter selects like ``last_epoch``; per-group maxima are computed separately).
 
     Raises:
         ValueError: unknown rule, no evaluated epoch, or ``val_split`` without validation accuracy.
@@ -46,7 +47,7 @@ def select_epoch(history: Sequence[Mapping[str, Any]], rule: str) -> int:
     evaluated = [i for i, h in enumerate(history) if h.get("test_top1") is not None or h.get("val_top1") is not None]
     if not evaluated:
         raise ValueError("no evaluated epoch in the history")
-    if rule in ("last_epoch", "max_per_group"):
+    if rule in ("last_epoch", "ema", "max_per_group"):
         return evaluated[-1]
     key = "val_top1" if rule == "val_split" else "test_top1"
     cands = [i for i in evaluated if history[i].get(key) is not None]
