@@ -37,9 +37,10 @@ def cmd_methods(args) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    print(f"{'id':<30} {'kind':<8} {'distribution':<14} summary")
+    width = max([30, *(len(row["id"]) + 1 for row in rows)])
+    print(f"{'id':<{width}} {'kind':<8} {'distribution':<14} summary")
     for row in rows:
-        print(f"{row['id']:<30} {row['kind']:<8} {row.get('distribution', ''):<14} {row.get('summary', '')}")
+        print(f"{row['id']:<{width}} {row['kind']:<8} {row.get('distribution', ''):<14} {row.get('summary', '')}")
         if args.verbose and row.get("preset") is None:
             for p in row.get("params") or []:
                 print(f"{'':<32}{p['name']} = {p['default']!r}  {p.get('help', '')}")
