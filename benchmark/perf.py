@@ -9,6 +9,9 @@ Usage::
     python -m benchmark.perf                 # all sections
     python -m benchmark.perf --section lpips --lpips-n 32 --lpips-size 64
     python -m benchmark.perf --section noisecutmix_step --ncm-batch 8 --threads 1
+    python -m benchmark.perf --section sd15_unet          # on a CUDA machine: SD1.5 UNet images/s and MFU
+
+The last line printed is a Markdown table of every section's headline ratio.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SECTIONS", "generation_batched_vs_single", "lpips_gram_vs_naive", "main", "noisecutmix_step_vs_cfg_step"]
+__all__ = ["SECTIONS", "generation_batched_vs_single", "lpips_gram_vs_naive", "main", "noisecutmix_step_vs_cfg_step",
+           "process_pool_vs_serial", "sd15_unet_throughput", "summary_table"]
 
 
 def _best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -208,11 +212,116 @@ def noisecutmix_step_vs_cfg_step(batch: int = 8, repeats: int = 10, device: str 
     }
 
 
+def process_pool_vs_serial(seeds: int = 2, workers: int = 2, suite: str = "smoke") -> dict[str, Any]:
+    """``augbench run --workers N`` vs the serial local executor on ``suite`` with ``seeds`` subsets.
+
+    Both runs start from empty caches (in a temporary folder) and use every usable core: serial as
+    one process with all threads, the pool as N processes sharing them. The records must agree on
+    what every cell computed (accuracies may differ in the last bits across thread counts, see
+    ``tests/test_runner.py``), so the ratio is pure scheduling.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from benchmark.runner import run_suite
+    from benchmark.suites import RunOptions
+
+    walls: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="augbench-perf-") as tmp:
+        for name, n in (("serial", 1), ("pool", workers)):
+            opts = RunOptions(suite=suite, seeds=list(range(seeds)), run_dir=str(Path(tmp) / name / "run"),
+                              cache_dir=str(Path(tmp) / name / "cache"), progress=False, workers=n,
+                              log=lambda line: None)
+            t = time.perf_counter()
+            summary = run_suite(opts)
+            walls[name] = time.perf_counter() - t
+            if summary["failed"]:
+                raise RuntimeError(f"perf: the {name} run of {suite} failed: {summary['failed']}")
+    return {"section": "process_pool", "suite": suite, "seeds": seeds, "workers": workers,
+            "serial_s": round(walls["serial"], 1), "pool_s": round(walls["pool"], 1),
+            "speedup_pool_over_serial": round(walls["serial"] / walls["pool"], 2)}
+
+
+#: SD v1.5's UNet configuration (stable-diffusion-v1-5 ``unet/config.json``), so the CUDA section needs
+#: no download: random weights, the real architecture.
+SD15_UNET_CONFIG = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "attention_head_dim": 8,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+}
+
+#: Dense bf16/fp16 tensor-core peak (FLOP/s) per GPU name fragment, for model FLOP utilisation.
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
+
+
+def sd15_unet_throughput(batch: int = 8, steps: int = 25, repeats: int = 3, device: str = "cuda") -> dict[str, Any]:
+    """SD1.5-architecture UNet throughput for 25-step CFG text-to-image at 512 px, and model FLOP utilisation.
+
+    Random weights from :data:`SD15_UNET_CONFIG` in fp16 (throughput does not depend on the weights);
+    one UNet call per step at batch ``2 x batch`` (CFG branches in one call, PERF_NOTES §6). FLOPs of
+    one call are counted with ``torch.utils.flop_counter``; MFU = achieved / the GPU's dense peak.
+    Skipped (with the reason) without CUDA.
+    """
+    if not torch.cuda.is_available() or not str(device).startswith("cuda"):
+        return {"section": "sd15_unet", "skipped": "no CUDA device (this section measures GPUs only)"}
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = UNet2DConditionModel(**SD15_UNET_CONFIG).to(device, torch.float16).eval()
+    x = torch.randn(2 * batch, 4, 64, 64, device=device, dtype=torch.float16)
+    text = torch.randn(2 * batch, 77, 768, device=device, dtype=torch.float16)
+    t = torch.tensor(500, device=device)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            unet(x, t, encoder_hidden_states=text)
+        flops = counter.get_total_flops()
+
+        def run() -> None:
+            for _ in range(steps):
+                unet(x, t, encoder_hidden_states=text)
+            torch.cuda.synchronize()
+
+        run()  # warm-up (kernel selection)
+        seconds, _ = _best_of(run, repeats)
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
+    achieved = flops * steps / seconds
+    return {"section": "sd15_unet", "gpu": name, "batch": batch, "steps": steps, "dtype": "float16",
+            "images_per_s": round(batch / seconds, 2), "unet_call_ms": round(1000 * seconds / steps, 2),
+            "tflops_per_call": round(flops / 1e12, 2), "achieved_tflops": round(achieved / 1e12, 1),
+            "mfu": round(achieved / peak, 3) if peak else None}
+
+
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "lpips": lpips_gram_vs_naive,
     "generation": generation_batched_vs_single,
     "noisecutmix_step": noisecutmix_step_vs_cfg_step,
+    "process_pool": process_pool_vs_serial,
+    "sd15_unet": sd15_unet_throughput,
 }
+
+#: The headline number of each section for the summary table: (key, what it compares, target).
+HEADLINES = {
+    "lpips": ("speedup_naive_over_gram", "LPIPS: all pairs via Gram matrices vs one pass per pair", None),
+    "generation": ("speedup_naive_over_harness", "text-to-image: batched + cached embeddings vs per image", 4.0),
+    "noisecutmix_step": ("ratio_noisecutmix_over_cfg", "one NoiseCutMix step (3 branches) / one CFG step", 1.6),
+    "process_pool": ("speedup_pool_over_serial", "suite wall time: serial / --workers 2", None),
+    "sd15_unet": ("images_per_s", "SD1.5 UNet, 25-step CFG at 512 px (images/s; MFU)", None),
+}
+
+
+def summary_table(results: list[dict[str, Any]]) -> str:
+    """One Markdown table of every section's headline ratio (the README's performance table)."""
+    lines = ["| section | compares | value | target |", "|---|---|---|---|"]
+    for res in results:
+        key, what, target = HEADLINES[res["section"]]
+        value = res.get("skipped") or res.get(key)
+        if res["section"] == "sd15_unet" and res.get("mfu") is not None:
+            value = f"{value} (MFU {res['mfu']:.0%})"
+        bound = "—" if target is None else (f"≤ {target}" if "ratio" in key else f"≥ {target}")
+        lines.append(f"| {res['section']} | {what} | {value} | {bound} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lpips-n", type=int, default=32)
     parser.add_argument("--lpips-size", type=int, default=64)
     parser.add_argument("--ncm-batch", type=int, default=8, help="requests per step in the noisecutmix_step section")
+    parser.add_argument("--workers", type=int, default=2, help="processes of the process_pool section")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -232,9 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         "lpips": {"n": args.lpips_n, "size": args.lpips_size, "repeats": args.repeats, "device": args.device},
         "generation": {"repeats": args.repeats, "device": args.device},
         "noisecutmix_step": {"batch": args.ncm_batch, "repeats": max(args.repeats, 10), "device": args.device},
+        "process_pool": {"workers": args.workers},
+        "sd15_unet": {"device": "cuda" if args.device == "cpu" else args.device},
     }
+    results = []
     for name in args.section or list(SECTIONS):
-        print(json.dumps(SECTIONS[name](**kwargs.get(name, {}))), flush=True)
+        results.append(SECTIONS[name](**kwargs.get(name, {})))
+        print(json.dumps(results[-1]), flush=True)
+    print(summary_table(results), flush=True)
     return 0
 
 
