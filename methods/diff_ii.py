@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from benchmark.data.core import Subset
 
 __all__ = ["INTERPOLATIONS", "DiffII", "DiffIIConfig", "circle_point", "class_budgets", "interpolate", "lam_range",
-           "lerp", "request_draws", "resolve_split_ratio", "slerp", "suffixed_steps", "theta_between"]
+           "lerp", "request_draws", "resolve_split_ratio", "slerp", "suffix_path", "suffixed_steps", "theta_between"]
 
 INTERPOLATIONS = ("circle", "li", "si", "se", "none")
 OUTPUT_FORMATS = ("png", "jpeg_q75", "jpeg_q95")
@@ -195,6 +195,25 @@ def resolve_split_ratio(value: float | str, subset: Subset) -> float:
         "split_ratio to a number in [0, 1]")
 
 
+def suffix_path(template: str, subset: Subset) -> str:
+    """``template`` with ``{dataset}``, ``{shots}``, ``{imbalance_factor}`` and ``{rho}`` (1 / IF) of ``subset``
+    filled in, so one suite line names DII's per-dataset, per-shot suffix files (§3.10.4)."""
+    params = dict(getattr(subset, "params", None) or {})
+    factor = params.get("imbalance_factor")
+    values = {"dataset": subset.dataset, "shots": params.get("shots"), "imbalance_factor": factor,
+              "rho": (1.0 / float(factor)) if factor else None}
+    try:
+        path = template.format(**values)
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(f"suffix_file {template!r} uses an unknown placeholder {exc}; known: "
+                          f"{', '.join('{' + k + '}' for k in values)}") from exc
+    missing = [k for k, v in values.items() if v is None and "{" + k + "}" in template]
+    if missing:
+        raise ConfigError(f"suffix_file {template!r} uses {', '.join(missing)}, which subset {subset.dataset} "
+                          f"({subset.protocol}) does not have")
+    return path
+
+
 def class_budgets(counts: Sequence[int], expansion: float, budget: int | None = None) -> list[int]:
     """Images per class: ``floor(expansion * N_c)`` (DII interpolation_le.py:200-206), or ``budget`` split
     proportionally to the class counts when one is given."""
@@ -251,8 +270,10 @@ class DiffIIConfig(MethodConfig):
     suffix_source: str = param(
         "auto", "where the suffixes come from: world, file, captioner; auto: file when suffix_file is set, else world "
         "(embedded) / captioner (other profiles)", paper="BLIP captions summarised by GPT-4 [§3.10.4]")
-    suffix_file: str | None = param(None, "suffix file (one per line) for suffix_source = file",
-                                    paper="DII suffix/{dataset}/{shot}.txt [§3.10.4]")
+    suffix_file: str | None = param(
+        None, "suffix file (one per line) for suffix_source = file; {dataset}, {shots}, {imbalance_factor} and {rho} "
+        "are filled in from the subset, e.g. /data/dii/suffix/{dataset}/{shots}shot.txt",
+        paper="DII suffix/{dataset}/{shot}.txt, suffix/imb_{dataset}_{rho}/suffix.txt [§3.10.4]")
     max_suffixes: int = param(10, "at most this many suffixes from the world / captioner sources", paper="10 [§3.10.4]")
     expansion: float = param(5.0, "floor(expansion * N_c) images per class", paper="5 [P2 L178; §3.10.3]")
     num_inference_steps: int = param(25, "DDIM steps (eta = 0)", paper="DII code: 25 [§3.10.3]")
@@ -365,7 +386,8 @@ class DiffII(OfflineMethod):
             from benchmark.suffixes import suffix_spec
 
             source = self.suffix_source(ctx)
-            specs.append(suffix_spec(source, path=cfg.suffix_file if source == "file" else None, profile=ctx.profile,
+            path = suffix_path(cfg.suffix_file, subset) if source == "file" and cfg.suffix_file else None
+            specs.append(suffix_spec(source, path=path, profile=ctx.profile,
                                      max_suffixes=cfg.max_suffixes))
         return specs
 

@@ -29,6 +29,7 @@ from methods.diff_ii import (
     request_draws,
     resolve_split_ratio,
     slerp,
+    suffix_path,
     suffixed_steps,
     theta_between,
 )
@@ -308,3 +309,20 @@ def test_vanilla_row_needs_no_artifact_and_uses_class_names(tiny):
     samples = method.generate(requests, dataclasses.replace(ctx, artifacts={}))
     assert samples[0].provenance["prompt"] == "a photo of a Tiny class 0 bird"
     assert samples[0].provenance["interpolation"] == {"kind": "noise"}
+
+
+def test_suffix_file_placeholders_come_from_the_subset(tmp_path):
+    few = _subset("few_shot", {"shots": 5, "seed": 0})
+    assert suffix_path("/s/{dataset}/{shots}shot.txt", few) == "/s/tiny/5shot.txt"
+    lt = _subset("long_tail", {"imbalance_factor": 100})
+    assert suffix_path("/s/imb_{dataset}_{rho}/suffix.txt", lt) == "/s/imb_tiny_0.01/suffix.txt"
+    with pytest.raises(ConfigError, match="does not have"):
+        suffix_path("/s/{shots}.txt", lt)
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        suffix_path("/s/{split}.txt", lt)
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "5shot.txt").write_text("on a branch\nin the snow\n")
+    ctx = MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline()), source=TinySource())
+    method = default_registry().create("diff_ii.cl_td", {"suffix_file": str(tmp_path / "{dataset}" / "{shots}shot.txt")})
+    (spec,) = [s for s in method.artifacts(few, ctx) if s.kind == "suffixes"]
+    assert spec.recipe["source"] == "file" and spec.recipe["suffixes"] == ["on a branch", "in the snow"]
