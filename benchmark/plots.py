@@ -86,15 +86,15 @@ def sweep_figure(points: Sequence[SweepPoint], parameter: str, title: str = ""):
     right = left.twinx()
     left.plot(xs, [p.clip_score for p in points], "o-", color="C0", label="CLIP score")
     right.plot(xs, [p.lpips for p in points], "s--", color="C1", label="LPIPS ×100")
-    left.set_xlabel(parameter)
+    left.set_xlabel(f"{parameter} ({title})" if title else parameter)
     left.set_ylabel("CLIP score", color="C0")
     right.set_ylabel("LPIPS diversity (×100)", color="C1")
     left.set_xticks(xs, [f"{x:g}" for x in xs])
     left.grid(alpha=0.3)
-    if title:
-        left.set_title(title, fontsize=9)
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    left.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="best")
+    # above the axes: the two curves cross, so any corner inside may hide a point
+    left.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                ncol=2, frameon=False)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")

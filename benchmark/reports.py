@@ -361,7 +361,8 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
         f"{spec.get('description') or spec['name']} — profile `{profile}`. {what}; "
         f"mean ± sample std (ddof=1) over trial seeds {table.seeds} (the seed sets the training subset, the "
         f"validation split, the synthetic set and training; std shown only with ≥2 seeds). Model selection: {sel}. "
-        f"Avg = unweighted mean over columns, [Δ] = difference to `original`. {_noise_text(table)}"
+        f"{'' if table.kind in COMPONENT_KINDS else 'Avg = unweighted mean over columns, [Δ] = difference to `original`. '}"
+        f"{_noise_text(table)}"
         f"LPIPS = mean pairwise distance among same-class synthetic images ×100 ({lp}){uncal}. "
         f"CLIP = 100·max(cos(image, text), 0) with text `a photo of a {{class name}} {{meta}}` (METHODS_SPEC §7)."
     )
