@@ -59,7 +59,10 @@ def benchmark(session: nox.Session) -> None:
     """Run a suite and render its report: ``nox -s benchmark -- --suite few_shot [augbench run options]``."""
     install_project(session, "report")
     args = session.posargs or ["--suite", "few_shot"]
-    session.run("augbench", "run", *args, env=offline_env())
+    # embedded on the CPU: one process per core (two 1-thread processes outrun one 2-thread process);
+    # `augbench run` itself defaults to 1 worker
+    workers = [] if any(a.split("=")[0] in ("--workers", "--executor") for a in args) else ["--workers", "auto"]
+    session.run("augbench", "run", *args, *workers, env=offline_env())
     report_args = list(_forwarded(args, {"--suite", "--run-dir", "--profile"}))
     session.run("augbench", "report", *report_args, env=offline_env())
 

@@ -235,9 +235,9 @@ def _run_opts(p: argparse.ArgumentParser) -> None:
                         "error naming the command that builds it")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: cells one after another; ray: one Ray task per subset (pip install 'augbench[ray]')")
-    p.add_argument("--workers", type=int, default=1,
-                   help="local executor: run the cells' subset groups on N processes, the cores split among them "
-                        "(default 1; records equal a serial run's)")
+    p.add_argument("--workers", default="1",
+                   help="local executor: run the cells' subset groups on N processes, the cores split among them; "
+                        "'auto': one per core (at most 4) on the embedded profile without CUDA, else 1 (default 1)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or a local one)")
     p.add_argument("--ray-cpus-per-task", type=float, default=1, help="CPUs each Ray task asks for (default 1)")
     p.add_argument("--ray-gpus-per-task", type=float, default=0,

@@ -16,6 +16,7 @@ ever read, so an interrupted run is resumed by running the same command again.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,9 +191,10 @@ def prepare_run(opts: RunOptions) -> tuple[Suite, list[Cell], Path]:
 
     if opts.executor not in EXECUTORS:
         raise SuiteError(f"unknown executor {opts.executor!r}: expected one of {', '.join(EXECUTORS)}")
-    if int(opts.workers) < 1 or (opts.workers > 1 and opts.executor != "local"):
-        raise SuiteError(f"--workers {opts.workers}: expected a count >= 1, with the local executor (Ray places "
-                         "tasks itself: --ray-cpus-per-task)")
+    if not (str(opts.workers) == "auto" or str(opts.workers).isdigit() and int(opts.workers) >= 1) or \
+            (str(opts.workers) not in ("1", "auto") and opts.executor != "local"):
+        raise SuiteError(f"--workers {opts.workers}: expected a count >= 1 or 'auto', with the local executor (Ray "
+                         "places tasks itself: --ray-cpus-per-task)")
     suite = load_suite(opts.suite, opts.profile)
     validate_suite(suite, default_registry(), opts.datasets_dir)
     cells = plan_cells(suite, opts)
@@ -239,15 +241,17 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     suite, cells, run_dir = prepare_run(opts)
     run_dir.mkdir(parents=True, exist_ok=True)
     opts = _resolved(opts, run_dir)
+    opts = dataclasses.replace(opts, workers=resolve_workers(opts, cells))
     write_json_atomic(run_dir / "suite.json", {"spec": suite.to_dict(), "profile": opts.profile})
     t0 = time.time()
-    log(f"suite {suite.name} ({opts.profile}): {len(cells)} cells -> {run_dir} (executor: {opts.executor}; "
+    workers = f", {opts.workers} workers" if opts.workers > 1 else ""
+    log(f"suite {suite.name} ({opts.profile}): {len(cells)} cells -> {run_dir} (executor: {opts.executor}{workers}; "
         f"shared cache: {opts.cache_dir})")
     execute = run_ray if opts.executor == "ray" else run_pool if opts.workers > 1 else run_local
     outcome = execute(cells, CellRunner(suite, opts), opts, log)
     wall = time.time() - t0
     summary = {"suite": suite.name, "profile": opts.profile, "run_dir": str(run_dir), "cells": len(cells),
-               "executor": opts.executor, "failed": outcome["failed"], "reused_stages": outcome["reused"],
+               "executor": opts.executor, "workers": opts.workers, "failed": outcome["failed"], "reused_stages": outcome["reused"],
                "computed_stages": outcome["computed"], "wall_seconds": wall}
     write_json_atomic(run_dir / "last_run.json", summary)
     records = [read_record(p) for c in cells if (p := run_dir / "records" / f"{c.key}.json").is_file()]
@@ -258,6 +262,27 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     if outcome["failed"]:
         log(f"{len(outcome['failed'])} cells failed; see {run_dir / 'last_run.json'}")
     return summary
+
+
+def resolve_workers(opts: RunOptions, cells: list[Cell]) -> int:
+    """``--workers``: a count, or ``auto`` = one process per usable core (at most 4, at most one per subset
+    group) for the embedded profile on the CPU, where two 1-thread processes outrun one 2-thread
+    process; 1 elsewhere (a GPU is shared badly by processes, and sd15 models are large)."""
+    from benchmark.executors import group_cells_by_subset
+    from benchmark.training.runtime import usable_cores
+
+    if str(opts.workers) != "auto":
+        return int(opts.workers)
+    on_cpu = (opts.device or ("cuda" if _cuda_available() else "cpu")).startswith("cpu")
+    if opts.executor != "local" or opts.profile != "embedded" or not on_cpu:
+        return 1
+    return max(1, min(usable_cores(), 4, len(group_cells_by_subset(cells))))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _quiet_library_progress_bars() -> None:
@@ -271,8 +296,6 @@ def _quiet_library_progress_bars() -> None:
 
 def _resolved(opts: RunOptions, run_dir: Path) -> RunOptions:
     """Absolute run and cache folders, so every process (and Ray worker) means the same place."""
-    import dataclasses
-
     cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_root()
     return dataclasses.replace(
         opts, log=None, run_dir=str(run_dir.resolve()), cache_dir=str(cache.expanduser().resolve()),
@@ -281,4 +304,4 @@ def _resolved(opts: RunOptions, run_dir: Path) -> RunOptions:
 
 
 __all__ = ["CellRunner", "DataMissingError", "check_data_present", "long_tail_class_groups", "prepare_run",
-           "run_cell", "run_suite"]
+           "resolve_workers", "run_cell", "run_suite"]

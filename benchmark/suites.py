@@ -285,8 +285,9 @@ class RunOptions:
     run_dir: str | None = None
     cache_dir: str | None = None
     executor: str = "local"
-    # local executor: >1 runs the subset groups on a pool of this many processes (cores split among them)
-    workers: int = 1
+    # local executor: >1 runs the subset groups on a pool of this many processes (cores split among them);
+    # "auto": benchmark.runner.resolve_workers
+    workers: int | str = 1
     data_root: str | None = None
     datasets_dir: str | None = None
     device: str | None = None

@@ -282,3 +282,21 @@ def test_profile_overlay_refines_method_params_key_by_key(tmp_path):
     assert sd15.methods_params == {"sd_random": {"allocation": "proportional", "guidance_scale": 5.0,
                                                  "expansion": 5.0}}
     assert sd15.seeds == (0, 1) and sd15.published == ("p2_tab2",)
+
+
+def test_auto_workers_one_per_core_on_the_embedded_cpu_profile_only(mini, monkeypatch):
+    from benchmark.runner import resolve_workers
+
+    _, _, suite = mini
+    spec = suites.load_suite(str(suite))
+    opts = suites.RunOptions(suite=str(suite), seeds=[0, 1, 2], workers="auto", device="cpu")
+    cells = suites.plan_cells(spec, opts)
+    monkeypatch.setenv("AUGBENCH_NUM_THREADS", "8")  # usable cores
+    assert resolve_workers(opts, cells) == 3  # one per subset group
+    monkeypatch.setenv("AUGBENCH_NUM_THREADS", "2")
+    assert resolve_workers(opts, cells) == 2
+    import dataclasses
+
+    assert resolve_workers(dataclasses.replace(opts, profile="sd15"), cells) == 1
+    assert resolve_workers(dataclasses.replace(opts, device="cuda"), cells) == 1
+    assert resolve_workers(dataclasses.replace(opts, workers="3"), cells) == 3
