@@ -403,8 +403,15 @@ class DiffII(OfflineMethod):
         ids_of: dict[int, list[str]] = {}
         for image_id, label in zip(subset.image_ids, subset.labels):
             ids_of.setdefault(label, []).append(image_id)
+        counts = subset.class_counts(num_classes)
+        if ctx is not None and ctx.card is not None and 0 in counts:
+            empty = [ctx.card.class_names[c] for c, n in enumerate(counts) if n == 0]
+            raise ConfigError(f"diff_ii: class(es) {', '.join(map(repr, empty[:5]))} have no image in the training part "
+                              f"({len(subset.image_ids)} images); Diff-II inverts a class's own images (or, for one "
+                              "image, starts from noise, §3.10.5) and cannot generate a class it has never seen — "
+                              "use a subset with every class, or a budget for the classes present")
         requests = []
-        for label, n in enumerate(class_budgets(subset.class_counts(num_classes), self.config.expansion, budget)):
+        for label, n in enumerate(class_budgets(counts, self.config.expansion, budget)):
             members = ids_of.get(label, [])
             for k in range(n):
                 index = len(requests)

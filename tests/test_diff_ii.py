@@ -326,3 +326,15 @@ def test_suffix_file_placeholders_come_from_the_subset(tmp_path):
     method = default_registry().create("diff_ii.cl_td", {"suffix_file": str(tmp_path / "{dataset}" / "{shots}shot.txt")})
     (spec,) = [s for s in method.artifacts(few, ctx) if s.kind == "suffixes"]
     assert spec.recipe["source"] == "file" and spec.recipe["suffixes"] == ["on a branch", "in the snow"]
+
+
+def test_a_class_without_images_is_an_error_naming_it():
+    from benchmark.contract import ConfigError, MethodContext
+    from benchmark.registry import default_registry
+    from benchmark.testing import TinySource, tiny_profile, tiny_subset
+
+    source = TinySource(per_class={"train": [2, 0, 1]})
+    ctx = MethodContext(profile=tiny_profile("x"), source=source)
+    method = default_registry().create("diff_ii", {"split_ratio": 0.3})
+    with pytest.raises(ConfigError, match=repr(ctx.card.class_names[1])):
+        method.plan(tiny_subset(source), None, 0, ctx=ctx)
