@@ -440,22 +440,15 @@ class DiffII(OfflineMethod):
         """Initial latents from the pool (or noise), then batched two-stage DDIM; one sample per request."""
         if not requests:
             return []
-        from benchmark import diffusion
-
-        cfg, card = self.config, ctx.require_card()
+        cfg = self.config
         settings = self.sampler_settings(ctx)
-        if self.concepts:
-            from benchmark.concepts import concept_prompt
+        from benchmark.concepts import prompting_pipeline
 
-            warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts[self.concepts])
+        warm, prompt_of = prompting_pipeline(ctx, self.concepts)
+        template = CONCEPT_PROMPT if self.concepts else PLAIN_PROMPT
 
-            def plain(label: int) -> str:
-                return concept_prompt(warm, card, label, CONCEPT_PROMPT)
-        else:
-            warm = diffusion.load_warm_pipeline(ctx)
-
-            def plain(label: int) -> str:
-                return card.prompt(label, PLAIN_PROMPT)
+        def plain(label: int) -> str:
+            return prompt_of(label, template)
 
         pool = self._pool(ctx) if cfg.interpolation != "none" else None
         suffixes = self._suffixes(ctx) if any(r.params.get("split_ratio", 0) > 0 for r in requests) else []

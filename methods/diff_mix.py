@@ -157,19 +157,13 @@ class _Translation(OfflineMethod):
         return requests
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
-        from benchmark import diffusion
+        from benchmark.concepts import prompting_pipeline
 
         if not requests:
             return []
-        card, cfg = ctx.require_card(), self.config
-        if cfg.concepts:
-            from benchmark.concepts import concept_prompt
-
-            warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts[cfg.concepts])
-            prompts = [concept_prompt(warm, card, r.target_class, cfg.prompt_template) for r in requests]
-        else:
-            warm = diffusion.load_warm_pipeline(ctx)
-            prompts = [r.prompt or card.prompt(r.target_class, cfg.prompt_template) for r in requests]
+        cfg = self.config
+        warm, prompt = prompting_pipeline(ctx, cfg.concepts)
+        prompts = [r.prompt or prompt(r.target_class, cfg.prompt_template) for r in requests]
         requests = [dataclasses.replace(r, prompt=p) for r, p in zip(requests, prompts, strict=True)]
         gamma = self.card.training.label_gamma
 

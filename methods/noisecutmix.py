@@ -327,25 +327,19 @@ class NoiseCutMix(OfflineMethod):
 
         if not requests:
             return []
-        card, cfg = ctx.require_card(), self.config
+        cfg = self.config
         settings = self.sampler_settings(ctx)
         size = settings["image_size"]
         wrong = [r.index for r in requests if r.params["image_size"] != size]
         if wrong:
             raise ValueError(f"requests {wrong[:5]} were planned at {requests[0].params['image_size']} px but the "
                              f"sampler runs at {size} px; plan and generate with the same image_size")
-        if cfg.uses_concepts:
-            from benchmark.concepts import concept_prompt
+        from benchmark.concepts import prompting_pipeline
 
-            warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts[cfg.concepts])
+        warm, prompt_of = prompting_pipeline(ctx, cfg.concepts if cfg.uses_concepts else None)
 
-            def prompt(label: int) -> str:
-                return concept_prompt(warm, card, label, cfg.prompt_template)
-        else:
-            warm = diffusion.load_warm_pipeline(ctx)
-
-            def prompt(label: int) -> str:
-                return card.prompt(label, cfg.prompt_template)
+        def prompt(label: int) -> str:
+            return prompt_of(label, cfg.prompt_template)
 
         pipe = diffusion.pipeline_view(warm, settings["scheduler"])
         factor = pipe.vae_scale_factor

@@ -155,19 +155,13 @@ class SDRandom(OfflineMethod):
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
         """Batched text-to-image; one ``SyntheticSample`` per request, in order."""
-        from benchmark import diffusion  # diffusers is imported only when generating
+        from benchmark.concepts import prompting_pipeline  # diffusers is imported only when generating
 
         if not requests:
             return []
-        card, cfg = ctx.require_card(), self.config
-        if cfg.concepts:
-            from benchmark.concepts import concept_prompt
-
-            warm = diffusion.load_warm_pipeline(ctx, artifact=ctx.artifacts[cfg.concepts])
-            prompts = [concept_prompt(warm, card, r.target_class, cfg.prompt_template) for r in requests]
-        else:
-            warm = diffusion.load_warm_pipeline(ctx)
-            prompts = [r.prompt or card.prompt(r.target_class, cfg.prompt_template) for r in requests]
+        cfg = self.config
+        warm, prompt = prompting_pipeline(ctx, cfg.concepts)
+        prompts = [r.prompt or prompt(r.target_class, cfg.prompt_template) for r in requests]
         return run_text_to_image(self, requests, ctx, warm, prompts, negative_prompt=cfg.negative_prompt,
                                  settings=self.sampler_settings(ctx))
 

@@ -14,6 +14,7 @@ The returned pipeline carries ``warm.class_tokens: dict[int, str]`` (class index
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from benchmark.diffusion import WarmPipeline, load_warm_pipeline
@@ -57,3 +58,18 @@ def concept_prompt(warm: WarmPipeline, card: Any, label: int, template: str = "a
         raise ValueError(f"class {label} has no learned token (classes 0..{len(tokens) - 1})")
     name = " ".join(card.class_names[label].replace("_", " ").replace("/", " ").split())
     return " ".join(template.format(token=tokens[label], meta=getattr(card, "meta", "") or "", name=name).split())
+
+
+def prompting_pipeline(ctx: Any, concepts: str | None) -> tuple[WarmPipeline, Callable[[int, str], str]]:
+    """The warm pipeline a text-prompted method samples with, and its prompt function ``(label, template)``.
+
+    With a concept artifact (``concepts`` names its slot in ``ctx.artifacts``): the adapted pipeline and
+    learned-token prompts (:func:`concept_prompt`); without (``None`` or ``"none"``): the profile's
+    pipeline and the card's class-name prompts. One definition for SD-random/Diff-Gen, the Diff-Mix
+    family, NoiseCutMix and Diff-II.
+    """
+    card = ctx.require_card()
+    if concepts and concepts != "none":
+        warm = load_warm_pipeline(ctx, artifact=ctx.artifacts[concepts])
+        return warm, lambda label, template: concept_prompt(warm, card, label, template)
+    return load_warm_pipeline(ctx), lambda label, template: card.prompt(label, template)
