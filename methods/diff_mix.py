@@ -140,10 +140,9 @@ class _Translation(OfflineMethod):
     def artifacts(self, subset: Subset, ctx: MethodContext) -> list[ArtifactSpec]:
         if not self.config.concepts:
             return []
-        from benchmark.concepts import concept_recipe
+        from benchmark.concepts import concept_spec
 
-        steps = {"steps": self.config.concept_steps} if self.config.concept_steps else {}
-        return [ArtifactSpec(self.config.concepts, concept_recipe(self.config.concepts, ctx.profile, **steps))]
+        return [concept_spec(self.config.concepts, ctx.profile, self.config.concept_steps)]
 
     def plan(self, subset: Subset, budget: int | None, seed: int, *,
              ctx: MethodContext | None = None) -> list[GenerationRequest]:

@@ -257,11 +257,9 @@ class NoiseCutMix(OfflineMethod):
         cfg = self.config
         if not cfg.uses_concepts:
             return []
-        from benchmark.concepts import concept_recipe
+        from benchmark.concepts import concept_spec
 
-        steps = {"steps": cfg.concept_steps} if cfg.concept_steps else {}
-        return [ArtifactSpec(cfg.concepts, concept_recipe(cfg.concepts, ctx.profile, **steps),
-                             trained_on=cfg.concept_training_images)]
+        return [concept_spec(cfg.concepts, ctx.profile, cfg.concept_steps, trained_on=cfg.concept_training_images)]
 
     def plan(
         self, subset: Subset, budget: int | None, seed: int, *, ctx: MethodContext | None = None

@@ -130,10 +130,9 @@ class SDRandom(OfflineMethod):
         """The concept-learning artifact of the ``finetuned`` variant / ``diff_gen``; none for vanilla SD."""
         if not self.config.concepts:
             return []
-        from benchmark.concepts import concept_recipe
+        from benchmark.concepts import concept_spec
 
-        steps = {"steps": self.config.concept_steps} if self.config.concept_steps else {}
-        return [ArtifactSpec(self.config.concepts, concept_recipe(self.config.concepts, ctx.profile, **steps))]
+        return [concept_spec(self.config.concepts, ctx.profile, self.config.concept_steps)]
 
 
     def plan(

@@ -17,10 +17,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["class_tokens", "concept_prompt", "concept_recipe", "load_adapted_pipeline", "prompting_pipeline",
+__all__ = ["class_tokens", "concept_prompt", "concept_recipe", "concept_spec", "load_adapted_pipeline", "prompting_pipeline",
            "validate_recipe"]
 
-_EXPORTS = {"concept_recipe": "recipes", "validate_recipe": "recipes", "load_adapted_pipeline": "adapted",
+_EXPORTS = {"concept_recipe": "recipes", "concept_spec": "recipes", "validate_recipe": "recipes", "load_adapted_pipeline": "adapted",
             "concept_prompt": "adapted", "class_tokens": "adapted", "prompting_pipeline": "adapted"}
 
 

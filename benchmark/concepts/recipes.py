@@ -176,3 +176,12 @@ def concept_recipe(kind: str, profile: Any, **overrides: Any) -> dict[str, Any]:
     extra = {} if isinstance(profile, str) else dict((getattr(profile, "extra", None) or {}).get("concept_recipes", {})
                                                       .get(kind, {}))
     return validate_recipe(kind, {**RECIPES[kind][name], **extra, **overrides})
+
+
+def concept_spec(kind: str, profile: Any, steps: int | None = None, **spec: Any):
+    """``ArtifactSpec(kind, concept_recipe(kind, profile, steps=...))``: the concept artifact a method
+    declares, with its training steps overridden when ``steps`` is given (``spec``: further fields)."""
+    from benchmark.contract import ArtifactSpec
+
+    return ArtifactSpec(kind, concept_recipe(kind, profile, **({"steps": steps} if steps else {})), **spec)
+
