@@ -124,7 +124,7 @@ def cmd_world(args) -> int:
             cfg = BuildConfig.smoke() if args.smoke else BuildConfig.recipe(args.recipe, **overrides)
         except ValueError as exc:  # an unknown recipe name: one line, exit 2
             raise ConfigError(str(exc)) from exc
-        build(out, cfg, log=lambda s: print(s, flush=True), with_oracle=not args.no_oracle)
+        build(out, cfg, log=lambda s: print(s, flush=True), with_oracle=not args.no_oracle, resume=args.resume)
         return 0
     from benchmark.world.check import CheckConfig, run_check
 
@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="`build` on CPU: data-parallel processes for the VAE and UNet (default: one per core; "
                         "1 trains in this process)")
     p.add_argument("--smoke", action="store_true", help="a few steps of every recipe (testing)")
+    p.add_argument("--resume", action="store_true",
+                   help="`build`: continue an interrupted build of the same recipe from its checkpoints "
+                        "(in <weights>.building) instead of starting afresh")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="`check`: classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=25, help="`check`: sampler steps")
     p.set_defaults(func=cmd_world)

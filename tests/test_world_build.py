@@ -255,5 +255,51 @@ def test_recipes_are_named():
     assert BuildConfig.recipe("cpu") == BuildConfig()
     v2 = BuildConfig.recipe("v2", seed=3)
     assert v2.vae_latent_channels == 8 and v2.vae_standardize and v2.seed == 3
+    assert v2.unet_steps > BuildConfig().unet_steps and v2.vae_steps > BuildConfig().vae_steps
     with pytest.raises(ValueError, match="unknown world recipe"):
         BuildConfig.recipe("nope")
+
+
+def _interrupt_unet_after(monkeypatch, steps: int):
+    """Make the UNet loop die right after it checkpointed ``steps`` steps (a killed build)."""
+    from benchmark.world import build as build_module
+
+    real_save = build_module.LoopCheckpoint.maybe_save
+
+    def save_then_die(self, done, total, modules, *args, **kwargs):
+        real_save(self, done, total, modules, *args, **kwargs)
+        if done == steps and "unet" in modules:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(build_module.LoopCheckpoint, "maybe_save", save_then_die)
+
+
+def test_resumed_build_equals_an_uninterrupted_one(smoke_world, tmp_path, monkeypatch):
+    out, _ = smoke_world
+    cfg = dataclasses.replace(BuildConfig.smoke(), checkpoint_every=1)
+    again = tmp_path / "weights"
+    with monkeypatch.context() as m:
+        _interrupt_unet_after(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            build(again, cfg, log=lambda s: None)
+    stages = tmp_path / "weights.building" / "stages"
+    assert {"clip.json", "vae.pt", "unet.ckpt.pt"} <= {p.name for p in stages.iterdir()}
+    assert not again.exists()  # nothing half-built is published
+    lines = []
+    record = build(again, cfg, log=lines.append, resume=True)
+    assert any("resumed from" in line and "step 1" in line for line in lines)
+    assert record["resumed"] and record["stats"]["vae"]["resumed"] and not (tmp_path / "weights.building").exists()
+    for rel in sorted(p.relative_to(out) for p in out.rglob("*.safetensors")):
+        assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+def test_resume_of_a_different_recipe_starts_afresh(tmp_path, monkeypatch):
+    cfg = dataclasses.replace(BuildConfig.smoke(), checkpoint_every=1)
+    with monkeypatch.context() as m:
+        _interrupt_unet_after(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            build(tmp_path / "w", cfg, log=lambda s: None)
+    lines = []
+    record = build(tmp_path / "w", dataclasses.replace(cfg, seed=1), log=lines.append, resume=True)
+    assert any("different recipe" in line for line in lines)
+    assert not record["resumed"] and not any(s.get("resumed") for s in record["stats"].values() if s)

@@ -73,7 +73,7 @@ class BuildConfig:
     vae_channels: tuple[int, ...] = (32, 48, 64)
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
-    vae_latent_channels: int = 4
+    vae_latent_channels: int = 8
     vae_layers: int = 1  # resnet blocks per VAE level
     # weight of an LPIPS-style loss on generic ImageNet features (PyPI EfficientNet-Lite0, strides
     # 2-8; never the oracle); 0 = L1 + MSE only (the committed models)
@@ -82,7 +82,7 @@ class BuildConfig:
     # unit std per channel, scaling_factor 1) instead of one global scaling factor; see
     # standardize_latents. False = the committed models (per-channel means up to -0.77 and stds
     # 0.56..1.19 in scaled units, docs/world_v2.md)
-    vae_standardize: bool = False
+    vae_standardize: bool = True
     # tiny UNet2DConditionModel
     unet_steps: int = 1800
     unet_batch: int = 64
@@ -93,7 +93,7 @@ class BuildConfig:
     # "epsilon" (the committed models) or "v_prediction"; the saved scheduler config says which
     unet_prediction: str = "epsilon"
     # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = uniform (the committed models)
-    unet_min_snr_gamma: float = 0.0
+    unet_min_snr_gamma: float = 5.0
     ema_decay: float = 0.998
     # oracle classifier
     oracle_per_class: int = 200
@@ -104,7 +104,7 @@ class BuildConfig:
     # Gaussian noise; never VAE or generated images): a judge of species, not of sharpness.
     # 0 = the committed oracle (docs/world_v2.md section 3: 0.5 gives 95.8% on clean test images
     # and reads body colour right on blurred ones)
-    oracle_degrade: float = 0.0
+    oracle_degrade: float = 0.5
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Data-parallel processes for the VAE and UNet on CPU (0 = one per thread, each single-threaded).
     # These small conv nets barely use a second intra-op thread (UNet step, batch 64: 0.94 s on one
@@ -113,6 +113,9 @@ class BuildConfig:
     # noise and timesteps do not depend on the process count; only float summation order does.
     processes: int = 0
     device: str = "cpu"
+    # The VAE and UNet save a resumable checkpoint (weights, EMA, optimizer, LR schedule, batch
+    # generator) every this many steps; ``build(resume=True)`` continues from the last one.
+    checkpoint_every: int = 500
 
     @classmethod
     def gpu(cls, **overrides) -> BuildConfig:
@@ -128,20 +131,15 @@ class BuildConfig:
 
     @classmethod
     def v2(cls, **overrides) -> BuildConfig:
-        """Issue 14's candidate for the committed models (docs/world_v2.md), for 2 CPU cores in ~2 h.
+        """The committed models' recipe (issue 14): the ``cpu`` defaults trained longer, ~1.6 h on 2 cores.
 
-        VAE: 8 latent channels, 3000 steps (1200 before), per-channel standardised latents: on
-        128 test images the oracle recognised 55.5% of such a VAE's reconstructions against 42.2%
-        for the committed one (PSNR 28.5 vs 24.8 dB; one thread, 19 min). UNet: min-SNR-5
-        weighting and 12,000 steps x 64 (1800 before): on that VAE, min-SNR reached the committed
-        UNet's faithfulness with 42% of its samples, and the measured curve (+~0.1 per doubling of
-        samples) reaches ~0.6 near 770k samples -- unless the VAE or the text tower caps it first
-        (docs/world_v2.md). Estimated on 2 cores from the cpu recipe's per-step times: CLIP 10 +
-        VAE 14 + UNet ~121 + oracle 4 + rendering/encoding 4 min, about 2.5 h.
-        Not yet run end to end: the committed models are still the ``cpu`` recipe's.
+        VAE 3000 steps (1200 in ``cpu``): on the first world's renders the 8-channel VAE's
+        reconstructions went from 35% to 56% oracle accuracy between 600 and 3000 steps (PSNR 23.6 ->
+        28.5 dB). UNet 6000 steps x 64 (1800): the measured faithfulness curve gains ~0.1 per doubling
+        of samples (docs/world_v2.md section 5). Both loops checkpoint, so an interrupted build continues
+        with ``augbench world build --recipe v2 --resume``.
         """
-        values = dict(vae_latent_channels=8, vae_steps=3000, vae_standardize=True,
-                      unet_steps=12000, unet_min_snr_gamma=5.0)
+        values = dict(vae_steps=3000, unet_steps=6000)
         return cls(**{**values, **overrides})
 
     RECIPES = ("cpu", "gpu", "v2")
@@ -216,7 +214,7 @@ def clip_pixel_values(images_u8: torch.Tensor) -> torch.Tensor:
 
 def train_clip(cfg: BuildConfig, images: torch.Tensor, captions: list[str], tokenizer, log: Log = print):
     """Contrastive (InfoNCE, learned temperature) training of both towers on the corpus."""
-    model = make_clip(cfg, tokenizer).to(cfg.device)
+    model = seeded_init(cfg, "clip", lambda: make_clip(cfg, tokenizer)).to(cfg.device)
     tok = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
     ids, mask = tok.input_ids, tok.attention_mask
     # Sequences are shorter than 77 in practice: train on the longest real length (pure speed-up;
@@ -249,6 +247,44 @@ def train_clip(cfg: BuildConfig, images: torch.Tensor, captions: list[str], toke
     return model, {"final_loss": float(np.mean(losses[-50:])), "seconds": time.time() - t0}
 
 
+# --- resumable training loops ---------------------------------------------------------------------
+
+class LoopCheckpoint:
+    """A training loop's full state in one file, so an interrupted build continues where it stopped.
+
+    The state is everything the next step depends on: modules, optimizer, LR schedule, the batch
+    generator and the step; a resumed loop therefore draws the same batches, noise and timesteps as
+    an uninterrupted one. Saved atomically (temporary file + rename) by rank 0 only; every process
+    restores from the same file at the start.
+    """
+
+    def __init__(self, path: str | Path | None, every: int):
+        self.path = Path(path) if path else None
+        self.every = every
+
+    def restore(self, modules: dict, opt, sched, gen: torch.Generator, log: Log) -> tuple[int, list[float]]:
+        """Load the saved state into the arguments; returns (first step to run, losses so far)."""
+        if self.path is None or not self.path.exists():
+            return 0, []
+        state = torch.load(self.path, weights_only=True)
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        log(f"resumed from {self.path} at step {state['step']}")
+        return int(state["step"]), list(state["losses"])
+
+    def maybe_save(self, done: int, total: int, modules: dict, opt, sched, gen, losses, rank: int) -> None:
+        """Save after ``done`` steps when due (never after the last step: the stage result is saved then)."""
+        if self.path is None or rank != 0 or done % self.every or done >= total:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"step": done, "losses": losses, "gen": gen.get_state(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "modules": {k: m.state_dict() for k, m in modules.items()}}, tmp)
+        tmp.replace(self.path)
+
+
 # --- VAE ------------------------------------------------------------------------------------------
 
 def make_vae(cfg: BuildConfig):
@@ -263,9 +299,13 @@ def make_vae(cfg: BuildConfig):
     )
 
 
-def train_vae(cfg: BuildConfig, images: torch.Tensor, log: Log = print):
-    """L1 + MSE reconstruction with a small KL term (a KL-regularised autoencoder, as SD's VAE)."""
-    return _train_data_parallel("vae", make_vae(cfg), cfg, {"images": images}, log)
+def train_vae(cfg: BuildConfig, images: torch.Tensor, log: Log = print, checkpoint: Path | None = None):
+    """L1 + MSE reconstruction with a small KL term (a KL-regularised autoencoder, as SD's VAE).
+
+    With ``checkpoint`` (a file path) the loop saves its state there every ``cfg.checkpoint_every``
+    steps and starts from it when it exists (:class:`LoopCheckpoint`)."""
+    data = {"images": images} | ({"checkpoint": str(checkpoint)} if checkpoint else {})
+    return _train_data_parallel("vae", seeded_init(cfg, "vae", lambda: make_vae(cfg)), cfg, data, log)
 
 
 def _vae_loop(cfg: BuildConfig, vae, data: dict, log: Log, rank: int = 0, world: int = 1):
@@ -276,10 +316,11 @@ def _vae_loop(cfg: BuildConfig, vae, data: dict, log: Log, rank: int = 0, world:
     mine = _batch_slice(cfg.vae_batch, rank, world)
     params = list(vae.parameters())
     perceptual = ImageNetPerceptual().to(cfg.device) if cfg.vae_perceptual > 0 else None
+    checkpoint = LoopCheckpoint(data.get("checkpoint"), cfg.checkpoint_every)
+    start, losses = checkpoint.restore({"vae": vae}, opt, sched, gen, log)
     vae.train()
     t0 = time.time()
-    losses = []
-    for step in range(cfg.vae_steps):
+    for step in range(start, cfg.vae_steps):
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
         x = to_unit(_random_crops(images[idx], cfg.vae_crop, gen))[mine].to(cfg.device)
         post = vae.encode(x).latent_dist
@@ -296,7 +337,8 @@ def _vae_loop(cfg: BuildConfig, vae, data: dict, log: Log, rank: int = 0, world:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        _progress(log, "vae", step, cfg.vae_steps, losses, t0)
+        _progress(log, "vae", step, cfg.vae_steps, losses, t0, start)
+        checkpoint.maybe_save(step + 1, cfg.vae_steps, {"vae": vae}, opt, sched, gen, losses, rank)
     vae.eval()
     return vae, {"final_loss": float(np.mean(losses[-50:])), "seconds": time.time() - t0}
 
@@ -427,11 +469,13 @@ def encode_texts(text_encoder, tokenizer, captions: list[str], batch: int = 512)
     return torch.cat(out)
 
 
-def train_unet(cfg: BuildConfig, lat_mean, lat_std, scaling: float, text_emb, empty_emb, log: Log = print):
-    """Epsilon-prediction MSE with uniform timesteps, caption dropout and an EMA of the weights."""
+def train_unet(cfg: BuildConfig, lat_mean, lat_std, scaling: float, text_emb, empty_emb, log: Log = print,
+               checkpoint: Path | None = None):
+    """Epsilon-prediction MSE with uniform timesteps, caption dropout and an EMA of the weights
+    (resumable from ``checkpoint`` as :func:`train_vae`)."""
     data = {"lat_mean": lat_mean, "lat_std": lat_std, "scaling": torch.tensor(scaling, dtype=torch.float64),
-            "text_emb": text_emb, "empty_emb": empty_emb}
-    return _train_data_parallel("unet", make_unet(cfg), cfg, data, log)
+            "text_emb": text_emb, "empty_emb": empty_emb} | ({"checkpoint": str(checkpoint)} if checkpoint else {})
+    return _train_data_parallel("unet", seeded_init(cfg, "unet", lambda: make_unet(cfg)), cfg, data, log)
 
 
 def _unet_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, world: int = 1):
@@ -448,10 +492,11 @@ def _unet_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, worl
     gen = make_generator(derive_seed(cfg.seed, "unet-batches"))
     n = len(text_emb)
     ema_params, unet_params = list(ema.parameters()), list(unet.parameters())
+    checkpoint = LoopCheckpoint(data.get("checkpoint"), cfg.checkpoint_every)
+    start, losses = checkpoint.restore({"unet": unet, "ema": ema}, opt, sched, gen, log)
     unet.train()
     t0 = time.time()
-    losses = []
-    for step in range(cfg.unet_steps):
+    for step in range(start, cfg.unet_steps):
         idx = torch.randint(0, n, (cfg.unet_batch,), generator=gen)
         flip = torch.randint(0, 2, (cfg.unet_batch,), generator=gen)
         li = idx + flip * n  # latents were encoded for both flips
@@ -475,7 +520,8 @@ def _unet_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, worl
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, unet_params, 1 - decay)
-        _progress(log, "unet", step, cfg.unet_steps, losses, t0)
+        _progress(log, "unet", step, cfg.unet_steps, losses, t0, start)
+        checkpoint.maybe_save(step + 1, cfg.unet_steps, {"unet": unet, "ema": ema}, opt, sched, gen, losses, rank)
     ema.eval()
     return ema, {"final_loss": float(np.mean(losses[-200:])), "seconds": time.time() - t0}
 
@@ -681,10 +727,17 @@ def train_oracle(cfg: BuildConfig, log: Log = print):
 
 # --- orchestration --------------------------------------------------------------------------------
 
-def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print, with_oracle: bool = True) -> dict:
-    """Run the whole recipe and save every model under ``out_dir`` (replacing what was there)."""
+def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print, with_oracle: bool = True,
+          resume: bool = False) -> dict:
+    """Run the whole recipe and save every model under ``out_dir`` (replacing what was there).
+
+    Work happens in ``<out_dir>.building``: finished stages (CLIP, VAE, UNet) leave their results in
+    its ``stages/`` folder and the VAE and UNet loops checkpoint every ``cfg.checkpoint_every``
+    steps. ``resume=True`` continues an interrupted build of the same recipe from there (a
+    different recipe or render version starts afresh, saying so); without it the folder is wiped.
+    """
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-    from transformers import CLIPImageProcessor, CLIPTextModel
+    from transformers import CLIPModel, CLIPTextModel
 
     from benchmark.tokenizer import build_clip_tokenizer
 
@@ -695,28 +748,26 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
         torch.backends.cudnn.allow_tf32 = True
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    stages = _prepare_staging(staging, cfg, resume, log)
     t_start = time.time()
-    torch.manual_seed(derive_seed(cfg.seed, "init") % (2**31))  # parameter init of freshly built modules
 
     images, captions = render_corpus(cfg.corpus_size, cfg.image_size, log)
     tokenizer = build_clip_tokenizer(model_max_length=77)
 
-    clip, clip_stats = train_clip(cfg, images, captions, tokenizer, log)
-    processor = CLIPImageProcessor(size={"shortest_edge": cfg.image_size},
-                                   crop_size={"height": cfg.image_size, "width": cfg.image_size},
-                                   image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True)
-    clip.to(torch.float16).save_pretrained(staging / "clip", safe_serialization=True)
-    tokenizer.save_pretrained(staging / "clip")
-    processor.save_pretrained(staging / "clip")
-    clip.float()
-
+    clip_stats = _load_stage(stages / "clip.json")
+    if clip_stats is None:
+        clip, clip_stats = train_clip(cfg, images, captions, tokenizer, log)
+        save_clip(clip, tokenizer, cfg, staging / "clip")
+        _save_stage(stages / "clip.json", clip_stats)
+    # Reload what was saved (fp16) in both paths, so a resumed build trains the UNet on the same
+    # text embeddings as an uninterrupted one -- and on those the committed pipeline will use.
+    clip = CLIPModel.from_pretrained(staging / "clip", torch_dtype=torch.float32, local_files_only=True)
     text_encoder = CLIPTextModel(clip.config.text_config)
     getattr(text_encoder, "text_model", text_encoder).load_state_dict(clip.text_model.state_dict())
     text_encoder.eval().requires_grad_(False)
 
-    vae, vae_stats = train_vae(cfg, images, log)
+    vae, vae_stats = _staged_module(stages / "vae.pt", make_vae(cfg),
+                                    lambda: train_vae(cfg, images, log, checkpoint=stages / "vae.ckpt.pt"))
     lat_mean, lat_std = encode_latents(vae, images)
     if cfg.vae_standardize:
         lat_mean, lat_std = standardize_latents(vae, lat_mean, lat_std)
@@ -728,7 +779,9 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
 
     text_emb = encode_texts(text_encoder, tokenizer, captions)
     empty_emb = encode_texts(text_encoder, tokenizer, [""])[0]
-    unet, unet_stats = train_unet(cfg, lat_mean, lat_std, scaling, text_emb, empty_emb, log)
+    unet, unet_stats = _staged_module(
+        stages / "unet.pt", make_unet(cfg),
+        lambda: train_unet(cfg, lat_mean, lat_std, scaling, text_emb, empty_emb, log, checkpoint=stages / "unet.ckpt.pt"))
 
     scheduler = DPMSolverMultistepScheduler(**{k: v for k, v in sd15_scheduler_config().items()
                                                if k in ("num_train_timesteps", "beta_start", "beta_end",
@@ -746,12 +799,17 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
         oracle, oracle_stats = train_oracle_seeded(cfg, log)
         save_oracle(oracle, oracle_stats, staging / "oracle")
 
+    from benchmark.world.render import RENDER_VERSION
+
     record = {
         "format": "augbench.world-build/1",
         "config": asdict(cfg),
+        "render_version": RENDER_VERSION,
         "stats": {"clip": clip_stats, "vae": vae_stats, "unet": unet_stats, "oracle": oracle_stats},
         "vae_scaling_factor": scaling,
+        # this process's wall time; stage "seconds" also cover earlier, interrupted runs' work
         "build_seconds": time.time() - t_start,
+        "resumed": resume and any(s.get("resumed") for s in (clip_stats, vae_stats, unet_stats)),
         "versions": package_versions(),
         "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
                     "threads": cfg.threads,
@@ -759,11 +817,83 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
                     "device": cfg.device},
     }
     (staging / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(stages)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     log(f"world built in {record['build_seconds'] / 60:.1f} min -> {out_dir}")
     return record
+
+
+def seeded_init(cfg: BuildConfig, name: str, factory: Callable):
+    """``factory()`` with parameters initialised from a generator derived from (build seed, ``name``),
+    not from global RNG state: a resumed build, which skips finished stages, initialises the rest
+    exactly as an uninterrupted one."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, f"init-{name}") % (2**31))
+        return factory()
+
+
+def save_clip(clip, tokenizer, cfg: BuildConfig, folder: Path) -> None:
+    """Save the CLIP model (fp16), its tokenizer and an image-processor config to ``folder``."""
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor(size={"shortest_edge": cfg.image_size},
+                                   crop_size={"height": cfg.image_size, "width": cfg.image_size},
+                                   image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True)
+    clip.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _resume_identity(cfg: BuildConfig) -> dict:
+    """What must match for a resumed build to continue a stopped one: the recipe and the render version
+    (not the thread/process count or checkpoint interval, which change no stage's inputs)."""
+    from benchmark.world.render import RENDER_VERSION
+
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "processes", "checkpoint_every")}
+    return json.loads(json.dumps({"recipe": recipe, "render_version": RENDER_VERSION}))
+
+
+def _prepare_staging(staging: Path, cfg: BuildConfig, resume: bool, log: Log) -> Path:
+    """The build's ``stages/`` folder: kept when resuming the same recipe, otherwise made afresh."""
+    identity_file = staging / "stages" / "identity.json"
+    if resume and identity_file.exists():
+        if json.loads(identity_file.read_text()) == _resume_identity(cfg):
+            log(f"resuming the build in {staging}")
+            return staging / "stages"
+        log(f"{staging} holds a different recipe or render version: starting afresh")
+    elif resume:
+        log(f"nothing to resume in {staging}: starting afresh")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "stages").mkdir(parents=True)
+    identity_file.write_text(json.dumps(_resume_identity(cfg), indent=2))
+    return staging / "stages"
+
+
+def _load_stage(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    return {**json.loads(path.read_text()), "resumed": True}
+
+
+def _save_stage(path: Path, stats: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stats))
+    tmp.replace(path)
+
+
+def _staged_module(path: Path, module, train: Callable[[], tuple]) -> tuple:
+    """``train()``'s (module, stats), saved at ``path``; or, when a stopped build left it there, loaded."""
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        module.load_state_dict(state["model"])
+        return module.eval(), {**json.loads(state["stats"]), "resumed": True}
+    module, stats = train()
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": module.state_dict(), "stats": json.dumps(stats)}, tmp)
+    tmp.replace(path)
+    return module, stats
 
 
 def _cpu_model() -> str:
@@ -844,10 +974,10 @@ def _cosine_with_warmup(opt, total: int, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _progress(log: Log, name: str, step: int, total: int, losses: list[float], t0: float) -> None:
+def _progress(log: Log, name: str, step: int, total: int, losses: list[float], t0: float, start: int = 0) -> None:
     every = max(1, total // 20)
     if step % every == 0 or step == total - 1:
-        rate = (time.time() - t0) / (step + 1)
+        rate = (time.time() - t0) / (step + 1 - start)
         log(f"[{name}] step {step + 1}/{total} loss {np.mean(losses[-every:]):.4f} "
             f"({rate:.2f}s/step, eta {rate * (total - step - 1) / 60:.1f} min)")
 
