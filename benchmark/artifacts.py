@@ -186,7 +186,7 @@ def _build(spec: ArtifactSpec, train_part, ctx: MethodContext, store: Store, all
     kind = _kind(spec.kind)
     ctx = spec.context(ctx)
     base_model = ctx.profile.pipeline
-    key = artifact_key(spec, train_part, base_model)
+    key = artifact_key(spec, train_part, ctx.profile.pipeline_key)
 
     def build(folder: Path) -> None:
         if not allow_build:

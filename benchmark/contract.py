@@ -300,7 +300,8 @@ class ArtifactSpec:
         """``ctx`` with the profile's pipeline replaced by ``base_model`` (``ctx`` itself without one)."""
         if not self.base_model or self.base_model == ctx.profile.pipeline:
             return ctx
-        return dataclasses.replace(ctx, profile=ctx.profile.with_overrides(pipeline=self.base_model))
+        return dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, pipeline=self.base_model,
+                                                                    models_fingerprint=None))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,14 @@ from pathlib import Path
 WORLD_WEIGHTS = Path(__file__).resolve().parent / "world" / "weights"
 
 
+def world_fingerprint(weights: Path = WORLD_WEIGHTS) -> str | None:
+    """Hash of the world build's record (recipe, render version, losses, timings): new for every rebuild."""
+    from benchmark.hashing import file_sha256
+
+    record = weights / "build.json"
+    return file_sha256(record)[:16] if record.exists() else None
+
+
 @dataclass(frozen=True)
 class Profile:
     """Foundation models and default scale of a run.
@@ -34,6 +42,10 @@ class Profile:
         local_files_only: never touch the network when loading.
         oracle: folder of an oracle classifier of the profile's datasets (``config.json`` +
             ``model.safetensors``; the embedded world's) for the ``Fid.`` column, or ``None``.
+        models_fingerprint: identity of locally built models whose folder path says nothing about their
+            content (the embedded world's: a hash of its ``build.json``); hashed into every cache key
+            that depends on the pipeline or CLIP (``pipeline_key``, ``clip_key``), so a rebuilt world
+            never reuses results of the old one.
     """
 
     name: str
@@ -50,7 +62,17 @@ class Profile:
     local_files_only: bool = True
     dtype: str = "float32"
     oracle: str | None = None
+    models_fingerprint: str | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def pipeline_key(self) -> str:
+        """The pipeline as cache keys name it: location, plus the fingerprint of locally built models."""
+        return f"{self.pipeline}#{self.models_fingerprint}" if self.models_fingerprint else self.pipeline
+
+    @property
+    def clip_key(self) -> str:
+        return f"{self.clip}#{self.models_fingerprint}" if self.models_fingerprint else self.clip
 
     def with_overrides(self, **kwargs) -> Profile:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
@@ -67,6 +89,7 @@ PROFILES: dict[str, Profile] = {
         image_size=64,
         classifier_size=64,
         oracle=str(WORLD_WEIGHTS / "oracle"),
+        models_fingerprint=world_fingerprint(),
     ),
     "sd15": Profile(
         name="sd15",
@@ -118,4 +141,8 @@ def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
         return profile
     all_local = all(Path(getattr(profile, a) if a not in overrides else overrides[a]).is_dir()
                     for a in ("pipeline", "clip"))
-    return replace(profile, **overrides, local_files_only=profile.local_files_only or all_local)
+    # models elsewhere: the committed world's fingerprint no longer names them; a world built with
+    # ``augbench world build --weights DIR`` has its own build.json next to sd/ and clip/
+    fingerprint = world_fingerprint(Path(overrides.get("pipeline", profile.pipeline)).parent)
+    return replace(profile, **overrides, local_files_only=profile.local_files_only or all_local,
+                   models_fingerprint=fingerprint)

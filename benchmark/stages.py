@@ -146,7 +146,7 @@ def full_split_of(subsets: Subsets):
     if set(subsets.subset.image_ids) == set(train.image_ids) | set(val.image_ids):
         return subsets.subset
     return Subset(train.dataset, train.split, train.protocol, {**dict(train.params), "part": "train+val"},
-                  tuple(train.samples) + tuple(val.samples))
+                  tuple(train.samples) + tuple(val.samples), revision=train.revision)
 
 
 def artifacts_stage(env: CellEnv, offline, source, train_part, full_split=None) -> dict:
@@ -179,7 +179,7 @@ def generate_stage(env: CellEnv, offline, source, train_part, seed: int, artifac
 
     key = content_hash({"stage": "generate", "version": STAGE_VERSIONS["generate"], "method": offline.provenance(),
                         "subset": train_part.manifest_hash, "profile": env.profile.name,
-                        "pipeline": env.profile.pipeline, "seed": seed,
+                        "pipeline": env.profile.pipeline_key, "seed": seed,
                         "artifacts": sorted(a.key for a in artifacts.values())})
     t = time.time()
 
@@ -225,7 +225,7 @@ def metrics_stage(env: CellEnv, synthetic_set, source, selection_key: str) -> di
     from benchmark import metrics as M
 
     key = content_hash({"stage": "metrics", "version": STAGE_VERSIONS["metrics"], "selection": selection_key,
-                        "profile": env.profile.name, "clip": env.profile.clip})
+                        "profile": env.profile.name, "clip": env.profile.clip_key})
 
     def compute() -> dict[str, Any]:
         env.on_stage("metrics")

@@ -19,3 +19,29 @@ def test_profile_model_locations_come_from_the_environment(tmp_path):
     assert mixed.pipeline == str(sd) and mixed.clip == PROFILES["sd15"].clip and not mixed.local_files_only
     with pytest.raises(ValueError, match="AUGBENCH_SD15_CLIP=.*not a directory"):
         get_profile("sd15", environ={"AUGBENCH_SD15_CLIP": str(tmp_path / "missing")})
+
+
+def test_world_models_are_identified_by_their_build_record_in_cache_keys(tmp_path):
+    """A rebuilt world lives at the same path: its build.json fingerprint must reach the cache keys."""
+    import dataclasses
+
+    from benchmark.profiles import PROFILES, get_profile, world_fingerprint
+
+    embedded = PROFILES["embedded"]
+    assert embedded.models_fingerprint == world_fingerprint() is not None
+    assert embedded.pipeline_key.startswith(embedded.pipeline) and embedded.pipeline_key != embedded.pipeline
+    assert embedded.clip_key.endswith(embedded.models_fingerprint)
+    # models that are not a world build (a hub id) keep their plain name
+    assert PROFILES["sd15"].pipeline_key == PROFILES["sd15"].pipeline
+    # a world built elsewhere: its own record, and a rebuild there changes the key
+    for part in ("sd", "clip"):
+        (tmp_path / part).mkdir()
+    (tmp_path / "build.json").write_text('{"build_seconds": 1}')
+    env = {"AUGBENCH_EMBEDDED_PIPELINE": str(tmp_path / "sd"), "AUGBENCH_EMBEDDED_CLIP": str(tmp_path / "clip")}
+    first = get_profile("embedded", environ=env)
+    (tmp_path / "build.json").write_text('{"build_seconds": 2}')
+    second = get_profile("embedded", environ=env)
+    assert first.models_fingerprint != second.models_fingerprint != embedded.models_fingerprint
+    assert first.pipeline_key != second.pipeline_key
+    other = dataclasses.replace(embedded, models_fingerprint="abc")
+    assert other.pipeline_key != embedded.pipeline_key

@@ -123,3 +123,18 @@ def test_corpus_goes_beyond_benchmark_species():
     assert sum(s in bench for s in specs) < 10
     assert {corpus.item(f"train/{i:06d}").scene.context for i in range(200)} == set(CONTEXTS)
     assert set(ATTRIBUTES["body"]) == {s.body for s in specs}
+
+
+def test_world_subsets_carry_the_render_version_and_real_manifests_do_not():
+    """Cached results are keyed on manifests of ids: a change of the drawing code must change them."""
+    import dataclasses
+
+    from benchmark.data.protocols import few_shot
+    from benchmark.world.render import RENDER_VERSION
+
+    subset = few_shot(open_dataset("toybirds"), 2, seed=0)
+    assert subset.revision == f"render-{RENDER_VERSION}" and subset.manifest()["revision"] == subset.revision
+    older = dataclasses.replace(subset, revision="render-1")
+    assert older.manifest_hash != subset.manifest_hash
+    # sources read from files have no revision: their manifests (and hashes) are as before
+    assert "revision" not in dataclasses.replace(subset, revision=None).manifest()

@@ -38,6 +38,11 @@ class Sample:
 class ImageSource(ABC):
     """One dataset's official splits, addressable by image id."""
 
+    #: Revision of the pixels behind the ids, for sources that compute their images (the embedded
+    #: world's render version); written into subset manifests so that cached results keyed on a
+    #: manifest never outlive a change of the drawing code. ``None`` for files on disk.
+    revision: str | None = None
+
     def __init__(self, card: DatasetCard):
         self.card = card
 
@@ -81,6 +86,7 @@ class Subset:
     protocol: str
     params: Mapping[str, Any]
     samples: tuple[Sample, ...]
+    revision: str | None = None  # the source's ``ImageSource.revision``
 
     @property
     def image_ids(self) -> list[str]:
@@ -105,7 +111,7 @@ class Subset:
             "protocol": self.protocol,
             "params": dict(self.params),
             "images": [[s.image_id, s.label] for s in self.samples],
-        }
+        } | ({"revision": self.revision} if self.revision is not None else {})
 
     @property
     def manifest_hash(self) -> str:
@@ -135,7 +141,7 @@ class Subset:
             if missing:
                 raise DataError(f"{path}: {len(missing)} image ids are not in {source.card.id}: {missing[:5]}")
         samples = tuple(Sample(i, int(lbl), attrs.get(i, {})) for i, lbl in data["images"])
-        return cls(data["dataset"], data["split"], data["protocol"], data["params"], samples)
+        return cls(data["dataset"], data["split"], data["protocol"], data["params"], samples, data.get("revision"))
 
 
 # --- readers -------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from benchmark.data.core import DataError, ImageSource, Sample
 from benchmark.seeding import derive_seed
 from benchmark.world.render import (
     LAND_CONTEXTS,
+    RENDER_VERSION,
     WATER_CONTEXTS,
     BirdSpec,
     Scene,
@@ -60,6 +61,8 @@ class WorldItem:
 
 class WorldSource(ImageSource):
     """Procedural dataset described by a world card."""
+
+    revision = f"render-{RENDER_VERSION}"
 
     def __init__(self, card: DatasetCard, data_root: Path | None = None, image_size: int | None = None):
         super().__init__(card)
