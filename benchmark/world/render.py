@@ -31,6 +31,13 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "brown": (125, 75, 35),
 }
 PATTERNS = ("plain", "striped", "spotted", "barred")
+
+# Revision of the drawing code: part of every world image's identity (``WorldSource.revision``), so a
+# change of pixels invalidates cached subsets, artifacts and results. 1: the first world; 2: wing
+# patterns at >= 1.5 px and a larger head/crown at 64 px (issue 14).
+RENDER_VERSION = 2
+PATTERN_WIDTH = 1 / 42  # of the 2x drawing canvas: 3 px at 128, i.e. 1.5 px after the downsampling to 64
+HEAD_RADIUS = 0.5  # head radius / body half-length (0.42 in render version 1)
 BEAKS = ("short", "long", "hooked")
 TAILS = ("short", "long", "forked", "fan")
 SIZES = ("small", "large")
@@ -193,24 +200,25 @@ def _gradient(draw, S, y0, y1, c0, c1):
 
 
 def _pattern(draw, spec: BirdSpec, box, S, rng):
+    """Wing pattern drawn at >= 1.5 px at 64 px: the first world drew 0.5 px lines, which any blur, the
+    VAE and CLIP lost (docs/world_v2.md sections 3-4); six species differ from their genus' Common form
+    only here."""
     x0, y0, x1, y1 = box
     dark = tuple(max(0, int(c * 0.35)) for c in COLOURS[spec.wing])
     if spec.wing in ("black", "brown", "purple", "blue"):
         dark = (235, 235, 230)
-    w = max(1, S // 80)
+    w = max(1, round(S * PATTERN_WIDTH))
     if spec.pattern == "striped":  # lengthwise stripes
-        for k in range(1, 4):
-            y = y0 + (y1 - y0) * k / 4
-            draw.line([(x0 + (x1 - x0) * 0.1, y), (x1 - (x1 - x0) * 0.1, y)], fill=dark, width=w)
+        for k in (1, 2):
+            y = y0 + (y1 - y0) * k / 3
+            draw.line([(x0 + (x1 - x0) * 0.12, y), (x1 - (x1 - x0) * 0.12, y)], fill=dark, width=w)
     elif spec.pattern == "barred":  # crosswise bars
-        for k in range(1, 5):
-            x = x0 + (x1 - x0) * k / 5
-            draw.line([(x, y0 + (y1 - y0) * 0.1), (x, y1 - (y1 - y0) * 0.1)], fill=dark, width=w)
+        for k in (1, 2, 3):
+            x = x0 + (x1 - x0) * k / 4
+            draw.line([(x, y0 + (y1 - y0) * 0.12), (x, y1 - (y1 - y0) * 0.12)], fill=dark, width=w)
     elif spec.pattern == "spotted":
-        r = max(1.0, S / 90)
-        for k in range(7):
-            fx = 0.2 + 0.6 * ((k * 0.618) % 1.0)
-            fy = 0.25 + 0.5 * ((k * 0.382 + 0.3) % 1.0)
+        r = max(1.0, S * PATTERN_WIDTH)
+        for fx, fy in ((0.3, 0.35), (0.55, 0.3), (0.75, 0.5), (0.35, 0.7), (0.6, 0.72)):
             x, y = x0 + (x1 - x0) * fx, y0 + (y1 - y0) * fy
             draw.ellipse([x - r, y - r, x + r, y + r], fill=dark)
 
@@ -247,10 +255,10 @@ def _draw_bird(img: Image.Image, scene: Scene, S: int, rng: np.random.Generator)
     # body
     d.ellipse([cx - bl, cy - bh, cx + bl, cy + bh], fill=body_c, outline=outline)
     # head with crown
-    hr = base * 0.42
+    hr = base * HEAD_RADIUS
     hx, hy = cx + bl * 0.85, cy - bh * 0.75
     d.ellipse([hx - hr, hy - hr, hx + hr, hy + hr], fill=body_c, outline=outline)
-    d.pieslice([hx - hr, hy - hr, hx + hr, hy + hr], 180, 360, fill=COLOURS[spec.crown], outline=outline)
+    d.pieslice([hx - hr, hy - hr, hx + hr, hy + hr], 165, 375, fill=COLOURS[spec.crown], outline=outline)
     # beak
     beak_c = (235, 170, 40) if spec.body not in ("yellow", "orange") else (60, 50, 40)
     bx, by = hx + hr * 0.9, hy + hr * 0.1
@@ -273,7 +281,7 @@ def _draw_bird(img: Image.Image, scene: Scene, S: int, rng: np.random.Generator)
                    (cx + bl * 0.4, cy - bh * 0.2)], fill=wing_c, outline=w_out)
         _pattern(d, spec, (cx - bl * 0.35, cy - bh * 1.9, cx + bl * 0.35, cy - bh * 0.4), S, rng)
     else:
-        box = (cx - bl * 0.7, cy - bh * 0.55, cx + bl * 0.45, cy + bh * 0.5)
+        box = (cx - bl * 0.8, cy - bh * 0.65, cx + bl * 0.5, cy + bh * 0.6)
         d.ellipse(box, fill=wing_c, outline=w_out)
         _pattern(d, spec, box, S, rng)
     if scene.pose == "swimming":  # water line hides the lower body
