@@ -578,3 +578,16 @@ def test_ema_selection_reports_the_averaged_weights(toy_data):
     x = prepare_eval(test.images, _cfg().recipe, 16)
     again = evaluate_model(ema.model, x, test.labels, 3, ema.config["mean"], ema.config["std"], device="cpu")
     assert again["top1"] == pytest.approx(ema.metrics["top1"])
+
+
+@pytest.mark.parametrize("rule", ["last_epoch", "ema"])
+def test_final_epoch_rules_evaluate_once_and_report_what_the_full_schedule_reports(toy_data, rule):
+    train, test, _ = toy_data
+    once = train_classifier(_model, train, num_classes=3, config=_cfg(selection=rule), test=test)
+    curves = train_classifier(_model, train, num_classes=3, config=_cfg(selection=rule, curves=True), test=test)
+    assert [h["test_top1"] is not None for h in once.history] == [False, False, True]
+    assert all(h["test_top1"] is not None for h in curves.history)
+    assert once.metrics["top1"] == curves.metrics["top1"] and once.metrics["selected_epoch"] == 3
+    assert "max_test_top1" not in once.metrics and "max_test_top1" in curves.metrics
+    for v, w in zip(once.model.state_dict().values(), curves.model.state_dict().values(), strict=True):
+        assert torch.equal(v, w)

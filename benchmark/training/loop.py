@@ -18,6 +18,7 @@ what draws from the global RNG (the weights of a model built by a factory, dropo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ from benchmark.training.losses import one_hot, smoothed_targets, soft_target_cro
 from benchmark.training.recipes import Recipe, cosine_warmup_lr
 from benchmark.training.replacement import REPLACEMENT_MODES, ReplacementSampler
 from benchmark.training.runtime import autocast, resolve_device, usable_cores
-from benchmark.training.selection import SELECTION_RULES, selected_metrics
+from benchmark.training.selection import FINAL_EPOCH_RULES, SELECTION_RULES, selected_metrics
 from benchmark.training.transforms import augment_batch, prepare_eval, train_geometry
 
 __all__ = ["train_classifier"]
@@ -330,6 +331,9 @@ class _Run:
         self.model.train()
         self.optimizer = _make_optimizer(self.model, self.recipe)
         self.plan = _Plan.of(self.recipe, self.pool.epoch_length)
+        if cfg.selection in FINAL_EPOCH_RULES and not cfg.curves:
+            # the rule reports the final weights: evaluating earlier epochs would change nothing reported
+            self.plan = dataclasses.replace(self.plan, eval_at=frozenset({self.plan.epochs}))
         self.has_bn = _has_batchnorm(self.model)
         self.streams = _Streams.from_seed(cfg.seed)
         self.best = _BestWeights()

@@ -15,6 +15,8 @@ import numpy as np
 __all__ = ["SELECTION_NOTES", "SELECTION_RULES", "per_group_maxima", "select_epoch", "selected_metrics"]
 
 SELECTION_RULES = ("val_split", "last_epoch", "ema", "max_test", "max_per_group")
+# rules that report the final weights (or their average): nothing before the last epoch can be chosen
+FINAL_EPOCH_RULES = ("last_epoch", "ema")
 SELECTION_NOTES = {
     "val_split": "epoch with the best accuracy on a validation split carved from the training data",
     "last_epoch": "last training epoch",
@@ -102,8 +104,8 @@ def selected_metrics(history: Sequence[Mapping[str, Any]], rule: str) -> dict[st
         last_epoch_top1=history[-1].get("test_top1"),
     )
     tested = [h for h in history if h.get("test_top1") is not None]
-    if not tested:
-        return metrics
+    if not tested or (len(tested) == 1 and rule in FINAL_EPOCH_RULES):
+        return metrics  # one evaluation (TrainConfig.curves off): no maximum over epochs to compare with
     best = max(tested, key=lambda h: h["test_top1"])
     metrics["max_test_top1"], metrics["max_test_epoch"] = best["test_top1"], best["epoch"]
     maxima = per_group_maxima(tested)
