@@ -549,7 +549,8 @@ def to_latex(table: ReportTable, cap: str, published: Sequence[PublishedTable] =
 
 
 CSV_COLUMNS = ("method", "dataset", "setting", "top1_mean", "top1_std", "n_seeds", "avg", "delta_vs_original",
-               "lpips", "clip_score", "oracle_fidelity")
+               "paired_delta", "paired_ci_low", "paired_ci_high", "paired_seeds", "lpips", "clip_score",
+               "oracle_fidelity")
 
 
 def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> pd.DataFrame:
@@ -560,8 +561,9 @@ def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> p
         s = table.summary.loc[method]
         for column in [*table.columns, *(key for key, _ in table.extra_columns)]:
             mean, std, n = table.cell(method, column)
-            rows.append((method, *column, mean, std, n or None, s["avg"], s["delta"], s["lpips"], s["clip_score"],
-                         s["oracle_fidelity"], "measured"))
+            paired = (s["paired_diff"], s["paired_lo"], s["paired_hi"], s["paired_n"] or None)
+            rows.append((method, *column, mean, std, n or None, s["avg"], s["delta"], *paired, s["lpips"],
+                         s["clip_score"], s["oracle_fidelity"], "measured"))
     for pub in published:
         cols, averages = _published_view(table, pub)
         covering = {c: i for i in averages for c in pub.averages[i].columns}
@@ -569,10 +571,11 @@ def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> p
             for col in cols:
                 i = covering.get(col)
                 avg, delta = (None, None) if i is None else (row.avg[i], row.delta[i])
-                rows.append((row.method_id or row.method, *col, *row.cells[col], pub.trials, avg, delta, row.lpips,
-                             None, None, pub.id))
+                rows.append((row.method_id or row.method, *col, *row.cells[col], pub.trials, avg, delta,
+                             None, None, None, None, row.lpips, None, None, pub.id))
     frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "source"])
-    frame = frame.astype({c: float for c in CSV_COLUMNS[3:] if c != "n_seeds"} | {"n_seeds": "Int64"})
+    counts = ("n_seeds", "paired_seeds")
+    frame = frame.astype({c: float for c in CSV_COLUMNS[3:] if c not in counts} | dict.fromkeys(counts, "Int64"))
     return frame if published else frame.drop(columns="source")
 
 

@@ -64,6 +64,10 @@ def test_waterbirds_table_has_p2_group_columns_mean_worst_and_delta():
     assert last["top1_mean"] == "45.0000" and last["top1_std"] == f"{math.sqrt(2):.4f}" and last["n_seeds"] == "2"
     assert last["avg"] == "44.0000" and last["delta_vs_original"] == "10.0000" and last["lpips"] == "21.0000"
     assert rows[0]["lpips"] == "" and rows[0]["delta_vs_original"] == "0.0000"
+    # the paired difference to original over seeds, with its 95 % interval (the tables' Δ paired column)
+    assert (last["paired_delta"], last["paired_ci_low"], last["paired_ci_high"], last["paired_seeds"]) == (
+        "10.0000", "10.0000", "10.0000", "2")
+    assert rows[0]["paired_delta"] == "" and rows[0]["method"] == "original"  # the reference itself
 
 
 def test_few_shot_columns_in_numeric_order_avg_only_when_complete_and_one_seed_without_std():
@@ -83,7 +87,7 @@ def test_few_shot_columns_in_numeric_order_avg_only_when_complete_and_one_seed_w
     assert rows[2] == ["original", "28.00", "50.00", "60.00", "46.00", "—", "—"]
     frame = csv_frame(table)
     assert frame["n_seeds"].isna().tolist() == [False, False, True, False, False, False]  # cutmix: no 10-shot cell
-    assert to_csv(table).splitlines()[3] == "cutmix,toybirds,shots=10,,,,,,,,"
+    assert to_csv(table).splitlines()[3] == "cutmix,toybirds,shots=10" + "," * 12
 
 
 def test_long_tail_table_orders_imbalance_factors_and_reports_class_groups():
