@@ -277,7 +277,7 @@ def test_cli_build_trains_on_the_cells_training_part(mini, tmp_path, capsys):
     train_part = subset_stage(Cell("s", "embedded", "minibirds", "few_shot", (("shots", 5),), "m", 0), suite,
                               source).train_part
     spec = ArtifactSpec("ti", concept_recipe("ti", "embedded", steps=1, batch_size=1))
-    assert info["key"] == artifact_key(spec, train_part, get_profile("embedded").pipeline)
+    assert info["key"] == artifact_key(spec, train_part, get_profile("embedded").pipeline_key)
     assert info["trained_on"] == {"hash": train_part.manifest_hash, "size": 16}
     meta = json.loads((Path(info["folder"]) / "artifact.json").read_text())
     assert meta["trained_on"]["ids"] == train_part.image_ids

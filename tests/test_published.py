@@ -164,5 +164,5 @@ def test_suite_report_renders_waterbirds_side_by_side(tmp_path):
     assert tex_path.read_text().count(r"\begin{tabular}") == 2
     rows = list(csv.reader(csv_path.read_text().splitlines()))
     assert rows[0][-3:] == ["clip_score", "oracle_fidelity", "source"] and rows[1][-1] == "measured"
-    assert ["diff_ii", "groups", "W,L", "42.0300", "", "3", "46.0900", "11.3900", "", "", "", "p2_tab3"] in rows
+    assert ["diff_ii", "groups", "W,L", "42.0300", "", "3", "46.0900", "11.3900", *[""] * 4, "", "", "", "p2_tab3"] in rows
     assert len(rows) == 1 + 6 + 8 * 4

@@ -127,7 +127,7 @@ def test_data_parallel_training_matches_one_process(stage):
         train = lambda c: B.train_vae(c, images, log=lambda s: None)  # noqa: E731
         run = lambda m: m(probe, sample_posterior=False).sample  # noqa: E731
     else:
-        lat = torch.randn(32, 4, 8, 8, generator=gen)
+        lat = torch.randn(32, cfg.vae_latent_channels, 8, 8, generator=gen)
         text = torch.randn(16, 77, cfg.text_hidden, generator=gen)
         train = lambda c: B.train_unet(c, lat, lat.abs() * 0.1, 1.3, text, text[0], log=lambda s: None)  # noqa: E731
         run = lambda m: m(lat[:4], torch.tensor([10, 300, 600, 900]), encoder_hidden_states=text[:4]).sample  # noqa: E731
