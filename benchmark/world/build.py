@@ -149,8 +149,8 @@ class BuildConfig:
 
     @classmethod
     def recipe(cls, name: str, **overrides) -> BuildConfig:
-        """``cpu`` (the default and the committed models' recipe), ``gpu`` (longer, see :meth:`gpu`) or
-        ``v2`` (issue 14's candidate, see :meth:`v2`)."""
+        """``cpu`` (the default, what ``nox -s world`` runs), ``v2`` (the committed models, see :meth:`v2`)
+        or ``gpu`` (longer, see :meth:`gpu`)."""
         if name == "cpu":
             return cls(**overrides)
         if name == "gpu":
