@@ -23,20 +23,24 @@ def single_thread() -> None:
 
 def corpus_images(n: int, size: int = 64) -> torch.Tensor:
     """The first ``n`` pretraining-corpus images, uint8 [n, 3, size, size] (rendered once, cached)."""
-    path = CACHE / f"corpus_{n}_{size}.npy"
+    from benchmark.world.render import RENDER_VERSION
+
+    path = CACHE / f"corpus_{n}_{size}_r{RENDER_VERSION}.npy"  # the render version: cached pixels go stale
     if not path.exists():
         from benchmark.world.build import render_corpus
 
         images, captions = render_corpus(n, size)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, images.numpy())
-        (CACHE / f"corpus_{n}_{size}.captions.json").write_text(json.dumps(captions))
+        path.with_suffix(".captions.json").write_text(json.dumps(captions))
     return torch.from_numpy(np.load(path))
 
 
 def corpus_captions(n: int, size: int = 64) -> list[str]:
+    from benchmark.world.render import RENDER_VERSION
+
     corpus_images(n, size)
-    return json.loads((CACHE / f"corpus_{n}_{size}.captions.json").read_text())
+    return json.loads((CACHE / f"corpus_{n}_{size}_r{RENDER_VERSION}.captions.json").read_text())
 
 
 def test_set(n: int = 128) -> tuple[np.ndarray, np.ndarray]:
