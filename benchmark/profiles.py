@@ -65,14 +65,17 @@ class Profile:
     models_fingerprint: str | None = None
     extra: dict = field(default_factory=dict)
 
+    def _model_key(self, location: str) -> str:
+        """A model as cache keys name it: location, plus the fingerprint of locally built models."""
+        return f"{location}#{self.models_fingerprint}" if self.models_fingerprint else location
+
     @property
     def pipeline_key(self) -> str:
-        """The pipeline as cache keys name it: location, plus the fingerprint of locally built models."""
-        return f"{self.pipeline}#{self.models_fingerprint}" if self.models_fingerprint else self.pipeline
+        return self._model_key(self.pipeline)
 
     @property
     def clip_key(self) -> str:
-        return f"{self.clip}#{self.models_fingerprint}" if self.models_fingerprint else self.clip
+        return self._model_key(self.clip)
 
     def with_overrides(self, **kwargs) -> Profile:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})

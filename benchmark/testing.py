@@ -181,7 +181,7 @@ class TinySource(ImageSource):
 
 def tiny_subset(source: ImageSource, split: str = "train", protocol: str = "full") -> Subset:
     """All samples of ``split`` as a ``Subset``."""
-    return Subset(source.card.id, split, protocol, {}, tuple(source.samples(split)))
+    return Subset.of_source(source, split, protocol, {}, tuple(source.samples(split)))
 
 
 # --- tiny Stable Diffusion ------------------------------------------------------------------------

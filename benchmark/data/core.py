@@ -88,6 +88,12 @@ class Subset:
     samples: tuple[Sample, ...]
     revision: str | None = None  # the source's ``ImageSource.revision``
 
+    @classmethod
+    def of_source(cls, source: ImageSource, split: str, protocol: str, params: Mapping[str, Any],
+                  samples: tuple[Sample, ...]) -> Subset:
+        """A subset drawn from ``source``: its card id and pixel revision recorded in the manifest."""
+        return cls(source.card.id, split, protocol, params, samples, source.revision)
+
     @property
     def image_ids(self) -> list[str]:
         return [s.image_id for s in self.samples]

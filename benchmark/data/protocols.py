@@ -162,7 +162,7 @@ def few_shot(source: ImageSource, shots: int, seed: int, split: str | None = Non
     chosen: list[int] = []
     for idx in groups.values():
         chosen.extend(rng.sample(idx, shots))
-    return Subset(source.card.id, split, "few_shot", {"shots": shots, "seed": seed}, tuple(samples[i] for i in chosen), revision=source.revision)
+    return Subset.of_source(source, split, "few_shot", {"shots": shots, "seed": seed}, tuple(samples[i] for i in chosen))
 
 
 # --- long-tail (§6.2) ------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ def long_tail(
             params["base"] = f"half_split:{base.split}:seed={seed}"
         else:
             split, samples = _split_subset(source, split)
-            base = Subset(source.card.id, split, "split", {}, tuple(samples), revision=source.revision)
+            base = Subset.of_source(source, split, "split", {}, tuple(samples))
             params["base"] = f"split:{split}"
     else:
         params["base"] = f"subset:{base.manifest_hash}"
@@ -245,7 +245,7 @@ def long_tail(
                 f"needs {n} images but has {len(idx)}"
             )
         chosen.extend(rng.sample(idx, n))
-    return Subset(source.card.id, base.split, "long_tail", params, tuple(samples[i] for i in chosen), revision=source.revision)
+    return Subset.of_source(source, base.split, "long_tail", params, tuple(samples[i] for i in chosen))
 
 
 def shot_thresholds(source: ImageSource | None = None) -> tuple[int, int]:
@@ -361,8 +361,8 @@ def half_split(source: ImageSource, seed: int, split: str = "all") -> tuple[Subs
         train.extend(idx[p] for p in perm[:cut])
         test.extend(idx[p] for p in perm[cut:])
     return (
-        Subset(source.card.id, split, "half_split", {"seed": seed, "part": "train"}, tuple(samples[i] for i in train), revision=source.revision),
-        Subset(source.card.id, split, "half_split", {"seed": seed, "part": "test"}, tuple(samples[i] for i in test), revision=source.revision),
+        Subset.of_source(source, split, "half_split", {"seed": seed, "part": "train"}, tuple(samples[i] for i in train)),
+        Subset.of_source(source, split, "half_split", {"seed": seed, "part": "test"}, tuple(samples[i] for i in test)),
     )
 
 
@@ -397,8 +397,8 @@ def full_data(
     train = tuple(s for i, s in enumerate(samples) if i not in val_idx)
     val = tuple(s for i, s in enumerate(samples) if i in val_idx)
     return (
-        Subset(source.card.id, split, "full_data", {**params, "part": "train"}, train, revision=source.revision),
-        Subset(source.card.id, split, "full_data", {**params, "part": "val"}, val, revision=source.revision),
+        Subset.of_source(source, split, "full_data", {**params, "part": "train"}, train),
+        Subset.of_source(source, split, "full_data", {**params, "part": "val"}, val),
     )
 
 

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.seeding import derive_seed, make_generator
+from benchmark.store import write_bytes_atomic, write_json_atomic
 
 Log = Callable[[str], None]
 
@@ -282,10 +283,9 @@ class LoopCheckpoint:
         """Save after ``done`` steps when due (never after the last step: the stage result is saved then)."""
         if self.path is None or rank != 0 or done % self.every or done >= total:
             return
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({"step": done, "losses": losses, "gen": gen.get_state(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "modules": {k: m.state_dict() for k, m in modules.items()}}, tmp)
-        tmp.replace(self.path)
+        _torch_save_atomic({"step": done, "losses": losses, "gen": gen.get_state(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "modules": {k: m.state_dict() for k, m in modules.items()}},
+                           self.path)
 
 
 # --- VAE ------------------------------------------------------------------------------------------
@@ -761,7 +761,7 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     if clip_stats is None:
         clip, clip_stats = train_clip(cfg, images, captions, tokenizer, log)
         save_clip(clip, tokenizer, cfg, staging / "clip")
-        _save_stage(stages / "clip.json", clip_stats)
+        write_json_atomic(stages / "clip.json", clip_stats)
     # Reload what was saved (fp16) in both paths, so a resumed build trains the UNet on the same
     # text embeddings as an uninterrupted one -- and on those the committed pipeline will use.
     clip = CLIPModel.from_pretrained(staging / "clip", torch_dtype=torch.float32, local_files_only=True)
@@ -880,10 +880,13 @@ def _load_stage(path: Path) -> dict | None:
     return {**json.loads(path.read_text()), "resumed": True}
 
 
-def _save_stage(path: Path, stats: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stats))
-    tmp.replace(path)
+def _torch_save_atomic(obj, path: Path) -> None:
+    """``torch.save`` through the store's atomic write: a build killed mid-save leaves the old file."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _staged_module(path: Path, module, train: Callable[[], tuple]) -> tuple:
@@ -893,9 +896,7 @@ def _staged_module(path: Path, module, train: Callable[[], tuple]) -> tuple:
         module.load_state_dict(state["model"])
         return module.eval(), {**json.loads(state["stats"]), "resumed": True}
     module, stats = train()
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": module.state_dict(), "stats": json.dumps(stats)}, tmp)
-    tmp.replace(path)
+    _torch_save_atomic({"model": module.state_dict(), "stats": json.dumps(stats)}, path)
     return module, stats
 
 
