@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
+import difflib
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from benchmark.world.render import (
     CONTEXTS,
     BirdSpec,
     caption,
+    contradict,
     render,
     render_scene,
     sample_scene,
@@ -138,3 +141,41 @@ def test_world_subsets_carry_the_render_version_and_real_manifests_do_not():
     assert older.manifest_hash != subset.manifest_hash
     # sources read from files have no revision: their manifests (and hashes) are as before
     assert "revision" not in dataclasses.replace(subset, revision=None).manifest()
+
+
+def _single_attribute_variants(spec: BirdSpec) -> list[BirdSpec]:
+    return [dataclasses.replace(spec, **{key: value}) for key, values in ATTRIBUTES.items()
+            for value in values if value != getattr(spec, key)]
+
+
+def test_contradicted_description_is_a_species_that_differs_in_exactly_one_attribute():
+    rng = np.random.default_rng(0)
+    kinds = collections.Counter()
+    for entry in generate_species():
+        spec = spec_of(entry)
+        scene = sample_scene(spec, np.random.default_rng(3), context="standing on rocks")
+        variants = {caption(dataclasses.replace(scene, spec=v)): v for v in _single_attribute_variants(spec)}
+        for _ in range(10):
+            edited = contradict(caption(scene), rng)
+            assert edited in variants, edited
+            changed = [k for k in ATTRIBUTES if getattr(variants[edited], k) != getattr(spec, k)]
+            kinds.update(changed)
+    # every attribute kind gets contradicted, the wing pattern included (the CLIP's blind spot)
+    assert set(kinds) == set(ATTRIBUTES) and kinds["pattern"] >= 0.1 * sum(kinds.values())
+
+
+def test_contradicted_corpus_captions_change_one_phrase_and_keep_the_context():
+    corpus = open_dataset("toycorpus")
+    rng = np.random.default_rng(1)
+    edited_count = 0
+    for i in range(300):
+        text = corpus.item(f"train/{i:06d}").caption
+        edited = contradict(text, rng)
+        if edited is None:  # only captions that state no attribute ("a photo of a gull, ...")
+            assert not any(w in text for w in (*COLOURS, "beak", "tail", "winged", "small", "large"))
+            continue
+        edited_count += 1
+        ops = [op for op in difflib.SequenceMatcher(None, text.split(), edited.split()).get_opcodes() if op[0] != "equal"]
+        assert edited != text and len(ops) == 1, (text, edited)
+        assert edited.rsplit(", ", 1)[1] == text.rsplit(", ", 1)[1]
+    assert edited_count > 250

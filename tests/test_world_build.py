@@ -303,3 +303,34 @@ def test_resume_of_a_different_recipe_starts_afresh(tmp_path, monkeypatch):
     record = build(tmp_path / "w", dataclasses.replace(cfg, seed=1), log=lines.append, resume=True)
     assert any("different recipe" in line for line in lines)
     assert not record["resumed"] and not any(s.get("resumed") for s in record["stats"].values() if s)
+
+
+def test_contrastive_loss_is_clip_loss_and_hard_negative_columns_only_add_image_to_text_terms():
+    from benchmark.tokenizer import build_clip_tokenizer
+    from benchmark.world.build import _contrastive_loss, clip_pixel_values, make_clip
+
+    cfg = BuildConfig.smoke()
+    tokenizer = build_clip_tokenizer(model_max_length=77)
+    torch.manual_seed(0)
+    model = make_clip(cfg, tokenizer).eval()
+    tok = tokenizer([f"a photo of a {c} bird" for c in ("red", "blue", "green", "black", "white", "grey")],
+                    padding=True, return_tensors="pt")
+    pixels = clip_pixel_values(torch.randint(0, 256, (6, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8))
+    with torch.no_grad():
+        out = model(**tok, pixel_values=pixels, return_loss=True)
+    logits = out.logits_per_image
+    assert torch.allclose(_contrastive_loss(logits), out.loss)  # the library's CLIP loss without negatives
+    # a negative column as close to every image as its own caption: the image-to-text half rises,
+    # the text-to-image half (over the batch's captions) is unchanged
+    with_negative = torch.cat([logits, logits.diagonal()[:, None]], dim=1)
+    assert _contrastive_loss(with_negative) > _contrastive_loss(logits)
+    far_negative = torch.cat([logits, torch.full((6, 1), -1e4)], dim=1)
+    assert torch.allclose(_contrastive_loss(far_negative), _contrastive_loss(logits))
+
+
+def test_recipes_differ_only_where_documented():
+    cpu, v2, v3 = BuildConfig.recipe("cpu"), BuildConfig.recipe("v2"), BuildConfig.recipe("v3")
+    assert cpu.clip_hard_negatives == 1.0 and v2.clip_hard_negatives == 0.0  # v2 stays reproducible
+    assert dataclasses.replace(v3, vae_steps=cpu.vae_steps, unet_steps=cpu.unet_steps) == cpu
+    with pytest.raises(ValueError, match="expected one of cpu, gpu, v2, v3"):
+        BuildConfig.recipe("v9")

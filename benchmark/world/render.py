@@ -13,6 +13,7 @@ would; species names (``benchmark.world.species``) mention only some distinguish
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -360,3 +361,68 @@ def caption(scene: Scene, rng: np.random.Generator | None = None, genus: str | N
     parts = [parts[i] for i in order]
     lead = str(rng.choice(["a photo of a", "an image of a", "a picture of a", "a"]))
     return f"{lead} {spec.size} bird with {', '.join(parts[:-1])} and {parts[-1]}, {scene.context}"
+
+
+# --- hard negatives for contrastive pretraining -----------------------------------------------------
+
+_COLOUR = "|".join(COLOURS)
+_PATTERN_WORD = "striped|spotted|barred"
+_BEAK_PHRASE = {"short": "short beak", "long": "long beak", "hooked": "hooked beak"}
+_TAIL_PHRASE = {"short": "short tail", "long": "long tail", "forked": "forked tail", "fan": "fan-shaped tail"}
+_TAIL_COMPACT = {"short": "short-tailed", "long": "long-tailed", "forked": "fork-tailed", "fan": "fan-tailed"}
+
+
+def _swap_matches(pattern: str, text: str, choices, rng: np.random.Generator) -> str | None:
+    """Replace one random whole-word match of ``pattern`` by a different entry of ``choices``."""
+    matches = list(re.finditer(rf"\b(?:{pattern})\b", text))
+    if not matches:
+        return None
+    m = matches[int(rng.integers(len(matches)))]
+    new = str(rng.choice([c for c in choices if c != m.group(0)]))
+    head = re.sub(r"\ban? $", "", text[:m.start()])
+    if head != text[:m.start()]:  # keep the article right: "a red body" -> "an orange body"
+        new = _an(new)
+    return head + new + text[m.end():]
+
+
+def _contradict_pattern(text: str, rng: np.random.Generator) -> str | None:
+    """Change the wing pattern: swap a named pattern, drop it (plain), or add one to plain wings."""
+    m = re.search(rf"\b({_PATTERN_WORD}) wings\b", text)
+    if m and rng.random() < 0.25:  # "orange barred wings" -> "orange wings"
+        return text[:m.start()] + "wings" + text[m.end():]
+    swapped = _swap_matches(_PATTERN_WORD, text, PATTERNS[1:], rng)
+    if swapped is not None:
+        return swapped
+    m = re.search(rf"\b({_COLOUR}) wings\b", text)  # plain wings, spelled out
+    if m:
+        return text[:m.end(1)] + f" {rng.choice(PATTERNS[1:])}" + text[m.end(1):]
+    m = re.search(rf"\b({_COLOUR})-winged\b", text)  # plain wings, compact: the colour stands for them
+    if m:
+        return text[:m.start(1)] + str(rng.choice(PATTERNS[1:])) + text[m.end(1):]
+    return None
+
+
+def contradict(text: str, rng: np.random.Generator) -> str | None:
+    """A caption that differs from ``text`` in exactly one stated attribute (a hard negative).
+
+    The attribute kind is drawn uniformly among those the caption states: one colour word (body,
+    crown or wing), the wing pattern, the beak, the tail or the size. ``None`` when the caption states
+    none of them (e.g. ``a photo of a gull, standing on rocks``). Used as extra text negatives in
+    the world's CLIP pretraining (NegCLIP, Yuksekgonul et al. 2023), so that the text tower must
+    encode every attribute word: with random batches alone, captions that differ only in the wing
+    pattern ended at pooled cosine 0.9994 (docs/world_v2.md section 0).
+    """
+    edits = {
+        "colour": lambda: _swap_matches(_COLOUR, text, tuple(COLOURS), rng),
+        "pattern": lambda: _contradict_pattern(text, rng),
+        "beak": lambda: _swap_matches("|".join(_BEAK_PHRASE.values()), text, tuple(_BEAK_PHRASE.values()), rng),
+        "tail": lambda: (_swap_matches("|".join(_TAIL_PHRASE.values()), text, tuple(_TAIL_PHRASE.values()), rng)
+                         or _swap_matches("|".join(_TAIL_COMPACT.values()), text, tuple(_TAIL_COMPACT.values()), rng)),
+        "size": lambda: _swap_matches("|".join(SIZES), text, SIZES, rng),
+    }
+    kinds = list(edits)
+    for k in rng.permutation(len(kinds)):
+        edited = edits[kinds[int(k)]]()
+        if edited is not None and edited != text:
+            return edited
+    return None

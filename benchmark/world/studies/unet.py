@@ -62,17 +62,20 @@ def species_prompts():
 # --- CLIP text separability ------------------------------------------------------------------------
 
 @torch.no_grad()
-def text_study(results: Results, test_imgs, test_labels) -> None:
-    """Zero-shot species accuracy of the committed CLIP with name vs description prompts, per-attribute
-    zero-shot (``a photo of a bird with a {colour} crown`` etc.), and how similar the 24 description
-    embeddings are (pooled, projected; and the UNet's view: the 77-token hidden states)."""
+def text_study(results: Results, test_imgs, test_labels, weights: Path | None = None) -> None:
+    """Zero-shot species accuracy of a world's CLIP (default: the committed one; or a build's staged
+    ``<weights>.building``) with name vs description prompts, per-attribute zero-shot (``a photo of a
+    bird with a {colour} crown`` etc.), and how similar the 24 description embeddings are (pooled,
+    projected; and the UNet's view: the 77-token hidden states)."""
+    from transformers import CLIPTextModel
+
     from benchmark.profiles import WORLD_WEIGHTS
     from benchmark.world.build import encode_texts
     from benchmark.world.check import clip_zero_shot, load_world_clip
     from benchmark.world.render import ATTRIBUTES
 
     names, descriptions, table = species_prompts()
-    clip, tok = load_world_clip(WORLD_WEIGHTS)
+    clip, tok = load_world_clip(Path(weights or WORLD_WEIGHTS))
     row = {"zero_shot_names": clip_zero_shot(clip, tok, test_imgs, test_labels, names),
            "zero_shot_descriptions": clip_zero_shot(clip, tok, test_imgs, test_labels, descriptions)}
     templates = {"body": "a photo of a bird with a {} body", "crown": "a photo of a bird with a {} crown",
@@ -93,8 +96,9 @@ def text_study(results: Results, test_imgs, test_labels) -> None:
     pooled = clip.get_text_features(**t)
     pooled = getattr(pooled, "pooler_output", pooled)
     row["desc_pooled_cos_mean"], row["desc_pooled_cos_max"] = sims(pooled)
-    text_encoder, tokenizer, _ = load_text_tower()
-    hidden = encode_texts(text_encoder, tokenizer, descriptions)  # what the UNet cross-attends to
+    text_encoder = CLIPTextModel(clip.config.text_config).eval()  # what the UNet cross-attends to, as built
+    text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    hidden = encode_texts(text_encoder, tok, descriptions)
     row["desc_hidden_cos_mean"], row["desc_hidden_cos_max"] = sims(hidden.flatten(1))
     # within-genus pairs (species that differ in 1-2 attributes) vs the rest
     e = pooled / pooled.norm(dim=-1, keepdim=True)
@@ -103,7 +107,7 @@ def text_study(results: Results, test_imgs, test_labels) -> None:
     same = (genus[:, None] == genus[None, :]) & ~np.eye(24, dtype=bool)
     row["desc_pooled_cos_within_genus"] = float(s[same].mean())
     row["desc_pooled_cos_across_genus"] = float(s[genus[:, None] != genus[None, :]].mean())
-    results.add(study="text", **row)
+    results.add(study="text", weights=str(weights or "committed"), **row)
 
 
 # --- UNet -------------------------------------------------------------------------------------------
@@ -242,6 +246,8 @@ def train(name: str, kind: str, vae, lat_mean, lat_std, text_emb, empty_emb, ste
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--text", action="store_true", help="CLIP text-tower separability")
+    ap.add_argument("--weights", default=None,
+                    help="`--text`: a world weights folder (default: the committed one), e.g. a build's .building")
     ap.add_argument("--vae", default="committed", help="'committed' or a study VAE file (out/studies/vae_<run>.pt)")
     ap.add_argument("--runs", nargs="*", default=[], choices=["eps", "minsnr", "v"])
     ap.add_argument("--steps", type=int, default=300)
@@ -260,7 +266,7 @@ def main(argv=None) -> None:
     results = Results(args.out)
     test_imgs, test_labels = test_set(args.test_images)
     if args.text:
-        text_study(results, test_imgs, test_labels)
+        text_study(results, test_imgs, test_labels, args.weights)
     if args.eval_committed:
         from diffusers import DDPMScheduler
 
