@@ -124,7 +124,8 @@ def cmd_world(args) -> int:
             cfg = BuildConfig.smoke() if args.smoke else BuildConfig.recipe(args.recipe, **overrides)
         except ValueError as exc:  # an unknown recipe name: one line, exit 2
             raise ConfigError(str(exc)) from exc
-        build(out, cfg, log=lambda s: print(s, flush=True), with_oracle=not args.no_oracle, resume=args.resume)
+        build(out, cfg, log=lambda s: print(s, flush=True), with_oracle=not args.no_oracle, resume=args.resume,
+              keep_stages=args.keep_stages)
         return 0
     from benchmark.world.check import CheckConfig, run_check
 
@@ -207,8 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "1 trains in this process)")
     p.add_argument("--smoke", action="store_true", help="a few steps of every recipe (testing)")
     p.add_argument("--resume", action="store_true",
-                   help="`build`: continue an interrupted build of the same recipe from its checkpoints "
-                        "(in <weights>.building) instead of starting afresh")
+                   help="`build`: continue an interrupted build from its checkpoints (in <weights>.building), "
+                        "reusing every stage whose settings are unchanged (e.g. CLIP and VAE when only the UNet "
+                        "trains longer), instead of starting afresh")
+    p.add_argument("--keep-stages", action="store_true",
+                   help="`build`: keep the finished stages in <weights>.stages, for a later --resume")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="`check`: classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=25, help="`check`: sampler steps")
     p.set_defaults(func=cmd_world)

@@ -305,6 +305,26 @@ def test_resume_of_a_different_recipe_starts_afresh(tmp_path, monkeypatch):
     assert not record["resumed"] and not any(s.get("resumed") for s in record["stats"].values() if s)
 
 
+def test_resume_with_a_longer_unet_reuses_the_kept_clip_and_vae(smoke_world, tmp_path):
+    out, first = smoke_world
+    cfg = BuildConfig.smoke()
+    build(tmp_path / "w", cfg, log=lambda s: None, keep_stages=True)
+    kept = tmp_path / "w.stages"
+    assert {"clip.json", "clip", "vae.pt", "unet.pt", "identity.json"} <= {p.name for p in kept.iterdir()}
+    lines = []
+    record = build(tmp_path / "w", dataclasses.replace(cfg, unet_steps=cfg.unet_steps + 1), log=lines.append,
+                   resume=True)
+    assert any("reusing clip, vae (unet redone)" in line for line in lines), lines[:3]
+    stats = record["stats"]
+    assert stats["clip"]["resumed"] and stats["vae"]["resumed"] and not stats["unet"].get("resumed")
+    assert not kept.exists() and not (tmp_path / "w.building").exists()
+    same = ("clip/model-00001-of-00002.safetensors", "sd/vae/diffusion_pytorch_model.safetensors")
+    for rel in same:
+        assert (out / rel).read_bytes() == (tmp_path / "w" / rel).read_bytes(), rel
+    unet = "sd/unet/diffusion_pytorch_model.safetensors"
+    assert (out / unet).read_bytes() != (tmp_path / "w" / unet).read_bytes()
+
+
 def test_contrastive_loss_is_clip_loss_and_hard_negative_columns_only_add_image_to_text_terms():
     from benchmark.tokenizer import build_clip_tokenizer
     from benchmark.world.build import _contrastive_loss, clip_pixel_values, make_clip

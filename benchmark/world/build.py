@@ -777,13 +777,16 @@ def train_oracle(cfg: BuildConfig, log: Log = print):
 # --- orchestration --------------------------------------------------------------------------------
 
 def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print, with_oracle: bool = True,
-          resume: bool = False) -> dict:
+          resume: bool = False, keep_stages: bool = False) -> dict:
     """Run the whole recipe and save every model under ``out_dir`` (replacing what was there).
 
     Work happens in ``<out_dir>.building``: finished stages (CLIP, VAE, UNet) leave their results in
     its ``stages/`` folder and the VAE and UNet loops checkpoint every ``cfg.checkpoint_every``
-    steps. ``resume=True`` continues an interrupted build of the same recipe from there (a
-    different recipe or render version starts afresh, saying so); without it the folder is wiped.
+    steps. ``resume=True`` continues from there: every stage whose inputs and settings are unchanged
+    (:func:`stage_identities`) is reused, so an interrupted build loses at most a checkpoint interval
+    and a recipe that only trains the UNet longer reuses the CLIP and VAE; without it the folder is
+    wiped. ``keep_stages=True`` keeps the finished stages in ``<out_dir>.stages`` for such a later
+    ``resume``.
     """
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
     from transformers import CLIPModel, CLIPTextModel
@@ -797,7 +800,7 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
         torch.backends.cudnn.allow_tf32 = True
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".building")
-    stages = _prepare_staging(staging, cfg, resume, log)
+    stages = _prepare_staging(staging, cfg, resume, log, kept=out_dir.with_name(out_dir.name + ".stages"))
     t_start = time.time()
 
     images, captions = render_corpus(cfg.corpus_size, cfg.image_size, log)
@@ -806,11 +809,12 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     clip_stats = _load_stage(stages / "clip.json")
     if clip_stats is None:
         clip, clip_stats = train_clip(cfg, images, captions, tokenizer, log)
-        save_clip(clip, tokenizer, cfg, staging / "clip")
+        save_clip(clip, tokenizer, cfg, stages / "clip")
         write_json_atomic(stages / "clip.json", clip_stats)
+    shutil.copytree(stages / "clip", staging / "clip", dirs_exist_ok=True)
     # Reload what was saved (fp16) in both paths, so a resumed build trains the UNet on the same
     # text embeddings as an uninterrupted one -- and on those the committed pipeline will use.
-    clip = CLIPModel.from_pretrained(staging / "clip", torch_dtype=torch.float32, local_files_only=True)
+    clip = CLIPModel.from_pretrained(stages / "clip", torch_dtype=torch.float32, local_files_only=True)
     text_encoder = CLIPTextModel(clip.config.text_config)
     getattr(text_encoder, "text_model", text_encoder).load_state_dict(clip.text_model.state_dict())
     text_encoder.eval().requires_grad_(False)
@@ -866,7 +870,13 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
                     "device": cfg.device},
     }
     (staging / "build.json").write_text(json.dumps(record, indent=2) + "\n")
-    shutil.rmtree(stages)
+    if keep_stages:
+        kept = out_dir.with_name(out_dir.name + ".stages")
+        shutil.rmtree(kept, ignore_errors=True)
+        stages.rename(kept)
+        log(f"finished stages kept in {kept} (reused by a later --resume)")
+    else:
+        shutil.rmtree(stages)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
@@ -895,29 +905,57 @@ def save_clip(clip, tokenizer, cfg: BuildConfig, folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
-def _resume_identity(cfg: BuildConfig) -> dict:
-    """What must match for a resumed build to continue a stopped one: the recipe and the render version
-    (not the thread/process count or checkpoint interval, which change no stage's inputs)."""
+# Which BuildConfig fields each stage reads (besides the shared corpus ones); the UNet also depends
+# on the CLIP and VAE it is trained with.
+_STAGE_FIELDS = {
+    "clip": ("clip_", "text_", "vision_", "projection_dim"),
+    "vae": ("vae_",),
+    "unet": ("unet_", "caption_dropout", "ema_decay"),
+}
+_STAGE_FILES = {"clip": ("clip.json", "clip"), "vae": ("vae.pt", "vae.ckpt.pt"), "unet": ("unet.pt", "unet.ckpt.pt")}
+
+
+def stage_identities(cfg: BuildConfig) -> dict[str, dict]:
+    """Per stage, what must match for a resumed build to reuse it: the render version, the corpus
+    (seed, size, image size), the device and the stage's own settings -- for the UNet also the CLIP's
+    and the VAE's. Thread/process counts and the checkpoint interval change no stage's inputs."""
     from benchmark.world.render import RENDER_VERSION
 
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "processes", "checkpoint_every")}
-    return json.loads(json.dumps({"recipe": recipe, "render_version": RENDER_VERSION}))
+    values = json.loads(json.dumps(asdict(cfg)))
+    common = {"render_version": RENDER_VERSION,
+              **{k: values[k] for k in ("seed", "image_size", "corpus_size", "device")}}
+    own = {stage: {k: v for k, v in values.items() if k.startswith(prefixes)} for stage, prefixes in _STAGE_FIELDS.items()}
+    return {"clip": {**common, **own["clip"]}, "vae": {**common, **own["vae"]},
+            "unet": {**common, **own["clip"], **own["vae"], **own["unet"]}}
 
 
-def _prepare_staging(staging: Path, cfg: BuildConfig, resume: bool, log: Log) -> Path:
-    """The build's ``stages/`` folder: kept when resuming the same recipe, otherwise made afresh."""
-    identity_file = staging / "stages" / "identity.json"
-    if resume and identity_file.exists():
-        if json.loads(identity_file.read_text()) == _resume_identity(cfg):
-            log(f"resuming the build in {staging}")
-            return staging / "stages"
-        log(f"{staging} holds a different recipe or render version: starting afresh")
-    elif resume:
-        log(f"nothing to resume in {staging}: starting afresh")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "stages").mkdir(parents=True)
-    identity_file.write_text(json.dumps(_resume_identity(cfg), indent=2))
-    return staging / "stages"
+def _prepare_staging(staging: Path, cfg: BuildConfig, resume: bool, log: Log, kept: Path) -> Path:
+    """The build's ``stages/`` folder: with ``resume``, the stages of an earlier build (interrupted in
+    ``staging``, or finished and ``kept``) whose identity matches are reused, the rest removed."""
+    stages, identities = staging / "stages", stage_identities(cfg)
+    if resume and not stages.exists() and kept.exists():
+        stages.parent.mkdir(parents=True, exist_ok=True)
+        kept.rename(stages)
+    identity_file = stages / "identity.json"
+    previous = json.loads(identity_file.read_text()) if resume and identity_file.exists() else {}
+    reused = [name for name in identities if previous.get(name) == identities[name]]
+    if not reused:
+        log(f"{staging} holds a different recipe or render version: starting afresh" if previous
+            else f"nothing to resume in {staging}: starting afresh" if resume else f"building in {staging}")
+        shutil.rmtree(staging, ignore_errors=True)
+        stages.mkdir(parents=True)
+    else:
+        log(f"resuming the build in {staging}: reusing {', '.join(reused)} "
+            f"({', '.join(n for n in identities if n not in reused) or 'nothing'} redone)")
+        for name in identities.keys() - set(reused):
+            for file in _STAGE_FILES[name]:
+                target = stages / file
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        for leftover in staging.iterdir():  # assembled outputs of the stopped build: remade below
+            if leftover != stages:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    write_json_atomic(identity_file, identities)
+    return stages
 
 
 def _load_stage(path: Path) -> dict | None:
