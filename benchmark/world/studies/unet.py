@@ -67,10 +67,8 @@ def text_study(results: Results, test_imgs, test_labels, weights: Path | None = 
     ``<weights>.building``) with name vs description prompts, per-attribute zero-shot (``a photo of a
     bird with a {colour} crown`` etc.), and how similar the 24 description embeddings are (pooled,
     projected; and the UNet's view: the 77-token hidden states)."""
-    from transformers import CLIPTextModel
-
     from benchmark.profiles import WORLD_WEIGHTS
-    from benchmark.world.build import encode_texts
+    from benchmark.world.build import encode_texts, text_encoder_of
     from benchmark.world.check import clip_zero_shot, load_world_clip
     from benchmark.world.render import ATTRIBUTES
 
@@ -96,9 +94,7 @@ def text_study(results: Results, test_imgs, test_labels, weights: Path | None = 
     pooled = clip.get_text_features(**t)
     pooled = getattr(pooled, "pooler_output", pooled)
     row["desc_pooled_cos_mean"], row["desc_pooled_cos_max"] = sims(pooled)
-    text_encoder = CLIPTextModel(clip.config.text_config).eval()  # what the UNet cross-attends to, as built
-    text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
-    hidden = encode_texts(text_encoder, tok, descriptions)
+    hidden = encode_texts(text_encoder_of(clip), tok, descriptions)  # what the UNet cross-attends to, as built
     row["desc_hidden_cos_mean"], row["desc_hidden_cos_max"] = sims(hidden.flatten(1))
     # within-genus pairs (species that differ in 1-2 attributes) vs the rest
     e = pooled / pooled.norm(dim=-1, keepdim=True)
