@@ -355,3 +355,44 @@ def test_recipes_differ_only_where_documented():
     assert stage_identities(v3)["clip"] == stage_identities(v2)["clip"]
     with pytest.raises(ValueError, match="expected one of cpu, gpu, v2, v3"):
         BuildConfig.recipe("v9")
+
+
+def test_a_data_parallel_worker_ends_when_its_build_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child_pid = tmp_path / "child.pid"
+    worker = ("import os, sys, time; from benchmark.world.build import exit_with_parent; exit_with_parent(0.1); "
+              "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)")
+    build_process = ("import subprocess, sys, time; "
+                     f"subprocess.Popen([sys.executable, '-c', {worker!r}, sys.argv[1]]); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", build_process, str(child_pid)])
+    deadline = time.time() + 30
+    while not child_pid.exists() or not child_pid.read_text():
+        assert time.time() < deadline, "worker did not start"
+        time.sleep(0.1)
+    pid = int(child_pid.read_text())
+    os.kill(parent.pid, signal.SIGKILL)  # no finally, no atexit: only the worker's own watch can end it
+    parent.wait()
+    deadline = time.time() + 10
+    while _alive(pid):
+        assert time.time() < deadline, "orphaned worker kept running"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its new parent) counts as ended
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

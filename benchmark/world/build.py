@@ -679,10 +679,29 @@ def _train_data_parallel(stage: str, model, cfg: BuildConfig, data: dict, log: L
     return model, {**out["stats"], "seconds": time.time() - t0, "processes": world}
 
 
+def exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """End this process when its parent dies (a daemon thread polls the parent pid).
+
+    A build stopped by SIGTERM/SIGKILL runs no ``finally``, and its data-parallel workers would go on
+    training, writing checkpoints into the folder a resumed build uses, on cores it needs.
+    """
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _data_parallel_worker(rank: str, world: str, stage: str, tmp: str) -> None:
     """One process of :func:`_train_data_parallel` (arguments arrive as command-line strings)."""
     import torch.distributed as dist
 
+    exit_with_parent()
     rank, world = int(rank), int(world)
     fields = json.loads((Path(tmp) / "config.json").read_text())
     cfg = BuildConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
