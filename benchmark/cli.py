@@ -87,7 +87,8 @@ def cmd_run(args) -> int:
         cache_dir=args.cache_dir, progress=not args.no_progress, executor=args.executor, data_root=args.data_root,
         datasets_dir=args.datasets_dir, device=args.device, build_artifacts=not args.no_build_artifacts,
         workers=args.workers,
-        datasets=args.datasets, shots=args.shots, epochs=args.epochs, batch_size=args.batch_size,
+        datasets=args.datasets, shots=args.shots, epochs=args.epochs, image_budget=args.image_budget,
+        batch_size=args.batch_size,
         ray_address=args.ray_address, ray_cpus_per_task=args.ray_cpus_per_task,
         ray_gpus_per_task=args.ray_gpus_per_task,
     )
@@ -252,6 +253,8 @@ def _run_opts(p: argparse.ArgumentParser) -> None:
                    help="GPUs each Ray task asks for (sd15 on a GPU cluster: 1; default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--image-budget", type=int, default=None,
+                   help="training images per run (epochs = budget / epoch length); default: the suite's or recipe's")
     p.add_argument("--batch-size", type=int, default=None, help="generation batch size")
     _data_opts(p)
 

@@ -260,7 +260,8 @@ def train_config(env: CellEnv, inputs: TrainInputs):
     from benchmark.training import TrainConfig, get_recipe
 
     suite, cell = env.suite, inputs.cell
-    recipe = get_recipe(suite.recipe, dataset=cell.dataset, epochs=env.opts.epochs or suite.epochs)
+    recipe = get_recipe(suite.recipe, dataset=cell.dataset, epochs=env.opts.epochs or suite.epochs,
+                        image_budget=env.opts.image_budget or suite.image_budget)
     integration = inputs.resolved.training
     mode = {"replacement_mode": integration.replacement_mode,
             "replacement_p": float(integration.replacement_p)} if integration else {}

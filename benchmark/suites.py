@@ -89,6 +89,9 @@ class Suite:
     imbalance_factors: tuple[float, ...] = (100, 20, 10)
     recipe: str = "embedded"
     epochs: int | None = None
+    # training images per run (the recipe's ``image_budget``: epochs = budget / epoch length); None =
+    # the recipe's own (embedded: 6000)
+    image_budget: int | None = None
     selection: str = "val_split"
     val_fraction: float = 0.2
     methods_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -268,6 +271,10 @@ def validate_suite(suite: Suite, registry, datasets_dir=None) -> None:
     if suite.selection not in SELECTION_RULES:
         problems.append(f"unknown selection {suite.selection!r}{did_you_mean(suite.selection, SELECTION_RULES)}; "
                         f"expected one of {', '.join(SELECTION_RULES)}")
+    for key in ("epochs", "image_budget"):
+        value = getattr(suite, key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            problems.append(f"{key} = {value!r}: expected a whole number >= 1 (or leave it out for the recipe's)")
     if problems:
         raise SuiteError(f"{suite.path} (profile {suite.profile}): " + "; ".join(problems))
 
@@ -294,6 +301,7 @@ class RunOptions:
     datasets: list[str] | None = None
     shots: list[int] | None = None
     epochs: int | None = None
+    image_budget: int | None = None
     batch_size: int | None = None
     progress: bool = True
     # False (--no-build-artifacts): a missing artifact is an error instead of a build (e.g. on a GPU-less

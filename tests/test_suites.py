@@ -89,3 +89,29 @@ def test_a_suite_typo_exits_2_through_the_cli(tmp_path, capsys):
 def test_debug_shows_the_traceback():
     with pytest.raises(SuiteError):
         main(["--debug", "run", "--suite", "few_shott"])
+
+
+def test_image_budget_reaches_the_training_recipe_cli_over_suite(tmp_path):
+    from types import SimpleNamespace
+
+    from benchmark.stages import train_config
+
+    suite = load_suite(_suite(tmp_path, HEAD + 'recipe = "embedded"\nimage_budget = 3000\n'))
+    validate_suite(suite, default_registry())
+
+    def recipe_with(**opts):
+        env = SimpleNamespace(suite=suite, opts=RunOptions(suite="s", **opts), device="cpu",
+                              profile=SimpleNamespace(classifier_size=64))
+        inputs = SimpleNamespace(cell=SimpleNamespace(dataset="toybirds", seed=0),
+                                 resolved=SimpleNamespace(training=None))
+        return train_config(env, inputs).recipe
+
+    assert recipe_with().image_budget == 3000 and recipe_with().num_epochs(120) == 25
+    assert recipe_with(image_budget=1200).num_epochs(120) == 10  # the CLI flag wins over the suite
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "2.5", "true"])
+def test_a_bad_image_budget_is_refused_before_any_cell(tmp_path, value):
+    suite = load_suite(_suite(tmp_path, HEAD + f"image_budget = {value}\n"))
+    with pytest.raises(SuiteError, match="image_budget = .*expected a whole number >= 1"):
+        validate_suite(suite, default_registry())
