@@ -87,21 +87,10 @@ def generation_batched_vs_single(n: int = 16, steps: int = 10, batch: int = 16, 
     when it is committed, else a tiny pipeline built from configs. Both give the same images (one
     generator per image), so the ratio is pure overhead.
     """
-    from diffusers import StableDiffusionPipeline
-
     from benchmark.diffusion import PromptEmbeddingCache, text_to_image, to_uint8
-    from benchmark.profiles import WORLD_WEIGHTS
     from benchmark.seeding import make_generator
 
-    if (WORLD_WEIGHTS / "sd" / "model_index.json").exists():
-        path, size, source = WORLD_WEIGHTS / "sd", 64, "embedded world"
-    else:
-        from benchmark.testing import cached_tiny_sd_pipeline
-
-        path, size, source = cached_tiny_sd_pipeline(), 32, "tiny random pipeline"
-    pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, size, source = _perf_pipeline(device)
     prompts = [f"a photo of a bird number {i % 4}" for i in range(n)]
 
     def harness():

@@ -49,7 +49,7 @@ Log = Callable[[str], None]
 @dataclass
 class BuildConfig:
     """Recipe of ``augbench world build``; the defaults are the ``cpu`` recipe (``nox -s world``), the
-    committed models are ``v2`` (the same models trained longer, :meth:`v2`).
+    committed models are ``v3`` (the same models trained longer, :meth:`v3`).
 
     On 2 CPU cores the first world's ``cpu`` recipe took 40 minutes (CLIP 9.6, VAE 5.1, UNet 18.2,
     oracle 3.6, rendering and encoding 3.4); the 8-channel VAE costs ~7% more per step. The VAE and UNet train data-parallel over single-threaded processes (see
@@ -66,7 +66,7 @@ class BuildConfig:
     clip_batch: int = 128
     clip_lr: float = 1e-3
     # share of each batch's captions that also bring a hard negative: the same caption with one
-    # attribute changed (render.contradict; NegCLIP). Measured at 1.0 (docs/world_v2.md section 0b):
+    # attribute changed (render.contradict; NegCLIP). Measured at 1.0 (docs/world_v2.md section 00):
     # no gain -- the vision tower cannot tell stripes from bars (pair accuracy ~0.5 either way), so
     # the text tower has nothing to align the pattern word with -- at +40 % CLIP time; off by default
     clip_hard_negatives: float = 0.0
@@ -140,7 +140,7 @@ class BuildConfig:
 
     @classmethod
     def v2(cls, **overrides) -> BuildConfig:
-        """The committed models' recipe (issue 14): the ``cpu`` defaults trained longer, ~1.6 h on 2 cores.
+        """The previous committed models' recipe (issue 14, part 2): ``cpu`` trained longer, 1.5 h on 2 cores.
 
         VAE 3000 steps (1200 in ``cpu``): on the first world's renders the 8-channel VAE's
         reconstructions went from 35% to 56% oracle accuracy between 600 and 3000 steps (PSNR 23.6 ->
@@ -166,8 +166,8 @@ class BuildConfig:
 
     @classmethod
     def recipe(cls, name: str, **overrides) -> BuildConfig:
-        """``cpu`` (the default, what ``nox -s world`` runs), ``v2`` (the committed models, see :meth:`v2`)
-        or ``gpu`` (longer, see :meth:`gpu`)."""
+        """``cpu`` (the default, what ``nox -s world`` runs), ``v3`` (the committed models, :meth:`v3`),
+        ``v2`` (the previous ones, :meth:`v2`) or ``gpu`` (longer, :meth:`gpu`)."""
         if name == "cpu":
             return cls(**overrides)
         if name == "gpu":
