@@ -70,15 +70,17 @@ def test_world_cli_passes_recipe_and_check_options(monkeypatch, tmp_path, capsys
     from benchmark.world import build as world_build
 
     seen = {}
-    monkeypatch.setattr(world_build, "build", lambda out, cfg, log, with_oracle, resume: seen.update(
-        out=out, cfg=cfg, with_oracle=with_oracle, resume=resume))
+    monkeypatch.setattr(world_build, "build", lambda out, cfg, log, with_oracle, resume, keep_stages: seen.update(
+        out=out, cfg=cfg, with_oracle=with_oracle, resume=resume, keep_stages=keep_stages))
     assert main(["world", "build", "--recipe", "gpu", "--device", "cpu", "--processes", "1", "--seed", "3",
                  "--no-oracle", "--weights", str(tmp_path)]) == 0
-    assert seen["out"] == tmp_path and not seen["with_oracle"] and not seen["resume"]
+    assert seen["out"] == tmp_path and not seen["with_oracle"] and not seen["resume"] and not seen["keep_stages"]
     assert (seen["cfg"].seed, seen["cfg"].device, seen["cfg"].processes) == (3, "cpu", 1)
     assert seen["cfg"].unet_steps == world_build.BuildConfig.gpu().unet_steps
     assert main(["world", "build", "--recipe", "v2", "--resume", "--weights", str(tmp_path)]) == 0
     assert seen["resume"] and seen["cfg"] == world_build.BuildConfig.v2()
+    assert main(["world", "build", "--recipe", "v3", "--resume", "--keep-stages", "--weights", str(tmp_path)]) == 0
+    assert seen["resume"] and seen["keep_stages"] and seen["cfg"] == world_build.BuildConfig.v3()
     assert main(["world", "build", "--recipe", "gpuu", "--weights", str(tmp_path)]) == 2
     assert "expected one of cpu, gpu" in capsys.readouterr().err
 
