@@ -201,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for `build` (default: the recipe's: cpu / cuda)")
     p.add_argument("--recipe", default="cpu",
                    help="`build` recipe (BuildConfig.RECIPES): cpu (default, ~40 min on 2 cores), v3 (the committed "
-                        "models: cpu trained longer, ~1.7 h on 2 cores), v2 (the previous ones), gpu (longer "
-                        "schedule for a GPU)")
+                        "models: cpu trained longer, ~1.6 h on 2 cores), v2 (the previous ones), v4 (v3 with a 12k-step "
+                        "UNet, being built), gpu (longer schedule for a GPU)")
     p.add_argument("--no-oracle", action="store_true", help="`build` without retraining the oracle classifier")
     p.add_argument("--processes", type=int, default=None,
                    help="`build` on CPU: data-parallel processes for the VAE and UNet (default: one per core; "
