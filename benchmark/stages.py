@@ -327,7 +327,10 @@ def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
     groups = [x.attrs.get("group") for x in test_samples] if cell.protocol == "waterbirds" else None
     test = LabeledImages(IMAGES.get(test_source, [x.image_id for x in test_samples]), [x.label for x in test_samples],
                          groups=groups)
-    env.log(f"  training {env.profile.classifier} ({cfg.recipe.name}, {cfg.recipe.epochs} epochs) on {len(train)} real"
+    n_synthetic = len(inputs.synthetic) if inputs.synthetic is not None else 0
+    epoch_length = len(train) + (n_synthetic if cfg.replacement_mode == "concat" else 0)
+    env.log(f"  training {env.profile.classifier} ({cfg.recipe.name}, {cfg.recipe.num_epochs(epoch_length)} epochs) "
+            f"on {len(train)} real"
             + (f" + {len(inputs.synthetic)} synthetic ({cfg.replacement_mode})" if inputs.synthetic is not None else "")
             + " images")
     out = train_classifier(classifier.model, train, num_classes=source.num_classes, config=cfg, test=test, val=val,
