@@ -312,6 +312,11 @@ def test_resume_with_a_longer_unet_reuses_the_kept_clip_and_vae(smoke_world, tmp
     kept = tmp_path / "w.stages"
     assert {"clip.json", "clip", "vae.pt", "unet.pt", "identity.json"} <= {p.name for p in kept.iterdir()}
     lines = []
+    build(tmp_path / "other", dataclasses.replace(cfg, seed=1), log=lines.append, resume=True)
+    assert any("nothing to resume" in line for line in lines) and kept.exists()  # unrelated: not consumed
+    build(tmp_path / "w", dataclasses.replace(cfg, seed=1), log=lines.append, resume=True)
+    assert kept.exists()  # a kept build that shares no stage with the recipe is left alone
+    lines = []
     record = build(tmp_path / "w", dataclasses.replace(cfg, unet_steps=cfg.unet_steps + 1), log=lines.append,
                    resume=True)
     assert any("reusing clip, vae (unet redone)" in line for line in lines), lines[:3]

@@ -974,12 +974,12 @@ def _prepare_staging(staging: Path, cfg: BuildConfig, resume: bool, log: Log, ke
     """The build's ``stages/`` folder: with ``resume``, the stages of an earlier build (interrupted in
     ``staging``, or finished and ``kept``) whose identity matches are reused, the rest removed."""
     stages, identities = staging / "stages", stage_identities(cfg)
-    if resume and not stages.exists() and kept.exists():
+    if resume and not stages.exists() and _matching_stages(kept / "identity.json", identities):
         stages.parent.mkdir(parents=True, exist_ok=True)
-        kept.rename(stages)
+        kept.rename(stages)  # a kept build that shares nothing with this recipe stays where it is
     identity_file = stages / "identity.json"
     previous = json.loads(identity_file.read_text()) if resume and identity_file.exists() else {}
-    reused = [name for name in identities if previous.get(name) == identities[name]]
+    reused = _matching_stages(identity_file, identities) if resume else []
     if not reused:
         log(f"{staging} holds a different recipe or render version: starting afresh" if previous
             else f"nothing to resume in {staging}: starting afresh" if resume else f"building in {staging}")
@@ -997,6 +997,12 @@ def _prepare_staging(staging: Path, cfg: BuildConfig, resume: bool, log: Log, ke
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     write_json_atomic(identity_file, identities)
     return stages
+
+
+def _matching_stages(identity_file: Path, identities: dict[str, dict]) -> list[str]:
+    """The stages whose recorded identity (in ``identity_file``, if any) equals this recipe's."""
+    previous = json.loads(identity_file.read_text()) if identity_file.exists() else {}
+    return [name for name in identities if previous.get(name) == identities[name]]
 
 
 def _load_stage(path: Path) -> dict | None:
