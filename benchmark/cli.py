@@ -118,7 +118,8 @@ def cmd_world(args) -> int:
         from benchmark.world.build import BuildConfig, build
 
         overrides = ({"seed": args.seed} | ({"device": args.device} if args.device else {})
-                     | ({"processes": args.processes} if args.processes is not None else {}))
+                     | ({"processes": args.processes} if args.processes is not None else {})
+                     | ({"init_from": args.init_from} if args.init_from else {}))
         from benchmark.contract import ConfigError
 
         try:
@@ -201,8 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for `build` (default: the recipe's: cpu / cuda)")
     p.add_argument("--recipe", default="cpu",
                    help="`build` recipe (BuildConfig.RECIPES): cpu (default, ~40 min on 2 cores), v3 (the committed "
-                        "models: cpu trained longer, ~1.6 h on 2 cores), v2 (the previous ones), v4 (v3 with a 12k-step "
-                        "UNet, being built), gpu (longer schedule for a GPU)")
+                        "models: cpu trained longer, ~1.6 h on 2 cores), v2 (the previous ones), v4 (a v3 world's UNet "
+                        "trained 6k more steps; needs --init-from), gpu (longer schedule for a GPU)")
+    p.add_argument("--init-from", default=None,
+                   help="`build`: continue this built world folder (its CLIP, VAE and oracle as they are; its UNet "
+                        "trained the recipe's unet_steps more) instead of starting from scratch")
     p.add_argument("--no-oracle", action="store_true", help="`build` without retraining the oracle classifier")
     p.add_argument("--processes", type=int, default=None,
                    help="`build` on CPU: data-parallel processes for the VAE and UNet (default: one per core; "

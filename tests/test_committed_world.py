@@ -83,6 +83,10 @@ def test_world_cli_passes_recipe_and_check_options(monkeypatch, tmp_path, capsys
     assert seen["resume"] and seen["keep_stages"] and seen["cfg"] == world_build.BuildConfig.v3()
     assert main(["world", "build", "--recipe", "gpuu", "--weights", str(tmp_path)]) == 2
     assert "expected one of cpu, gpu" in capsys.readouterr().err
+    assert main(["world", "build", "--recipe", "v4", "--weights", str(tmp_path)]) == 2
+    assert "--init-from" in capsys.readouterr().err
+    assert main(["world", "build", "--recipe", "v4", "--init-from", "v3w", "--weights", str(tmp_path)]) == 0
+    assert seen["cfg"] == world_build.BuildConfig.v4(init_from="v3w")
 
     def fake_check(cfg, log):
         seen["check"] = cfg

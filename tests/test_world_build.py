@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import benchmark.world.build as build_module
 from benchmark.profiles import WORLD_WEIGHTS
 from benchmark.world.build import BuildConfig, build, sd15_scheduler_config, stage_identities
 
@@ -328,6 +329,35 @@ def test_resume_with_a_longer_unet_reuses_the_kept_clip_and_vae(smoke_world, tmp
         assert (out / rel).read_bytes() == (tmp_path / "w" / rel).read_bytes(), rel
     unet = "sd/unet/diffusion_pytorch_model.safetensors"
     assert (out / unet).read_bytes() != (tmp_path / "w" / unet).read_bytes()
+
+
+def test_init_from_continues_a_built_world_keeping_its_clip_vae_and_oracle(smoke_world, tmp_path):
+    out, _ = smoke_world
+    cfg = dataclasses.replace(BuildConfig.smoke(), init_from=str(out))
+    record = build(tmp_path / "next", cfg, log=lambda s: None)
+    nxt = tmp_path / "next"
+    same = ("clip/model-00001-of-00002.safetensors", "clip/model-00002-of-00002.safetensors",
+            "oracle/model.safetensors")
+    for rel in same:
+        assert (out / rel).read_bytes() == (nxt / rel).read_bytes(), rel
+    vae = "sd/vae/diffusion_pytorch_model.safetensors"
+    unet = "sd/unet/diffusion_pytorch_model.safetensors"
+    from safetensors.torch import load_file
+
+    # the VAE is re-standardised on its own (already standardised) latents: equal up to fp16 rounding
+    first, again = load_file(str(out / vae)), load_file(str(nxt / vae))
+    assert all(torch.allclose(first[k].float(), again[k].float(), atol=2e-2) for k in first)
+    assert (out / unet).read_bytes() != (nxt / unet).read_bytes()  # trained further
+    assert record["init_from"]["sha256"] == build_module.weights_fingerprint(out)
+    assert record["stats"]["vae"]["inherited_from"] == str(out)
+    # the continued world's bytes are part of every stage's identity
+    assert stage_identities(cfg)["vae"] != stage_identities(BuildConfig.smoke())["vae"]
+
+
+def test_recipe_v4_requires_the_world_it_continues():
+    with pytest.raises(ValueError, match="--init-from"):
+        BuildConfig.recipe("v4")
+    assert BuildConfig.recipe("v4", init_from="somewhere").init_from == "somewhere"
 
 
 def test_contrastive_loss_is_clip_loss_and_hard_negative_columns_only_add_image_to_text_terms():

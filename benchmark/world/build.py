@@ -125,6 +125,11 @@ class BuildConfig:
     # The VAE and UNet save a resumable checkpoint (weights, EMA, optimizer, LR schedule, batch
     # generator) every this many steps; ``build(resume=True)`` continues from the last one.
     checkpoint_every: int = 500
+    # A built world folder (``clip/``, ``sd/``, ``oracle/``) to continue from instead of training from
+    # scratch: its CLIP, VAE and oracle are taken as they are and its UNet initialises the UNet stage,
+    # which then trains ``unet_steps`` more steps on a fresh warm-up + cosine schedule (a warm
+    # restart). The folder's content hash enters every stage's identity and build.json.
+    init_from: str | None = None
 
     @classmethod
     def gpu(cls, **overrides) -> BuildConfig:
@@ -164,14 +169,22 @@ class BuildConfig:
 
     @classmethod
     def v4(cls, **overrides) -> BuildConfig:
-        """Candidate next models (issue 14, being built): ``v3`` with the UNet trained 12,000 steps.
+        """Candidate next models (issue 14): v3's models with the UNet trained 6,000 more steps.
 
         After v3 the remaining generator targets (img2img fidelity at strength 0.5, description
         faithfulness) depend on the UNet; part 1's learning curve gained ~0.1 faithfulness per
-        doubling of UNet samples. ``--resume`` from v3's kept stages retrains only the UNet (~1.9 h).
+        doubling of UNet samples. Rather than 12,000 steps from scratch (~2.3 h with CLIP and VAE),
+        this recipe continues a built v3 world (``init_from``, required: ``augbench world build
+        --recipe v4 --init-from <v3 weights>``): same CLIP, VAE and oracle (so checks compare
+        generators under one judge), the v3 UNet warm-restarted for 6,000 steps at half v3's peak
+        learning rate (~55 min on 2 cores).
         """
-        values = dict(vae_steps=6000, unet_steps=12000, clip_hard_negatives=0.0)
-        return cls(**{**values, **overrides})
+        values = dict(vae_steps=6000, unet_steps=6000, unet_lr=5e-4, clip_hard_negatives=0.0)
+        cfg = cls(**{**values, **overrides})
+        if not cfg.init_from:
+            raise ValueError("recipe v4 continues a built v3 world: pass --init-from <weights folder> "
+                             "(e.g. the committed benchmark/world/weights of the v3 commit)")
+        return cfg
 
     RECIPES = ("cpu", "gpu", "v2", "v3", "v4")
 
@@ -533,12 +546,14 @@ def encode_texts(text_encoder, tokenizer, captions: list[str], batch: int = 512)
 
 
 def train_unet(cfg: BuildConfig, lat_mean, lat_std, scaling: float, text_emb, empty_emb, log: Log = print,
-               checkpoint: Path | None = None):
+               checkpoint: Path | None = None, init: Path | None = None):
     """Epsilon-prediction MSE with uniform timesteps, caption dropout and an EMA of the weights
-    (resumable from ``checkpoint`` as :func:`train_vae`)."""
+    (resumable from ``checkpoint`` as :func:`train_vae`); starts from the diffusers UNet folder
+    ``init`` when given (``BuildConfig.init_from``), else from a seeded initialisation."""
     data = {"lat_mean": lat_mean, "lat_std": lat_std, "scaling": torch.tensor(scaling, dtype=torch.float64),
             "text_emb": text_emb, "empty_emb": empty_emb} | ({"checkpoint": str(checkpoint)} if checkpoint else {})
-    return _train_data_parallel("unet", seeded_init(cfg, "unet", lambda: make_unet(cfg)), cfg, data, log)
+    unet = _inherited_module(make_unet(cfg), init) if init else seeded_init(cfg, "unet", lambda: make_unet(cfg))
+    return _train_data_parallel("unet", unet, cfg, data, log)
 
 
 def _unet_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, world: int = 1):
@@ -839,9 +854,14 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     images, captions = render_corpus(cfg.corpus_size, cfg.image_size, log)
     tokenizer = build_clip_tokenizer(model_max_length=77)
 
+    init = Path(cfg.init_from) if cfg.init_from else None
     clip_stats = _load_stage(stages / "clip.json")
     if clip_stats is None:
-        clip, clip_stats = train_clip(cfg, images, captions, tokenizer, log)
+        if init:
+            clip = CLIPModel.from_pretrained(init / "clip", torch_dtype=torch.float32, local_files_only=True)
+            clip_stats = _inherited_stats(init, "clip")
+        else:
+            clip, clip_stats = train_clip(cfg, images, captions, tokenizer, log)
         save_clip(clip, tokenizer, cfg, stages / "clip")
         write_json_atomic(stages / "clip.json", clip_stats)
     shutil.copytree(stages / "clip", staging / "clip", dirs_exist_ok=True)
@@ -850,8 +870,10 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     clip = CLIPModel.from_pretrained(stages / "clip", torch_dtype=torch.float32, local_files_only=True)
     text_encoder = text_encoder_of(clip)
 
-    vae, vae_stats = _staged_module(stages / "vae.pt", make_vae(cfg),
-                                    lambda: train_vae(cfg, images, log, checkpoint=stages / "vae.ckpt.pt"))
+    vae, vae_stats = _staged_module(
+        stages / "vae.pt", make_vae(cfg),
+        (lambda: (_inherited_module(make_vae(cfg), init / "sd" / "vae"), _inherited_stats(init, "vae"))) if init
+        else lambda: train_vae(cfg, images, log, checkpoint=stages / "vae.ckpt.pt"))
     lat_mean, lat_std = encode_latents(vae, images)
     if cfg.vae_standardize:
         lat_mean, lat_std = standardize_latents(vae, lat_mean, lat_std)
@@ -865,7 +887,8 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     empty_emb = encode_texts(text_encoder, tokenizer, [""])[0]
     unet, unet_stats = _staged_module(
         stages / "unet.pt", make_unet(cfg),
-        lambda: train_unet(cfg, lat_mean, lat_std, scaling, text_emb, empty_emb, log, checkpoint=stages / "unet.ckpt.pt"))
+        lambda: train_unet(cfg, lat_mean, lat_std, scaling, text_emb, empty_emb, log, checkpoint=stages / "unet.ckpt.pt",
+                           init=init / "sd" / "unet" if init else None))
 
     scheduler = DPMSolverMultistepScheduler(**{k: v for k, v in sd15_scheduler_config().items()
                                                if k in ("num_train_timesteps", "beta_start", "beta_end",
@@ -879,7 +902,10 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     share_text_tower(staging)
 
     oracle_stats = None
-    if with_oracle:
+    if with_oracle and init:  # the same judge as the world this one continues
+        shutil.copytree(init / "oracle", staging / "oracle", dirs_exist_ok=True)
+        oracle_stats = _inherited_stats(init, "oracle")
+    elif with_oracle:
         oracle, oracle_stats = train_oracle_seeded(cfg, log)
         save_oracle(oracle, oracle_stats, staging / "oracle")
 
@@ -891,6 +917,8 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
         "render_version": RENDER_VERSION,
         "stats": {"clip": clip_stats, "vae": vae_stats, "unet": unet_stats, "oracle": oracle_stats},
         "vae_scaling_factor": scaling,
+        "init_from": ({"path": str(init), "sha256": weights_fingerprint(init),
+                       "config": json.loads((init / "build.json").read_text()).get("config")} if init else None),
         # this process's wall time; stage "seconds" also cover earlier, interrupted runs' work
         "build_seconds": time.time() - t_start,
         "resumed": resume and any(s.get("resumed") for s in (clip_stats, vae_stats, unet_stats)),
@@ -922,6 +950,32 @@ def seeded_init(cfg: BuildConfig, name: str, factory: Callable):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, f"init-{name}") % (2**31))
         return factory()
+
+
+def _inherited_module(module, folder: Path):
+    """``module`` (built from this recipe's config) holding the fp32 weights of the diffusers folder
+    ``folder``: a shape mismatch means the recipe and the world it continues disagree."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict({k: v.float() for k, v in load_file(str(folder / "diffusion_pytorch_model.safetensors")).items()})
+    return module
+
+
+def _inherited_stats(init: Path, stage: str) -> dict:
+    """A stage taken from the world ``init`` continues: its recorded stats, marked as inherited."""
+    record = json.loads((init / "build.json").read_text())
+    return {**(record.get("stats", {}).get(stage) or {}), "inherited_from": str(init)}
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 over a built world's weight and config files (names and bytes, symlinks followed)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")
+                       and p.name not in ("build.json", "check.json")):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def text_encoder_of(clip):
@@ -965,6 +1019,8 @@ def stage_identities(cfg: BuildConfig) -> dict[str, dict]:
     values = json.loads(json.dumps(asdict(cfg)))
     common = {"render_version": RENDER_VERSION,
               **{k: values[k] for k in ("seed", "image_size", "corpus_size", "device")}}
+    if cfg.init_from:  # continuing a built world: its bytes, not its path, are the input
+        common["init_sha256"] = weights_fingerprint(Path(cfg.init_from))
     own = {stage: {k: v for k, v in values.items() if k.startswith(prefixes)} for stage, prefixes in _STAGE_FIELDS.items()}
     return {"clip": {**common, **own["clip"]}, "vae": {**common, **own["vae"]},
             "unet": {**common, **own["clip"], **own["vae"], **own["unet"]}}
