@@ -77,7 +77,7 @@ def lpips_gram_vs_naive(n: int = 32, size: int = 64, repeats: int = 1, device: s
     }
 
 
-def generation_batched_vs_single(n: int = 16, steps: int = 10, batch: int = 16, repeats: int = 1,
+def generation_batched_vs_single(n: int = 32, steps: int = 10, batch: int | None = None, repeats: int = 1,
                                  device: str = "cpu") -> dict[str, Any]:
     """Text-to-image: the harness's path vs the anchors' per-image loop (PERF_NOTES §6 items 1-3).
 
@@ -85,10 +85,14 @@ def generation_batched_vs_single(n: int = 16, steps: int = 10, batch: int = 16, 
     unconditional and conditional branches in one UNet call. Naive: one image per call with the prompt
     re-encoded every time (what Diff-Mix / DA-Fusion / Diff-II do). Uses the embedded world's pipeline
     when it is committed, else a tiny pipeline built from configs. Both give the same images (one
-    generator per image), so the ratio is pure overhead.
+    generator per image), so the ratio is pure overhead. ``batch`` defaults to the runner's
+    (``stages.GENERATION_BATCH``): the ratio is the one a suite run gets.
     """
     from benchmark.diffusion import PromptEmbeddingCache, text_to_image, to_uint8
     from benchmark.seeding import make_generator
+    from benchmark.stages import GENERATION_BATCH
+
+    batch = batch or GENERATION_BATCH
 
     pipe, size, source = _perf_pipeline(device)
     prompts = [f"a photo of a bird number {i % 4}" for i in range(n)]
@@ -322,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--lpips-n", type=int, default=32)
     parser.add_argument("--lpips-size", type=int, default=64)
+    parser.add_argument("--gen-batch", type=int, default=None,
+                        help="requests per call in the generation section (default: the runner's, 32)")
+    parser.add_argument("--gen-n", type=int, default=32, help="images generated each way in the generation section")
     parser.add_argument("--ncm-batch", type=int, default=8, help="requests per step in the noisecutmix_step section")
     parser.add_argument("--workers", type=int, default=2, help="processes of the process_pool section")
     args = parser.parse_args(argv)
@@ -329,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     kwargs: dict[str, dict[str, Any]] = {
         "lpips": {"n": args.lpips_n, "size": args.lpips_size, "repeats": args.repeats, "device": args.device},
-        "generation": {"repeats": args.repeats, "device": args.device},
+        "generation": {"n": args.gen_n, "batch": args.gen_batch, "repeats": args.repeats, "device": args.device},
         "noisecutmix_step": {"batch": args.ncm_batch, "repeats": max(args.repeats, 10), "device": args.device},
         "process_pool": {"workers": args.workers},
         "sd15_unet": {"device": "cuda" if args.device == "cpu" else args.device},

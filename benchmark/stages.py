@@ -24,6 +24,9 @@ from benchmark.store import Store
 from benchmark.suites import Cell, RunOptions, Suite, SuiteError, parse_method_entry
 
 STAGE_VERSIONS = {"generate": 2, "select": 1, "metrics": 2, "train": 1}
+# requests per model call when a run does not set ``--batch-size`` (images equal any other batch's
+# up to float noise; nox -s perf measures its speed-up over per-image calls at this size)
+GENERATION_BATCH = 32
 
 
 @dataclass
@@ -127,7 +130,7 @@ def method_context(env: CellEnv, source, artifacts: dict | None = None):
     from benchmark.contract import MethodContext
 
     return MethodContext(profile=env.profile, source=source, device=env.device,
-                         batch_size=env.opts.batch_size or 32, artifacts=dict(artifacts or {}),
+                         batch_size=env.opts.batch_size or GENERATION_BATCH, artifacts=dict(artifacts or {}),
                          cache_dir=env.store.root / "method-cache")
 
 
@@ -187,7 +190,7 @@ def generate_stage(env: CellEnv, offline, source, train_part, seed: int, artifac
         env.on_stage("generate")
         env.log(f"  generating synthetic set {offline.id} -> {folder}")
         generate_synthetic_set(offline, source, train_part, env.profile, seed, folder,
-                               batch_size=env.opts.batch_size or 32, device=env.device, artifacts=artifacts,
+                               batch_size=env.opts.batch_size or GENERATION_BATCH, device=env.device, artifacts=artifacts,
                                cache_dir=env.store.root / "method-cache")
 
     folder, reused = env.store.build_folder("synthetic", key, MANIFEST, build)
