@@ -388,9 +388,11 @@ def test_recipes_differ_only_where_documented():
     assert dataclasses.replace(v3, vae_steps=v2.vae_steps) == v2  # v3 only trains the VAE longer
     assert dataclasses.replace(v2, vae_steps=cpu.vae_steps, unet_steps=cpu.unet_steps) == cpu
     assert stage_identities(v3)["clip"] == stage_identities(v2)["clip"]
-    v4 = BuildConfig.recipe("v4")
-    assert dataclasses.replace(v4, unet_steps=v3.unet_steps) == v3  # v4 only trains the UNet longer
-    assert all(stage_identities(v4)[s] == stage_identities(v3)[s] for s in ("clip", "vae"))
+    v4 = BuildConfig.recipe("v4", init_from=str(WORLD_WEIGHTS))
+    # v4 continues a built world's UNet at half the peak learning rate; nothing else differs
+    assert dataclasses.replace(v4, unet_lr=v3.unet_lr, init_from=None) == v3
+    assert v4.unet_lr == v3.unet_lr / 2 and v4.unet_steps == v3.unet_steps
+    assert all(stage_identities(v4)[s]["init_sha256"] for s in ("clip", "vae", "unet"))
     with pytest.raises(ValueError, match="expected one of cpu, gpu, v2, v3, v4"):
         BuildConfig.recipe("v9")
 

@@ -49,7 +49,7 @@ Log = Callable[[str], None]
 @dataclass
 class BuildConfig:
     """Recipe of ``augbench world build``; the defaults are the ``cpu`` recipe (``nox -s world``), the
-    committed models are ``v3`` (the same models trained longer, :meth:`v3`).
+    committed models are ``v4`` (the same models trained longer, :meth:`v3` then :meth:`v4`).
 
     On 2 CPU cores the first world's ``cpu`` recipe took 40 minutes (CLIP 9.6, VAE 5.1, UNet 18.2,
     oracle 3.6, rendering and encoding 3.4); the 8-channel VAE costs ~7% more per step. The VAE and UNet train data-parallel over single-threaded processes (see
@@ -158,7 +158,7 @@ class BuildConfig:
 
     @classmethod
     def v3(cls, **overrides) -> BuildConfig:
-        """The committed models' recipe (issue 14, part 3): ``v2`` with the VAE trained 6000 steps.
+        """The previous models' recipe (issue 14, part 3), continued by ``v4``: ``v2`` with the VAE trained 6000 steps.
 
         On v2 renders the oracle read 60 / 68 / 83 % of VAE reconstructions at 600 / 1200 / 3000 steps,
         ~+11 points per doubling (docs/world_v2.md section 0). The CLIP is v2's (same settings), so
@@ -169,7 +169,7 @@ class BuildConfig:
 
     @classmethod
     def v4(cls, **overrides) -> BuildConfig:
-        """Candidate next models (issue 14): v3's models with the UNet trained 6,000 more steps.
+        """The committed models (issue 14, part 4): v3's models with the UNet trained 6,000 more steps.
 
         After v3 the remaining generator targets (img2img fidelity at strength 0.5, description
         faithfulness) depend on the UNet; part 1's learning curve gained ~0.1 faithfulness per
@@ -177,7 +177,9 @@ class BuildConfig:
         this recipe continues a built v3 world (``init_from``, required: ``augbench world build
         --recipe v4 --init-from <v3 weights>``): same CLIP, VAE and oracle (so checks compare
         generators under one judge), the v3 UNet warm-restarted for 6,000 steps at half v3's peak
-        learning rate (~55 min on 2 cores).
+        learning rate (~55 min on 2 cores; 71.8 min beside other work). The committed v4 continued
+        the v3 weights of commit 95de242 (``git show 95de242:benchmark/world/weights/...``; build.json
+        records their sha256): from scratch, build ``v3`` then ``v4`` on it, ~2.6 h on 2 cores.
         """
         values = dict(vae_steps=6000, unet_steps=6000, unet_lr=5e-4, clip_hard_negatives=0.0)
         cfg = cls(**{**values, **overrides})
@@ -190,8 +192,8 @@ class BuildConfig:
 
     @classmethod
     def recipe(cls, name: str, **overrides) -> BuildConfig:
-        """``cpu`` (the default, what ``nox -s world`` runs), ``v3`` (the committed models, :meth:`v3`),
-        ``v2`` (the previous ones, :meth:`v2`), ``v4`` (being built, :meth:`v4`) or ``gpu`` (longer, :meth:`gpu`)."""
+        """``cpu`` (the default, what ``nox -s world`` runs), ``v4`` (the committed models: a ``v3`` world
+        trained further, :meth:`v4`), ``v3`` and ``v2`` (the previous ones) or ``gpu`` (longer, :meth:`gpu`)."""
         if name == "cpu":
             return cls(**overrides)
         if name == "gpu":
