@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device for `build` (default: the recipe's: cpu / cuda)")
     p.add_argument("--recipe", default="cpu",
-                   help="`build` recipe (BuildConfig.RECIPES): cpu (default, ~40 min on 2 cores), v4 (the committed "
+                   help="`build` recipe (BuildConfig.RECIPES): cpu (default, ~35 min on 2 cores), v4 (the committed "
                         "models: a v3 world's UNet trained 6k more steps, ~1.2 h; needs --init-from), v3 (cpu trained "
                         "longer, ~1.6 h on 2 cores), v2 (the previous ones), gpu (longer schedule for a GPU)")
     p.add_argument("--init-from", default=None,

@@ -51,8 +51,8 @@ class BuildConfig:
     """Recipe of ``augbench world build``; the defaults are the ``cpu`` recipe (``nox -s world``), the
     committed models are ``v4`` (the same models trained longer, :meth:`v3` then :meth:`v4`).
 
-    On 2 CPU cores the first world's ``cpu`` recipe took 40 minutes (CLIP 9.6, VAE 5.1, UNet 18.2,
-    oracle 3.6, rendering and encoding 3.4); the 8-channel VAE costs ~7% more per step. The VAE and UNet train data-parallel over single-threaded processes (see
+    On 2 CPU cores the ``cpu`` recipe takes 35 minutes (measured with the world-v4 code: CLIP 10.7,
+    VAE 4.2, UNet 15.6, oracle 1.9, rendering and encoding the rest). The VAE and UNet train data-parallel over single-threaded processes (see
     ``processes``): one process on two threads took 57 minutes for the same recipe (UNet 30).
     Channels-last and ``torch.compile`` measured no faster for the UNet step. See README
     "The embedded world".
