@@ -354,10 +354,14 @@ def test_init_from_continues_a_built_world_keeping_its_clip_vae_and_oracle(smoke
     assert stage_identities(cfg)["vae"] != stage_identities(BuildConfig.smoke())["vae"]
 
 
-def test_recipe_v4_requires_the_world_it_continues():
+def test_recipe_v4_requires_the_world_it_continues(tmp_path):
     with pytest.raises(ValueError, match="--init-from"):
         BuildConfig.recipe("v4")
     assert BuildConfig.recipe("v4", init_from="somewhere").init_from == "somewhere"
+    with pytest.raises(FileNotFoundError, match="expected a built world folder"):
+        build(tmp_path / "w", dataclasses.replace(BuildConfig.smoke(), init_from=str(tmp_path / "missing")),
+              log=lambda s: None)
+    assert not (tmp_path / "w.building").exists()  # refused before anything was staged
 
 
 def test_contrastive_loss_is_clip_loss_and_hard_negative_columns_only_add_image_to_text_terms():

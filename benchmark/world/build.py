@@ -177,7 +177,7 @@ class BuildConfig:
         this recipe continues a built v3 world (``init_from``, required: ``augbench world build
         --recipe v4 --init-from <v3 weights>``): same CLIP, VAE and oracle (so checks compare
         generators under one judge), the v3 UNet warm-restarted for 6,000 steps at half v3's peak
-        learning rate (~55 min on 2 cores; 71.8 min beside other work). The committed v4 continued
+        learning rate (~1 h on 2 quiet cores, estimated; 71.8 min measured beside other work). The committed v4 continued
         the v3 weights of commit 95de242 (``git show 95de242:benchmark/world/weights/...``; build.json
         records their sha256): from scratch, build ``v3`` then ``v4`` on it, ~2.6 h on 2 cores.
         """
@@ -849,6 +849,9 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
         torch.backends.cuda.matmul.allow_tf32 = True  # tiny fp32 models: TF32 is ~free accuracy-wise
         torch.backends.cudnn.allow_tf32 = True
     out_dir = Path(out_dir)
+    if cfg.init_from and not all((Path(cfg.init_from) / part).exists() for part in ("build.json", "clip", "sd", "oracle")):
+        raise FileNotFoundError(f"--init-from {cfg.init_from}: expected a built world folder (build.json, clip/, sd/, "
+                                "oracle/), e.g. the output of an earlier `augbench world build`")
     staging = out_dir.with_name(out_dir.name + ".building")
     stages = _prepare_staging(staging, cfg, resume, log, kept=out_dir.with_name(out_dir.name + ".stages"))
     t_start = time.time()
