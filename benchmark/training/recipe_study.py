@@ -45,7 +45,10 @@ def suite_file(recipe: str, folder: Path) -> Path:
     """The few_shot suite with ``recipe`` as its classifier recipe, written to ``folder``."""
     from benchmark.suites import suite_path
 
-    text = suite_path("few_shot").read_text().replace('recipe = "embedded"', f'recipe = "{recipe}"', 1)
+    text = suite_path("few_shot").read_text()
+    if 'recipe = "embedded"' not in text:
+        raise SystemExit("the few_shot suite no longer names `recipe = \"embedded\"`: update recipe_study.suite_file")
+    text = text.replace('recipe = "embedded"', f'recipe = "{recipe}"', 1)
     path = folder / f"few_shot_{recipe.replace('@', '_')}.toml"
     path.write_text(text)
     return path
@@ -67,9 +70,8 @@ def main(argv: list[str] | None = None) -> None:
             name, overrides = parse_variant(text)
             recipe = f"embedded@{name}"
             RECIPES[recipe] = dataclasses.replace(RECIPES["embedded"], name=recipe, **overrides)
-            run_suite(RunOptions(suite=str(suite_file(recipe, Path(tmp))), methods=["original"],
-                                           seeds=args.seeds, shots=args.shots, run_dir=args.run_dir,
-                                           progress=False))
+            run_suite(RunOptions(suite=str(suite_file(recipe, Path(tmp))), methods=["original"], seeds=args.seeds,
+                                 shots=args.shots, run_dir=args.run_dir, progress=False))
             rows.append({"variant": name, "overrides": overrides, **_summarise(Path(args.run_dir), recipe)})
             print(json.dumps(rows[-1]), flush=True)
     print("\n| variant | overrides | " + " | ".join(f"{k}-shot top-1" for k in args.shots) + " | s / training |")
@@ -83,10 +85,12 @@ def _summarise(run_dir: Path, recipe: str) -> dict:
     """Mean ± std of top-1 per shot and the mean training seconds of ``recipe``'s records."""
     import numpy as np
 
+    from benchmark.records import read_record
+
     by_shot: dict[int, list[float]] = {}
     seconds = []
     for path in run_dir.glob("records/**/*.json"):
-        record = json.loads(path.read_text())
+        record = read_record(path)
         train = record.get("train") or {}
         if (train.get("config") or {}).get("recipe", {}).get("name") != recipe:
             continue
