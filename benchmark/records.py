@@ -97,6 +97,38 @@ def write_results(run_dir: Path, suite: dict[str, Any], summary: dict[str, Any],
     return path
 
 
+STAGE_ORDER = ("subset", "artifacts", "generate", "select", "metrics", "train", "evaluate")
+
+
+def stage_seconds(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds spent per stage over ``records``, counting only stages the record's run computed.
+
+    A reused stage costs its lookup, except ``train``, whose cached result carries the seconds of the run
+    that computed it: a stage named in the record's ``reused`` list therefore counts zero. ``evaluate``
+    is the test-set evaluation inside training (``train`` excludes it). Keys follow the cell's chain
+    (:data:`STAGE_ORDER`); ``total`` is their sum.
+    """
+    totals = dict.fromkeys(STAGE_ORDER, 0.0)
+    for rec in records:
+        reused = set(rec.get("reused") or [])
+        for stage, seconds in (rec.get("timings") or {}).items():
+            if stage not in reused:
+                totals[stage] = totals.get(stage, 0.0) + float(seconds)
+        if "train" not in reused:
+            evaluation = float(((rec.get("train") or {}).get("timings") or {}).get("eval", 0.0))
+            totals["evaluate"] += evaluation
+            totals["train"] -= evaluation
+    totals["total"] = sum(totals.values())
+    return {k: round(v, 1) for k, v in totals.items()}
+
+
+def format_stage_seconds(totals: dict[str, float]) -> str:
+    """``"subset 2 s, artifacts 3.1 min, generate 12.0 min, ..."`` (stages under half a second left out)."""
+    parts = [f"{stage} {seconds:.0f} s" if seconds < 60 else f"{stage} {seconds / 60:.1f} min"
+             for stage, seconds in totals.items() if stage != "total" and seconds >= 0.5]
+    return ", ".join(parts) or "nothing computed"
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "augbench": __version__}
     for name in ("torch", "torchvision", "diffusers", "transformers", "timm", "peft", "numpy"):

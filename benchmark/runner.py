@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.records import CellRecord, read_record, write_results
+from benchmark.records import CellRecord, format_stage_seconds, read_record, stage_seconds, write_results
 from benchmark.stages import (
     CellEnv,
     Subsets,
@@ -253,12 +253,14 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     summary = {"suite": suite.name, "profile": opts.profile, "run_dir": str(run_dir), "cells": len(cells),
                "executor": opts.executor, "workers": opts.workers, "failed": outcome["failed"], "reused_stages": outcome["reused"],
                "computed_stages": outcome["computed"], "wall_seconds": wall}
-    write_json_atomic(run_dir / "last_run.json", summary)
     records = [read_record(p) for c in cells if (p := run_dir / "records" / f"{c.key}.json").is_file()]
+    summary["stage_seconds"] = stage_seconds(records)
+    write_json_atomic(run_dir / "last_run.json", summary)
     write_results(run_dir, suite.to_dict(), {k: v for k, v in summary.items() if k not in ("reused_stages",
                                                                                        "computed_stages")}, records)
     log(f"done: {len(cells) - len(outcome['failed'])}/{len(cells)} cells in {wall / 60:.1f} min "
         f"({len(outcome['reused'])} stages reused, {len(outcome['computed'])} computed)")
+    log(f"time per stage: {format_stage_seconds(summary['stage_seconds'])}")
     if outcome["failed"]:
         log(f"{len(outcome['failed'])} cells failed; see {run_dir / 'last_run.json'}")
     return summary

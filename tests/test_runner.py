@@ -46,6 +46,10 @@ def test_interrupted_run_resumes_with_identical_records(mini, tmp_path, monkeypa
     assert rec["synthetic"]["size"] == 16  # expansion 1 x (5 shots - 1 validation image) x 4 classes
     assert 0 <= rec["metrics"]["top1"] <= 100
     assert rec["subset"]["val_size"] == 4
+    first = json.loads((clean / "last_run.json").read_text())
+    spent = first["stage_seconds"]
+    assert spent["generate"] > 0 and spent["train"] > 0 and spent["evaluate"] > 0
+    assert spent["total"] <= first["wall_seconds"] + 0.5
 
     # interrupt after the first cell
     interrupted = tmp_path / "interrupted"
@@ -76,6 +80,7 @@ def test_interrupted_run_resumes_with_identical_records(mini, tmp_path, monkeypa
     assert _run(suite, interrupted, cards, *summary_args) == 0
     summary = json.loads(out_json(capsys.readouterr().out))
     assert summary["computed_stages"] == []
+    assert summary["stage_seconds"]["train"] == summary["stage_seconds"]["generate"] == 0  # reused: not counted
 
     # changing how synthetic images join training retrains only the cell that has them
     edited = tmp_path / "mini_suite.toml"
@@ -302,3 +307,19 @@ def test_auto_workers_one_per_core_on_the_embedded_cpu_profile_only(mini, monkey
     assert resolve_workers(dataclasses.replace(opts, profile="sd15"), cells) == 1
     assert resolve_workers(dataclasses.replace(opts, device="cuda"), cells) == 1
     assert resolve_workers(dataclasses.replace(opts, workers="3"), cells) == 3
+
+
+def test_stage_seconds_counts_only_what_a_record_computed_and_splits_out_evaluation():
+    from benchmark.records import format_stage_seconds, stage_seconds
+
+    computed = {"timings": {"subset": 0.5, "generate": 30.0, "train": 20.0}, "reused": [],
+                "train": {"timings": {"eval": 3.0}}}
+    # a cell sharing the synthetic set, whose training was cached by an earlier run (seconds of that run)
+    reused = {"timings": {"subset": 0.5, "generate": 0.01, "train": 20.0}, "reused": ["generate", "train"],
+              "train": {"timings": {"eval": 3.0}}}
+    totals = stage_seconds([computed, reused])
+    assert totals["generate"] == 30.0 and totals["train"] == 17.0 and totals["evaluate"] == 3.0
+    assert totals["subset"] == 1.0 and totals["total"] == 51.0
+    assert format_stage_seconds(totals) == "subset 1 s, generate 30 s, train 17 s, evaluate 3 s"
+    assert format_stage_seconds(stage_seconds([{**computed, "timings": {"generate": 600.0, "train": 3.2}}])) == \
+        "generate 10.0 min, evaluate 3 s"
