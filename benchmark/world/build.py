@@ -838,9 +838,6 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     wiped. ``keep_stages=True`` keeps the finished stages in ``<out_dir>.stages`` for such a later
     ``resume``.
     """
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-    from transformers import CLIPModel
-
     from benchmark.tokenizer import build_clip_tokenizer
 
     cfg = cfg or BuildConfig()
@@ -849,17 +846,52 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
         torch.backends.cuda.matmul.allow_tf32 = True  # tiny fp32 models: TF32 is ~free accuracy-wise
         torch.backends.cudnn.allow_tf32 = True
     out_dir = Path(out_dir)
-    if cfg.init_from and not all((Path(cfg.init_from) / part).exists() for part in ("build.json", "clip", "sd", "oracle")):
-        raise FileNotFoundError(f"--init-from {cfg.init_from}: expected a built world folder (build.json, clip/, sd/, "
-                                "oracle/), e.g. the output of an earlier `augbench world build`")
+    init = _checked_init_from(cfg)
     staging = out_dir.with_name(out_dir.name + ".building")
     stages = _prepare_staging(staging, cfg, resume, log, kept=out_dir.with_name(out_dir.name + ".stages"))
     t_start = time.time()
 
     images, captions = render_corpus(cfg.corpus_size, cfg.image_size, log)
     tokenizer = build_clip_tokenizer(model_max_length=77)
+    text_encoder, clip_stats = _clip_stage(cfg, stages, staging, init, images, captions, tokenizer, log)
+    vae, vae_stats = _staged_module(
+        stages / "vae.pt", make_vae(cfg),
+        (lambda: (_inherited_module(make_vae(cfg), init / "sd" / "vae"), _inherited_stats(init, "vae"))) if init
+        else lambda: train_vae(cfg, images, log, checkpoint=stages / "vae.ckpt.pt"))
+    lat_mean, lat_std, scaling = _scaled_latents(cfg, vae, images, log)
+    text_emb = encode_texts(text_encoder, tokenizer, captions)
+    empty_emb = encode_texts(text_encoder, tokenizer, [""])[0]
+    unet, unet_stats = _staged_module(
+        stages / "unet.pt", make_unet(cfg),
+        lambda: train_unet(cfg, lat_mean, lat_std, scaling, text_emb, empty_emb, log, checkpoint=stages / "unet.ckpt.pt",
+                           init=init / "sd" / "unet" if init else None))
+    _save_pipeline(cfg, vae, text_encoder, tokenizer, unet, staging / "sd")
+    share_text_tower(staging)
+    oracle_stats = _oracle_stage(cfg, staging, init, log) if with_oracle else None
 
-    init = Path(cfg.init_from) if cfg.init_from else None
+    record = _build_record(cfg, init, {"clip": clip_stats, "vae": vae_stats, "unet": unet_stats, "oracle": oracle_stats},
+                           scaling, resume, t_start)
+    (staging / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+    _publish(staging, stages, out_dir, keep_stages, log)
+    log(f"world built in {record['build_seconds'] / 60:.1f} min -> {out_dir}")
+    return record
+
+
+def _checked_init_from(cfg: BuildConfig) -> Path | None:
+    """``cfg.init_from`` as a path, refused in one line before anything is staged if it is not a built world."""
+    if not cfg.init_from:
+        return None
+    init = Path(cfg.init_from)
+    if not all((init / part).exists() for part in ("build.json", "clip", "sd", "oracle")):
+        raise FileNotFoundError(f"--init-from {cfg.init_from}: expected a built world folder (build.json, clip/, sd/, "
+                                "oracle/), e.g. the output of an earlier `augbench world build`")
+    return init
+
+
+def _clip_stage(cfg: BuildConfig, stages: Path, staging: Path, init: Path | None, images, captions, tokenizer, log: Log):
+    """Train (or inherit, or reuse) the CLIP; returns its text encoder as saved, and the stage's stats."""
+    from transformers import CLIPModel
+
     clip_stats = _load_stage(stages / "clip.json")
     if clip_stats is None:
         if init:
@@ -873,12 +905,11 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     # Reload what was saved (fp16) in both paths, so a resumed build trains the UNet on the same
     # text embeddings as an uninterrupted one -- and on those the committed pipeline will use.
     clip = CLIPModel.from_pretrained(stages / "clip", torch_dtype=torch.float32, local_files_only=True)
-    text_encoder = text_encoder_of(clip)
+    return text_encoder_of(clip), clip_stats
 
-    vae, vae_stats = _staged_module(
-        stages / "vae.pt", make_vae(cfg),
-        (lambda: (_inherited_module(make_vae(cfg), init / "sd" / "vae"), _inherited_stats(init, "vae"))) if init
-        else lambda: train_vae(cfg, images, log, checkpoint=stages / "vae.ckpt.pt"))
+
+def _scaled_latents(cfg: BuildConfig, vae, images: torch.Tensor, log: Log):
+    """The corpus's latent means and stds, and the scaling factor recorded in the VAE's config."""
     lat_mean, lat_std = encode_latents(vae, images)
     if cfg.vae_standardize:
         lat_mean, lat_std = standardize_latents(vae, lat_mean, lat_std)
@@ -887,13 +918,12 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
         scaling = float(1.0 / lat_mean.std())
     vae.register_to_config(scaling_factor=scaling)
     log(f"latent std {lat_mean.std():.4f} -> scaling factor {scaling:.4f}")
+    return lat_mean, lat_std, scaling
 
-    text_emb = encode_texts(text_encoder, tokenizer, captions)
-    empty_emb = encode_texts(text_encoder, tokenizer, [""])[0]
-    unet, unet_stats = _staged_module(
-        stages / "unet.pt", make_unet(cfg),
-        lambda: train_unet(cfg, lat_mean, lat_std, scaling, text_emb, empty_emb, log, checkpoint=stages / "unet.ckpt.pt",
-                           init=init / "sd" / "unet" if init else None))
+
+def _save_pipeline(cfg: BuildConfig, vae, text_encoder, tokenizer, unet, folder: Path) -> None:
+    """The trained parts as a diffusers ``StableDiffusionPipeline`` (fp16, safetensors) in ``folder``."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     scheduler = DPMSolverMultistepScheduler(**{k: v for k, v in sd15_scheduler_config().items()
                                                if k in ("num_train_timesteps", "beta_start", "beta_end",
@@ -903,37 +933,44 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.to(torch.float16)
-    pipe.save_pretrained(staging / "sd", safe_serialization=True)
-    share_text_tower(staging)
+    pipe.save_pretrained(folder, safe_serialization=True)
 
-    oracle_stats = None
-    if with_oracle and init:  # the same judge as the world this one continues
+
+def _oracle_stage(cfg: BuildConfig, staging: Path, init: Path | None, log: Log) -> dict:
+    """Train the oracle into ``staging/oracle``, or copy the continued world's (the same judge)."""
+    if init:
         shutil.copytree(init / "oracle", staging / "oracle", dirs_exist_ok=True)
-        oracle_stats = _inherited_stats(init, "oracle")
-    elif with_oracle:
-        oracle, oracle_stats = train_oracle_seeded(cfg, log)
-        save_oracle(oracle, oracle_stats, staging / "oracle")
+        return _inherited_stats(init, "oracle")
+    oracle, oracle_stats = train_oracle_seeded(cfg, log)
+    save_oracle(oracle, oracle_stats, staging / "oracle")
+    return oracle_stats
 
+
+def _build_record(cfg: BuildConfig, init: Path | None, stats: dict, scaling: float, resume: bool, t_start: float) -> dict:
+    """``build.json``: the recipe, each stage's stats, what it continued, versions and the machine."""
     from benchmark.world.render import RENDER_VERSION
 
-    record = {
+    return {
         "format": "augbench.world-build/1",
         "config": asdict(cfg),
         "render_version": RENDER_VERSION,
-        "stats": {"clip": clip_stats, "vae": vae_stats, "unet": unet_stats, "oracle": oracle_stats},
+        "stats": stats,
         "vae_scaling_factor": scaling,
         "init_from": ({"path": str(init), "sha256": weights_fingerprint(init),
                        "config": json.loads((init / "build.json").read_text()).get("config")} if init else None),
         # this process's wall time; stage "seconds" also cover earlier, interrupted runs' work
         "build_seconds": time.time() - t_start,
-        "resumed": resume and any(s.get("resumed") for s in (clip_stats, vae_stats, unet_stats)),
+        "resumed": resume and any((s or {}).get("resumed") for k, s in stats.items() if k != "oracle"),
         "versions": package_versions(),
         "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
                     "threads": cfg.threads,
                     "processes": num_processes(cfg),
                     "device": cfg.device},
     }
-    (staging / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _publish(staging: Path, stages: Path, out_dir: Path, keep_stages: bool, log: Log) -> None:
+    """Keep (or drop) the finished stages and move the staged world over ``out_dir``."""
     if keep_stages:
         kept = out_dir.with_name(out_dir.name + ".stages")
         shutil.rmtree(kept, ignore_errors=True)
@@ -944,8 +981,6 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
-    log(f"world built in {record['build_seconds'] / 60:.1f} min -> {out_dir}")
-    return record
 
 
 def seeded_init(cfg: BuildConfig, name: str, factory: Callable):
