@@ -101,20 +101,22 @@ STAGE_ORDER = ("subset", "artifacts", "generate", "select", "metrics", "train", 
 
 
 def stage_seconds(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Seconds spent per stage over ``records``, counting only stages the record's run computed.
+    """Seconds spent per stage over ``records``, counting only work the records' run did.
 
-    A reused stage costs its lookup, except ``train``, whose cached result carries the seconds of the run
-    that computed it: a stage named in the record's ``reused`` list therefore counts zero. ``evaluate``
-    is the test-set evaluation inside training (``train`` excludes it). Keys follow the cell's chain
+    A reused stage's timing is its store lookup, except ``train``, whose cached result carries the
+    seconds of the run that computed it: a reused ``train`` therefore counts zero. (The record's
+    ``reused`` list is not a guide for the other stages: ``artifacts`` is listed when one artifact was
+    reused while another, e.g. Diff-II's inversion pool, was built.) ``evaluate`` is the test-set
+    evaluation inside training (``train`` excludes it). Keys follow the cell's chain
     (:data:`STAGE_ORDER`); ``total`` is their sum.
     """
     totals = dict.fromkeys(STAGE_ORDER, 0.0)
     for rec in records:
-        reused = set(rec.get("reused") or [])
+        trained = "train" not in (rec.get("reused") or [])
         for stage, seconds in (rec.get("timings") or {}).items():
-            if stage not in reused:
+            if stage != "train" or trained:
                 totals[stage] = totals.get(stage, 0.0) + float(seconds)
-        if "train" not in reused:
+        if trained:
             evaluation = float(((rec.get("train") or {}).get("timings") or {}).get("eval", 0.0))
             totals["evaluate"] += evaluation
             totals["train"] -= evaluation
