@@ -79,6 +79,10 @@ def load_base_components(profile: Any, device: str) -> dict[str, Any]:
         raise OSError(f"cannot load the base model {path!r} for concept learning (profile {profile.name!r}): {exc}") from exc
     for name in ("text_encoder", "unet", "vae"):
         comps[name].to(device).requires_grad_(False)
+    # channels-last convolutions: textual inversion's 96-row UNet forward + backward (24 classes x 4) took
+    # 523 ms instead of 695 on 2 CPU cores, same gradients to 1e-9; no change at LoRA's 8 rows
+    for name in ("unet", "vae"):
+        comps[name].to(memory_format=torch.channels_last)
     comps["vae"].eval()
     return comps
 
