@@ -960,7 +960,7 @@ def _build_record(cfg: BuildConfig, init: Path | None, stats: dict, scaling: flo
                        "config": json.loads((init / "build.json").read_text()).get("config")} if init else None),
         # this process's wall time; stage "seconds" also cover earlier, interrupted runs' work
         "build_seconds": time.time() - t_start,
-        "resumed": resume and any((s or {}).get("resumed") for k, s in stats.items() if k != "oracle"),
+        "resumed": resume and any(stats[stage].get("resumed") for stage in ("clip", "vae", "unet")),
         "versions": package_versions(),
         "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
                     "threads": cfg.threads,
