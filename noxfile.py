@@ -51,7 +51,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "benchmark", "methods", "tests", "noxfile.py")
+    session.run("ruff", "check", "benchmark", "methods", "tests", "tools", "noxfile.py")
 
 
 @nox.session(reuse_venv=True)
@@ -97,4 +97,4 @@ def world(session: nox.Session) -> None:
 def perf(session: nox.Session) -> None:
     """Print performance ratios (batched vs per-image generation, Gram LPIPS vs pairwise, ...)."""
     install_project(session, "test")
-    session.run("python", "-m", "benchmark.perf", *session.posargs, env=offline_env())
+    session.run("python", "-m", "tools.perf", *session.posargs, env=offline_env())

@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from benchmark.seeding import derive_seed
-from benchmark.training.replacement import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES
+from augbench.run.seeding import derive_seed
+from augbench.training.replacement import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from benchmark.cards import DatasetCard
-    from benchmark.data.core import ImageSource, Subset
-    from benchmark.profiles import Profile
+    from augbench.data.cards import DatasetCard
+    from augbench.data.core import ImageSource, Subset
+    from augbench.run.profiles import Profile
 
 __all__ = [
     "ArtifactSpec",
@@ -264,7 +264,7 @@ class ArtifactSpec:
     reuses it, and hands it to the method in ``ctx.artifacts[name]``.
 
     Attributes:
-        kind: a registered artifact kind (``benchmark.artifacts.ARTIFACT_KINDS``).
+        kind: a registered artifact kind (``augbench.run.artifacts.ARTIFACT_KINDS``).
         recipe: the kind's parameters (JSON-ready); part of the artifact's key.
         name: the key in ``ctx.artifacts`` (default: ``kind``).
         path: an existing artifact folder to import instead of building one (its ``artifact.json`` says
@@ -346,7 +346,7 @@ class Method:
         presets: ``{preset name: {field: value}}`` overlays (``family.preset`` ids).
         card: the ``MethodCard``.
         deterministic: ``True`` when the output does not depend on the seed (the identity method).
-        contract_test_params: config overrides the generic contract tests (``benchmark.testing``) use
+        contract_test_params: config overrides the generic contract tests (``augbench.testing``) use
             with tiny *random* models — e.g. a CLIP filter that a random CLIP can never pass.
 
     Args:
@@ -469,7 +469,7 @@ class BatchMethod(Method):
         if not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"{type(self).__name__} needs an explicit torch.Generator (got {type(generator).__name__}); "
-                "use benchmark.seeding.make_generator(seed)"
+                "use augbench.run.seeding.make_generator(seed)"
             )
         if generator.device.type != "cpu":
             raise TypeError(
@@ -614,7 +614,7 @@ class MethodContext:
     """What an offline method needs from the harness.
 
     Attributes:
-        profile: the foundation models and scale (``benchmark.profiles.Profile``).
+        profile: the foundation models and scale (``augbench.run.profiles.Profile``).
         source: the dataset's ``ImageSource`` (loads real images by id).
         card: the dataset card (default: ``source.card``).
         device: torch device for generation.
@@ -622,7 +622,7 @@ class MethodContext:
         batch_size: how many requests ``generate`` processes per model call.
         pipelines: the warm-model cache (default: the process-wide one).
         artifacts: the built artifacts the method declared, by ``ArtifactSpec.slot``
-            (``benchmark.artifacts.Artifact``: folder, kind, recipe, what it was trained on).
+            (``augbench.run.artifacts.Artifact``: folder, kind, recipe, what it was trained on).
     """
 
     profile: Profile

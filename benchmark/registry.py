@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from benchmark.contract import KINDS, BatchMethod, ConfigError, Method, OfflineMethod
+from augbench.contract import KINDS, BatchMethod, ConfigError, Method, OfflineMethod
 
 __all__ = [
     "ENTRY_POINT_GROUP",

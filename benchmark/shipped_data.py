@@ -4,8 +4,8 @@
 folders of the checkout, never Python packages: a top-level ``datasets`` package would shadow Hugging
 Face ``datasets`` (DESIGN.md, "Layout"). A wheel cannot install them at the top level for the same
 reason, so ``pyproject.toml`` maps them into the package (``[tool.setuptools.package-dir]``:
-``benchmark._data.datasets = "datasets"``, ``benchmark._data.reports = "reports"``) and the wheel
-carries them as ``benchmark/_data/datasets/`` and ``benchmark/_data/reports/``, data files only.
+``augbench._data.datasets = "datasets"``, ``augbench._data.reports = "reports"``) and the wheel
+carries them as ``augbench/_data/datasets/`` and ``augbench/_data/reports/``, data files only.
 
 :func:`shipped_data_dir` finds them either way: the copy inside the installed package when there is
 one (``pip install .``, a Ray worker's environment), else the checkout's folder next to
@@ -23,7 +23,7 @@ SHIPPED_FOLDERS = ("datasets", "reports")
 
 
 def shipped_data_dir(name: str) -> Path:
-    """The folder ``name`` (``datasets`` or ``reports``): ``benchmark/_data/<name>`` in an installed
+    """The folder ``name`` (``datasets`` or ``reports``): ``augbench/_data/<name>`` in an installed
     wheel, else ``<checkout>/<name>``.
 
     The installed copy is checked first on purpose: in ``site-packages`` the folder next to

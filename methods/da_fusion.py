@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from benchmark.contract import (
+from augbench.contract import (
     ArtifactSpec,
     ConfigError,
     GenerationRequest,
@@ -38,10 +38,10 @@ from benchmark.contract import (
     TrainingIntegration,
     param,
 )
-from benchmark.sampling import check_strengths, plan_edits, run_edits, sampler_settings
+from augbench.diffusion.sampling import check_strengths, plan_edits, run_edits, sampler_settings
 
 if TYPE_CHECKING:
-    from benchmark.data.core import Subset
+    from augbench.data.core import Subset
 
 __all__ = ["DAFusion", "DAFusionConfig"]
 
@@ -96,7 +96,7 @@ class DAFusion(OfflineMethod):
     )
 
     def artifacts(self, subset: Subset, ctx: MethodContext) -> list[ArtifactSpec]:
-        from benchmark.concepts import concept_recipe
+        from augbench.diffusion.concepts import concept_recipe
 
         steps = {"steps": self.config.concept_steps} if self.config.concept_steps else {}
         return [ArtifactSpec("ti", concept_recipe("ti", ctx.profile, **steps), base_model=self.base_pipeline(ctx))]
@@ -119,8 +119,8 @@ class DAFusion(OfflineMethod):
                           source="each", strength=cfg.strength, strengths=cfg.strengths)
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
-        from benchmark import diffusion
-        from benchmark.concepts import concept_prompt
+        from augbench.diffusion import pipelines as diffusion
+        from augbench.diffusion.concepts import concept_prompt
 
         if not requests:
             return []

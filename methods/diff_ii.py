@@ -4,7 +4,7 @@ Pipeline per class ``c`` with ``N_c`` training images [P2 §3 L69-85]:
 
 0. Concept learning: the ``lora_ti`` artifact (Diff-Mix's LoRA + one token ``<class_i>`` per class,
    §1.4, §3.10.0), shared with Diff-Gen / Diff-AUG / Diff-Mix / NoiseCutMix.
-1. Inversion pool: the ``ddim_inversion`` artifact (``benchmark.inversion``, §3.10.1): every training
+1. Inversion pool: the ``ddim_inversion`` artifact (``augbench.diffusion.inversion``, §3.10.1): every training
    image DDIM-inverted to ``x_T`` with the concepts loaded and prompt ``a photo of a <class_i> [meta]``.
 2. Random circle interpolation (§3.10.2): per synthetic image one unordered pair ``(I_a, I_b)`` of
    distinct inversions of the class, drawn uniformly with replacement (first in pool order = ``I_a``);
@@ -14,7 +14,7 @@ Pipeline per class ``c`` with ``N_c`` training images [P2 §3 L69-85]:
    draws on the short arc between them is ``theta / 2 pi``).
 3. Two-stage denoising (§3.10.3): DDIM, 25 steps, eta = 0, CFG w = 7.5 with ``""``, from ``Z``; the
    prompt is ``plain + " " + suffix`` (suffix drawn uniformly per image from the ``suffixes`` artifact,
-   ``benchmark.suffixes``) while ``t >= 1000 (1 - s)`` and the plain prompt after. This is the DII
+   ``augbench.diffusion.suffixes``) while ``t >= 1000 (1 - s)`` and the plain prompt after. This is the DII
    code's rule; P2's text says the opposite ("the first stage includes time steps from T to sT"),
    which would make the suffixed share ``1 - s``; the code's reading is the one consistent with P2
    Fig.7 and "s = 1.0 for all long-tail settings", and is adopted (§3.10.3 DISAGREE). With 25 steps of
@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from benchmark.contract import (
+from augbench.contract import (
     ArtifactSpec,
     ConfigError,
     GenerationRequest,
@@ -81,12 +81,12 @@ from benchmark.contract import (
     one_hot,
     param,
 )
-from benchmark.seeding import derive_seed, make_generator
+from augbench.run.seeding import derive_seed, make_generator
 
 if TYPE_CHECKING:
     import torch
 
-    from benchmark.data.core import Subset
+    from augbench.data.core import Subset
 
 __all__ = ["INTERPOLATIONS", "DiffII", "DiffIIConfig", "circle_point", "class_budgets", "interpolate", "lam_range",
            "lerp", "request_draws", "resolve_split_ratio", "slerp", "suffix_path", "suffixed_steps", "theta_between"]
@@ -219,7 +219,7 @@ def class_budgets(counts: Sequence[int], expansion: float, budget: int | None = 
     proportionally to the class counts when one is given."""
     if budget is None:
         return [int(math.floor(expansion * n + 1e-9)) for n in counts]
-    from benchmark.sampling import allocate
+    from augbench.diffusion.sampling import allocate
 
     return allocate(counts, int(budget), "proportional")
 
@@ -293,14 +293,14 @@ class DiffIIConfig(MethodConfig):
             raise ConfigError(f"split_ratio must be 'auto' or a number in [0, 1] (the share of denoising steps, from "
                               f"t = T down, that use the suffixed prompt; METHODS_SPEC §3.10.3); got {s!r}")
         if self.interpolation not in INTERPOLATIONS:
-            from benchmark.suites import did_you_mean
+            from augbench.run.suites import did_you_mean
 
             raise ConfigError(f"unknown interpolation {self.interpolation!r}{did_you_mean(self.interpolation, INTERPOLATIONS)}"
                               f"; expected one of {', '.join(INTERPOLATIONS)} (METHODS_SPEC §3.10.2)")
-        from benchmark.suffixes import SUFFIX_SOURCES
+        from augbench.diffusion.suffixes import SUFFIX_SOURCES
 
         if self.suffix_source != "auto" and self.suffix_source not in SUFFIX_SOURCES:
-            from benchmark.suites import did_you_mean
+            from augbench.run.suites import did_you_mean
 
             raise ConfigError(f"unknown suffix_source {self.suffix_source!r}"
                               f"{did_you_mean(self.suffix_source, ('auto', *SUFFIX_SOURCES))}; expected auto or one of "
@@ -354,7 +354,7 @@ class DiffII(OfflineMethod):
             return cfg.suffix_source
         if cfg.suffix_file:
             return "file"
-        from benchmark.suffixes import default_suffix_source
+        from augbench.diffusion.suffixes import default_suffix_source
 
         return default_suffix_source(ctx.profile)
 
@@ -373,17 +373,17 @@ class DiffII(OfflineMethod):
         specs = []
         concept_recipe = None
         if concepts:
-            from benchmark.concepts import concept_recipe as recipe_of
+            from augbench.diffusion.concepts import concept_recipe as recipe_of
 
             steps = {"steps": cfg.concept_steps} if cfg.concept_steps else {}
             concept_recipe = recipe_of(concepts, ctx.profile, **steps)
             specs.append(ArtifactSpec(concepts, concept_recipe))
         if cfg.interpolation != "none":
-            from benchmark.inversion import inversion_spec
+            from augbench.diffusion.inversion import inversion_spec
 
             specs.append(inversion_spec(ctx.profile, concepts, concept_recipe, steps=cfg.inversion_steps))
         if self.split_ratio(subset) > 0:
-            from benchmark.suffixes import suffix_spec
+            from augbench.diffusion.suffixes import suffix_spec
 
             source = self.suffix_source(ctx)
             path = suffix_path(cfg.suffix_file, subset) if source == "file" and cfg.suffix_file else None
@@ -442,7 +442,7 @@ class DiffII(OfflineMethod):
             return []
         cfg = self.config
         settings = self.sampler_settings(ctx)
-        from benchmark.concepts import prompting_pipeline
+        from augbench.diffusion.concepts import prompting_pipeline
 
         warm, prompt_of = prompting_pipeline(ctx, self.concepts)
         template = CONCEPT_PROMPT if self.concepts else PLAIN_PROMPT
@@ -474,7 +474,7 @@ class DiffII(OfflineMethod):
         return out
 
     def _pool(self, ctx: MethodContext):
-        from benchmark.inversion import INVERSION_KIND, load_inversion_pool
+        from augbench.diffusion.inversion import INVERSION_KIND, load_inversion_pool
 
         if INVERSION_KIND not in ctx.artifacts:
             raise ConfigError(f"{self.id}: interpolation {self.config.interpolation!r} needs the {INVERSION_KIND!r} "
@@ -486,7 +486,7 @@ class DiffII(OfflineMethod):
         return cache[artifact.key][1]
 
     def _suffixes(self, ctx: MethodContext) -> list[str]:
-        from benchmark.suffixes import KIND, read_suffixes
+        from augbench.diffusion.suffixes import KIND, read_suffixes
 
         if KIND not in ctx.artifacts:
             raise ConfigError(f"{self.id}: two-stage denoising needs the {KIND!r} artifact (declared by artifacts())")
@@ -528,7 +528,7 @@ def ddim_scheduler(base_config: Any):
     SD v1.5's config (leading, steps_offset 1) gives 961, 921, ..., 1 for 25 steps (§3.10.3); the embedded
     world's says "linspace", replaced here so both follow SD v1.5's schedule.
     """
-    from benchmark.diffusion import make_scheduler
+    from augbench.diffusion.pipelines import make_scheduler
 
     sched = make_scheduler("ddim", base_config)
     if sched.config.timestep_spacing not in ("leading", "trailing"):
@@ -543,7 +543,7 @@ def two_stage_denoise(warm: Any, latents: Sequence[torch.Tensor], plain: Sequenc
     ``plain[i]`` after (§3.10.3); returns the uint8 images and each row's number of suffixed steps."""
     import torch
 
-    from benchmark import diffusion
+    from augbench.diffusion import pipelines as diffusion
 
     pipe = warm.pipe
     warm.embeddings.get(list(dict.fromkeys([*plain, *suffixed, negative_prompt])))

@@ -3,8 +3,8 @@
 Diff-Mix's reference code runs six strategies through one sampler [DM scripts/sample_mp.py]; the
 harness does the same. The task list — ``N = expansion × |train|`` tasks, classes drawn per task,
 a random real image of the source class, a fixed or drawn strength — is
-:func:`benchmark.sampling.plan_translations`, and the img2img loop is
-:func:`benchmark.sampling.run_edits` (DPM-Solver++ 25 steps, w = 7.5, source stretched to the model
+:func:`augbench.diffusion.sampling.plan_translations`, and the img2img loop is
+:func:`augbench.diffusion.sampling.run_edits` (DPM-Solver++ 25 steps, w = 7.5, source stretched to the model
 size and the edit resized back, §3.7 step 6). The members differ only in the model and the classes:
 
 ==============  ===========  =============  =====================================================
@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from benchmark.contract import (
+from augbench.contract import (
     ArtifactSpec,
     GenerationRequest,
     MethodCard,
@@ -53,7 +53,7 @@ from benchmark.contract import (
     TrainingIntegration,
     param,
 )
-from benchmark.sampling import (
+from augbench.diffusion.sampling import (
     CLASS_DRAWS,
     SOURCE_DRAWS,
     check_strengths,
@@ -61,10 +61,10 @@ from benchmark.sampling import (
     run_edits,
     sampler_settings,
 )
-from benchmark.synthetic import diff_mix_label
+from augbench.synthetic.loading import diff_mix_label
 
 if TYPE_CHECKING:
-    from benchmark.data.core import Subset
+    from augbench.data.core import Subset
 
 __all__ = ["DiffAug", "DiffAugConfig", "DiffMix", "DiffMixConfig", "RealMix", "RealMixConfig"]
 
@@ -140,7 +140,7 @@ class _Translation(OfflineMethod):
     def artifacts(self, subset: Subset, ctx: MethodContext) -> list[ArtifactSpec]:
         if not self.config.concepts:
             return []
-        from benchmark.concepts import concept_spec
+        from augbench.diffusion.concepts import concept_spec
 
         return [concept_spec(self.config.concepts, ctx.profile, self.config.concept_steps)]
 
@@ -156,7 +156,7 @@ class _Translation(OfflineMethod):
         return requests
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
-        from benchmark.concepts import prompting_pipeline
+        from augbench.diffusion.concepts import prompting_pipeline
 
         if not requests:
             return []

@@ -36,7 +36,7 @@ from typing import ClassVar
 
 import torch
 
-from benchmark.contract import BatchMethod, MethodCard, MethodConfig, param
+from augbench.contract import BatchMethod, MethodCard, MethodConfig, param
 
 __all__ = ["CutMix", "CutMixParams", "MixUp", "MixUpParams", "sample_beta", "sample_partners"]
 
@@ -168,7 +168,7 @@ class CutMix(BatchMethod):
     decisions, partners, λ (Beta via gamma), centre rows, centre columns.
 
     Example:
-        >>> from benchmark.seeding import make_generator
+        >>> from augbench.run.seeding import make_generator
         >>> mix = CutMix(preset="diffii_code", num_classes=10)
         >>> x, y = mix(torch.rand(8, 3, 32, 32), torch.arange(8), make_generator(0))
     """

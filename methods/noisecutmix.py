@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from benchmark.contract import (
+from augbench.contract import (
     ArtifactSpec,
     ConfigError,
     GenerationRequest,
@@ -67,11 +67,11 @@ from benchmark.contract import (
     TrainingIntegration,
     param,
 )
-from benchmark.sampling import sampler_settings
-from benchmark.seeding import derive_seed, make_generator
+from augbench.diffusion.sampling import sampler_settings
+from augbench.run.seeding import derive_seed, make_generator
 
 if TYPE_CHECKING:
-    from benchmark.data.core import Subset
+    from augbench.data.core import Subset
 
 __all__ = ["NoiseCutMix", "NoiseCutMixConfig", "cutmix_box", "latent_mask", "mixed_noise_denoise", "pixel_mask"]
 
@@ -201,7 +201,7 @@ def mixed_noise_denoise(pipe, latents: torch.Tensor, embeds_a: torch.Tensor, emb
     """The NoiseCutMix sampling loop: ``[uncond, A, B]`` in one UNet call per step, box-mixed noise.
 
     Args:
-        pipe: a pipeline view (its scheduler is the template of ``benchmark.diffusion.denoise``).
+        pipe: a pipeline view (its scheduler is the template of ``augbench.diffusion.pipelines.denoise``).
         latents: initial ``x_T`` ``[N, C, h, w]`` (already times ``init_noise_sigma``).
         embeds_a, embeds_b, negative: prompt embeddings ``[N, 77, D]`` of A, B and ``""``.
         masks: ``[N, 1, h, w]``, 1 where class A's noise is used.
@@ -209,7 +209,7 @@ def mixed_noise_denoise(pipe, latents: torch.Tensor, embeds_a: torch.Tensor, emb
     Returns:
         The final latents ``[N, C, h, w]``.
     """
-    from benchmark.diffusion import denoise
+    from augbench.diffusion.pipelines import denoise
 
     masks = masks.to(pipe.unet.device, pipe.unet.dtype)
 
@@ -257,7 +257,7 @@ class NoiseCutMix(OfflineMethod):
         cfg = self.config
         if not cfg.uses_concepts:
             return []
-        from benchmark.concepts import concept_spec
+        from augbench.diffusion.concepts import concept_spec
 
         return [concept_spec(cfg.concepts, ctx.profile, cfg.concept_steps, trained_on=cfg.concept_training_images)]
 
@@ -321,7 +321,7 @@ class NoiseCutMix(OfflineMethod):
         """Batched NoiseCutMix sampling (``ctx.batch_size`` requests per UNet call); one sample per request."""
         from diffusers.utils.torch_utils import randn_tensor
 
-        from benchmark import diffusion
+        from augbench.diffusion import pipelines as diffusion
 
         if not requests:
             return []
@@ -332,7 +332,7 @@ class NoiseCutMix(OfflineMethod):
         if wrong:
             raise ValueError(f"requests {wrong[:5]} were planned at {requests[0].params['image_size']} px but the "
                              f"sampler runs at {size} px; plan and generate with the same image_size")
-        from benchmark.concepts import prompting_pipeline
+        from augbench.diffusion.concepts import prompting_pipeline
 
         warm, prompt_of = prompting_pipeline(ctx, cfg.concepts if cfg.uses_concepts else None)
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from benchmark.contract import BatchMethod, MethodCard, MethodConfig, param
+from augbench.contract import BatchMethod, MethodCard, MethodConfig, param
 
 __all__ = ["Original"]
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from benchmark.contract import (
+from augbench.contract import (
     GenerationRequest,
     MethodCard,
     MethodConfig,
@@ -37,12 +37,12 @@ from benchmark.contract import (
     TrainingIntegration,
     param,
 )
-from benchmark.generate import GenerateError
-from benchmark.sampling import ALLOCATIONS, plan_text_to_image, run_text_to_image, sampler_settings
-from benchmark.seeding import derive_seed
+from augbench.synthetic.generate import GenerateError
+from augbench.diffusion.sampling import ALLOCATIONS, plan_text_to_image, run_text_to_image, sampler_settings
+from augbench.run.seeding import derive_seed
 
 if TYPE_CHECKING:
-    from benchmark.data.core import Subset
+    from augbench.data.core import Subset
 
 __all__ = ["FILTER_RULES", "RealFilter", "RealFilterConfig", "RealFilterError"]
 
@@ -107,7 +107,7 @@ class RealFilter(OfflineMethod):
                                   allocation=cfg.allocation, num_classes=num_classes, prompt=prompt)
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
-        from benchmark import diffusion
+        from augbench.diffusion import pipelines as diffusion
 
         if not requests:
             return []
@@ -204,7 +204,7 @@ def _clip_probabilities(ctx: MethodContext, images: list[np.ndarray], texts: lis
     """Softmax over ``texts`` of the profile's CLIP logits (``logit_scale`` × cosine), ``[N, len(texts)]``."""
     import torch
 
-    from benchmark.metrics import profile_clip_scorer
+    from augbench.metrics.synthetic_sets import profile_clip_scorer
 
     scorer = profile_clip_scorer(ctx.profile, ctx.device)
     logits = scorer.model.logit_scale.exp().item() * (scorer.image_features(images) @ scorer.text_features(texts).T)

@@ -7,7 +7,7 @@ rate 5), hard label of the source class. Presets carry the reference implementat
 * ``daf`` — DA-Fusion's ``RealGuidance`` [DAF real_guidance.py]: the pipeline's PNDM scheduler with 50
   steps, plain-name prompt ``a photo of a {class name}``, 10 edits per image.
 * ``dm_real_aug`` — Diff-Mix's ``real-aug`` [DM sample_mp.py]: the Diff-Mix family's task planner
-  (``benchmark.sampling.plan_translations``, shared with ``real_mix``/``diff_aug``/``diff_mix``):
+  (``augbench.diffusion.sampling.plan_translations``, shared with ``real_mix``/``diff_aug``/``diff_mix``):
   ``edits_per_image × |train|`` tasks, one class drawn uniformly per task, a uniformly random real
   image of that class as the source, fixed strength 0.5 (argparse default); ``dm_real_aug_uniform``
   draws the strength per task from {0.3, 0.5, 0.7, 0.9}.
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from benchmark.contract import (
+from augbench.contract import (
     GenerationRequest,
     MethodCard,
     MethodConfig,
@@ -31,7 +31,7 @@ from benchmark.contract import (
     TrainingIntegration,
     param,
 )
-from benchmark.sampling import (
+from augbench.diffusion.sampling import (
     EDIT_SOURCES,
     check_strengths,
     plan_edits,
@@ -41,7 +41,7 @@ from benchmark.sampling import (
 )
 
 if TYPE_CHECKING:
-    from benchmark.data.core import Subset
+    from augbench.data.core import Subset
 
 __all__ = ["RealGuidance", "RealGuidanceConfig"]
 
@@ -109,7 +109,7 @@ class RealGuidance(OfflineMethod):
         return requests
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
-        from benchmark import diffusion
+        from augbench.diffusion import pipelines as diffusion
 
         if not requests:
             return []

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from benchmark.contract import (
+from augbench.contract import (
     ArtifactSpec,
     GenerationRequest,
     MethodCard,
@@ -48,10 +48,10 @@ from benchmark.contract import (
     TrainingIntegration,
     param,
 )
-from benchmark.sampling import ALLOCATIONS, allocate, plan_text_to_image, run_text_to_image, sampler_settings
+from augbench.diffusion.sampling import ALLOCATIONS, allocate, plan_text_to_image, run_text_to_image, sampler_settings
 
 if TYPE_CHECKING:
-    from benchmark.data.core import Subset
+    from augbench.data.core import Subset
 
 __all__ = ["DiffGen", "DiffGenConfig", "SDRandom", "SDRandomConfig", "allocate"]
 
@@ -130,7 +130,7 @@ class SDRandom(OfflineMethod):
         """The concept-learning artifact of the ``finetuned`` variant / ``diff_gen``; none for vanilla SD."""
         if not self.config.concepts:
             return []
-        from benchmark.concepts import concept_spec
+        from augbench.diffusion.concepts import concept_spec
 
         return [concept_spec(self.config.concepts, ctx.profile, self.config.concept_steps)]
 
@@ -154,7 +154,7 @@ class SDRandom(OfflineMethod):
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
         """Batched text-to-image; one ``SyntheticSample`` per request, in order."""
-        from benchmark.concepts import prompting_pipeline  # diffusers is imported only when generating
+        from augbench.diffusion.concepts import prompting_pipeline  # diffusers is imported only when generating
 
         if not requests:
             return []

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmark.cards import load_card
+from augbench.data.cards import load_card
 
 CHECKOUT_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 

@@ -9,10 +9,10 @@ import json
 import pytest
 from report_parsing import html_tables, markdown_tables
 
-from benchmark.plots import sweep_points, swept_parameter
-from benchmark.published import PublishedError, load_published
-from benchmark.registry import default_registry
-from benchmark.reports import (
+from augbench.reporting.plots import sweep_points, swept_parameter
+from augbench.reporting.published import PublishedError, load_published
+from augbench.registry import default_registry
+from augbench.reporting.tables import (
     ORACLE_MARK,
     build_table,
     caption,
@@ -21,7 +21,7 @@ from benchmark.reports import (
     to_latex,
     to_markdown,
 )
-from benchmark.suites import load_suite, validate_suite
+from augbench.run.suites import load_suite, validate_suite
 
 PRESETS = ["diff_ii.vanilla_t2i", "diff_ii.cl_only", "diff_ii.cl_li", "diff_ii.cl_li_td", "diff_ii.cl_si",
            "diff_ii.cl_si_se", "diff_ii.cl_td", "diff_ii"]
@@ -51,7 +51,7 @@ def test_p2_tab4_is_transcribed_with_its_lpips_column():
 
 
 def test_a_malformed_lpips_is_refused(tmp_path, monkeypatch):
-    import benchmark.published as published
+    import augbench.reporting.published as published
 
     text = (published.PUBLISHED_DIR / "p2_tab4.toml").read_text().replace("lpips = 49.9", 'lpips = "49.9%"')
     (tmp_path / "p2_tab4.toml").write_text(text)

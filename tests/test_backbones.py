@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.backbones import (
+from augbench.training.backbones import (
     ClassifierSpec,
     WeightsNotFoundError,
     create_classifier,

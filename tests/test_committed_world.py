@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.cli import main
-from benchmark.data import open_dataset
-from benchmark.profiles import WORLD_WEIGHTS
-from benchmark.world import check as world_check
+from augbench.cli.main import main
+from augbench.data import open_dataset
+from augbench.run.profiles import WORLD_WEIGHTS
+from augbench.world import check as world_check
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_generate_cli_writes_a_manifest(tmp_path, capsys, one_thread):
 
 
 def test_world_cli_passes_recipe_and_check_options(monkeypatch, tmp_path, capsys):
-    from benchmark.world import build as world_build
+    from augbench.world import build as world_build
 
     seen = {}
     monkeypatch.setattr(world_build, "build", lambda out, cfg, log, with_oracle, resume, keep_stages: seen.update(

@@ -1,6 +1,6 @@
-"""Concept learning as artifacts (benchmark.concepts): ``ti`` and ``lora_ti`` on a tiny random SD.
+"""Concept learning as artifacts (augbench.diffusion.concepts): ``ti`` and ``lora_ti`` on a tiny random SD.
 
-Both kinds are built once per module through ``benchmark.artifacts.build_artifacts`` (the runner's
+Both kinds are built once per module through ``augbench.run.artifacts.build_artifacts`` (the runner's
 artifact stage) on a 3-class in-memory source, with the ``tiny`` recipes (3 steps), then checked:
 reference file formats, untouched non-class embedding rows, LoRA only on attention projections, a
 vanilla pipeline that generates byte-identical images before and after an adapted one was used, a
@@ -19,17 +19,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from benchmark.artifacts import ArtifactError, artifact_key, build_artifacts
-from benchmark.concepts import formats
-from benchmark.concepts.adapted import concept_prompt, load_adapted_pipeline
-from benchmark.concepts.cli import import_folder
-from benchmark.concepts.recipes import RECIPES, concept_recipe
-from benchmark.contract import ArtifactSpec, ConfigError, MethodContext, PipelineCache
-from benchmark.data.core import Subset
-from benchmark.diffusion import load_warm_pipeline, pipeline_view, text_to_image
-from benchmark.seeding import make_generator
-from benchmark.store import Store
-from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
+from augbench.run.artifacts import ArtifactError, artifact_key, build_artifacts
+from augbench.diffusion.concepts import formats
+from augbench.diffusion.concepts.adapted import concept_prompt, load_adapted_pipeline
+from augbench.cli.concepts import import_folder
+from augbench.diffusion.concepts.recipes import RECIPES, concept_recipe
+from augbench.contract import ArtifactSpec, ConfigError, MethodContext, PipelineCache
+from augbench.data.core import Subset
+from augbench.diffusion.pipelines import load_warm_pipeline, pipeline_view, text_to_image
+from augbench.run.seeding import make_generator
+from augbench.run.store import Store
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
 
 ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -214,7 +214,7 @@ def test_same_recipe_same_files(built):
 
 
 def test_long_tail_subsets_are_sampled_class_balanced():
-    from benchmark.concepts.training import batch_sampler
+    from augbench.diffusion.concepts.training import batch_sampler
 
     labels = torch.tensor([0] * 8 + [1] * 2 + [2])
     draw = batch_sampler(labels, "auto", 3000, make_generator(0))
@@ -240,7 +240,7 @@ def test_recipes_cover_both_kinds_and_the_reference_values():
 
 
 def test_cli_import_without_a_manifest_exits_2_and_show_prints(built, capsys):
-    from benchmark.cli import main
+    from augbench.cli.main import main
 
     ctx, subset, artifacts, tmp = built
     folder = tmp / "cli_checkpoint"
@@ -257,11 +257,11 @@ def test_cli_import_without_a_manifest_exits_2_and_show_prints(built, capsys):
 
 def test_cli_build_trains_on_the_cells_training_part(mini, tmp_path, capsys):
     """``concepts build`` keys and trains exactly as the runner's artifact stage for the cell."""
-    from benchmark.cli import main
-    from benchmark.data import open_dataset
-    from benchmark.profiles import get_profile
-    from benchmark.stages import subset_stage
-    from benchmark.suites import Cell, Suite
+    from augbench.cli.main import main
+    from augbench.data import open_dataset
+    from augbench.run.profiles import get_profile
+    from augbench.run.stages import subset_stage
+    from augbench.run.suites import Cell, Suite
 
     _, cards, _ = mini
     argv = ["concepts", "build", "--kind", "ti", "--dataset", "minibirds", "--shots", "5", "--seed", "0",

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.contract import (
+from augbench.contract import (
     PROCESS_PIPELINES,
     BatchMethod,
     ConfigError,
@@ -25,8 +25,8 @@ from benchmark.contract import (
     param,
     request_seed,
 )
-from benchmark.seeding import derive_seed
-from benchmark.testing import TinySource, tiny_profile
+from augbench.run.seeding import derive_seed
+from augbench.testing import TinySource, tiny_profile
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def test_request_seed_is_derive_seed_of_run_family_index():
     assert request_seed(3, "sd_random", 5) == derive_seed(3, "sd_random", 5)
     assert request_seed(3, "sd_random", 5) != request_seed(3, "diff_gen", 5)
     # presets of one family share request seeds: ablation rows are paired comparisons
-    from benchmark.registry import default_registry
+    from augbench.registry import default_registry
 
     reg = default_registry()
     assert reg.create("sd_random").request_seed(3, 5) == reg.create("sd_random.p1_article").request_seed(3, 5)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.artifacts import build_artifacts
-from benchmark.contract import ConfigError, MethodContext, PipelineCache
-from benchmark.profiles import get_profile
-from benchmark.registry import default_registry
-from benchmark.store import Store
-from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
+from augbench.run.artifacts import build_artifacts
+from augbench.contract import ConfigError, MethodContext, PipelineCache
+from augbench.run.profiles import get_profile
+from augbench.registry import default_registry
+from augbench.run.store import Store
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
 
 
 def test_every_real_image_gets_m_edits_with_strengths_from_the_four_values():

@@ -1,4 +1,4 @@
-"""``augbench datasets`` and ``augbench data verify | fetch | subset`` (benchmark.data.cli) on tiny fixtures.
+"""``augbench datasets`` and ``augbench data verify | fetch | subset`` (augbench.cli.data) on tiny fixtures.
 
 Includes the determinism check across processes: the manifest hash of a subset drawn in a subprocess
 with another ``PYTHONHASHSEED`` equals the one drawn here.
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from fixtures_real import make_cub, make_waterbirds, real_classes, small_card, tar_gz
 
-from benchmark.data import Subset, open_dataset
-from benchmark.data.cli import add_data_commands, main
-from benchmark.data.protocols import few_shot, long_tail
+from augbench.data import Subset, open_dataset
+from augbench.cli.data import add_data_commands, main
+from augbench.protocols.subsets import few_shot, long_tail
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,7 +117,7 @@ def test_manifest_hash_is_independent_of_the_process_and_pythonhashseed(root):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO)}
         for protocol, extra in (("few_shot", ["--shots", "2"]), ("long_tail", ["--imbalance-factor", "10"])):
             proc = subprocess.run(
-                [sys.executable, "-m", "benchmark.data.cli", "data", "subset", "cub", "--protocol", protocol, *extra,
+                [sys.executable, "-m", "augbench.cli.data", "data", "subset", "cub", "--protocol", protocol, *extra,
                  "--seed", "3", "--json", "--data-root", str(root)],
                 capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
             )

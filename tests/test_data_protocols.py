@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.cards import DatasetCard
-from benchmark.data import DataError, ImageSource, Sample, Subset
-from benchmark.data.protocols import (
+from augbench.data.cards import DatasetCard
+from augbench.data import DataError, ImageSource, Sample, Subset
+from augbench.protocols.subsets import (
     WATERBIRDS_COLUMNS,
     WATERBIRDS_GROUP_NAMES,
     WATERBIRDS_TABLE_COLUMNS,
@@ -310,8 +310,8 @@ def test_subset_manifest_roundtrip(tmp_path):
 
 def test_protocols_run_on_the_embedded_world():
     """The protocols use only the ImageSource interface, so the world's toy datasets work too."""
-    from benchmark.data import open_dataset
-    from benchmark.data.protocols import waterbirds
+    from augbench.data import open_dataset
+    from augbench.protocols.subsets import waterbirds
 
     birds, water = open_dataset("toybirds"), open_dataset("toywaterbirds")
     sub = few_shot(birds, 5, 0)

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.artifacts import build_artifacts
-from benchmark.contract import ConfigError, MethodContext, PipelineCache
-from benchmark.data.core import Subset
-from benchmark.registry import default_registry
-from benchmark.store import Store
-from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile
-from methods.diff_ii import (
+from augbench.run.artifacts import build_artifacts
+from augbench.contract import ConfigError, MethodContext, PipelineCache
+from augbench.data.core import Subset
+from augbench.registry import default_registry
+from augbench.run.store import Store
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile
+from augbench.methods.diff_ii import (
     circle_point,
     class_budgets,
     ddim_scheduler,
@@ -329,9 +329,9 @@ def test_suffix_file_placeholders_come_from_the_subset(tmp_path):
 
 
 def test_a_class_without_images_is_an_error_naming_it():
-    from benchmark.contract import ConfigError, MethodContext
-    from benchmark.registry import default_registry
-    from benchmark.testing import TinySource, tiny_profile, tiny_subset
+    from augbench.contract import ConfigError, MethodContext
+    from augbench.registry import default_registry
+    from augbench.testing import TinySource, tiny_profile, tiny_subset
 
     source = TinySource(per_class={"train": [2, 0, 1]})
     ctx = MethodContext(profile=tiny_profile("x"), source=source)

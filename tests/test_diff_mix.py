@@ -7,11 +7,11 @@ import collections
 import numpy as np
 import pytest
 
-from benchmark.contract import ConfigError, MethodContext, PipelineCache, TrainingIntegration
-from benchmark.registry import default_registry
-from benchmark.sampling import plan_translations
-from benchmark.synthetic import diff_mix_label, label_vector
-from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
+from augbench.contract import ConfigError, MethodContext, PipelineCache, TrainingIntegration
+from augbench.registry import default_registry
+from augbench.diffusion.sampling import plan_translations
+from augbench.synthetic.loading import diff_mix_label, label_vector
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
 
 
 def _seeds(i: int) -> int:
@@ -120,7 +120,7 @@ def test_real_guidance_dm_real_aug_uses_the_family_task_planner():
 
 
 def test_real_mix_generates_soft_labels_with_mixing_metadata():
-    from benchmark.generate import _row
+    from augbench.synthetic.generate import _row
 
     source = TinySource(per_class={"train": [2, 2, 2]})
     ctx = MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline(), image_size=16, steps=4), source=source,

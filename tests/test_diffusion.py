@@ -1,4 +1,4 @@
-"""benchmark.diffusion's img2img, DDIM inversion and per-step loop (METHODS_SPEC §1.2, §1.3, §3.9, §3.10).
+"""augbench.diffusion.pipelines's img2img, DDIM inversion and per-step loop (METHODS_SPEC §1.2, §1.3, §3.9, §3.10).
 
 Tiny random Stable Diffusion from configs (32 px, 2-4 steps) for semantics, batching and state; the
 committed embedded world (trained, 64 px) for the inversion round trip, which a random UNet cannot pass.
@@ -21,11 +21,11 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from benchmark import diffusion as D
-from benchmark.contract import MethodContext, PipelineCache
-from benchmark.profiles import PROFILES
-from benchmark.seeding import make_generator as gen
-from benchmark.testing import cached_tiny_sd_pipeline, tiny_profile
+from augbench.diffusion import pipelines as D
+from augbench.contract import MethodContext, PipelineCache
+from augbench.run.profiles import PROFILES
+from augbench.run.seeding import make_generator as gen
+from augbench.testing import cached_tiny_sd_pipeline, tiny_profile
 
 PROMPTS = ["a photo of a bird", "a photo of a cat", "a photo of a dog", "a photo of a fish"]
 SIZE, STEPS, W = 32, 4, 7.5

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from benchmark.contract import PipelineCache
-from benchmark.generate import GenerateError, generate_synthetic_set, read_manifest
-from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
+from augbench.contract import PipelineCache
+from augbench.synthetic.generate import GenerateError, generate_synthetic_set, read_manifest
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ class _SometimesBlank:
     def make(blank_indices, always=False):
         import numpy as np
 
-        from benchmark.contract import GenerationRequest, MethodCard, OfflineMethod, SyntheticSample, one_hot
+        from augbench.contract import GenerationRequest, MethodCard, OfflineMethod, SyntheticSample, one_hot
 
         class Method(OfflineMethod):
             family = "sometimes_blank"
@@ -135,7 +135,7 @@ class _SometimesBlank:
 
 
 def test_blank_images_are_regenerated_with_derived_seeds_and_counted(setup, tmp_path):
-    from benchmark.registry import Registry
+    from augbench.registry import Registry
 
     reg = Registry(discover=False)
     reg.register("sometimes_blank", _SometimesBlank.make({1, 3}))
@@ -146,7 +146,7 @@ def test_blank_images_are_regenerated_with_derived_seeds_and_counted(setup, tmp_
 
 
 def test_a_request_that_keeps_failing_names_method_class_and_seed(setup, tmp_path):
-    from benchmark.registry import Registry
+    from augbench.registry import Registry
 
     reg = Registry(discover=False)
     reg.register("sometimes_blank", _SometimesBlank.make({2}, always=True))

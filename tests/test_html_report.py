@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from report_parsing import html_tables
 
-from benchmark import html_report
-from benchmark.reports import render_suite_report
+from augbench.reporting import html as html_report
+from augbench.reporting.tables import render_suite_report
 
 CLASSES = ["Red Finch", "Blue Gull", "Green Tern"]
 

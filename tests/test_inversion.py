@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.artifacts import (
+from augbench.run.artifacts import (
     ARTIFACT_KINDS,
     ArtifactError,
     ArtifactKind,
     build_artifacts,
     register_artifact_kind,
 )
-from benchmark.contract import ArtifactSpec, MethodContext, PipelineCache
-from benchmark.data.core import Subset
-from benchmark.inversion import INVERSION_KIND, inversion_recipe, load_inversion_pool
-from benchmark.registry import default_registry
-from benchmark.store import Store
-from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile
+from augbench.contract import ArtifactSpec, MethodContext, PipelineCache
+from augbench.data.core import Subset
+from augbench.diffusion.inversion import INVERSION_KIND, inversion_recipe, load_inversion_pool
+from augbench.registry import default_registry
+from augbench.run.store import Store
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_the_pool_key_follows_the_concepts(setting):
 
 
 def test_the_pool_holds_every_training_image_inverted_with_its_class_prompt(setting):
-    from benchmark import diffusion
-    from benchmark.concepts import concept_prompt
+    from augbench.diffusion import pipelines as diffusion
+    from augbench.diffusion.concepts import concept_prompt
 
     ctx, subset, _ = setting
     built = _artifacts("diff_ii", setting)

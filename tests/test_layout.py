@@ -1,6 +1,6 @@
 """The house stays easy to walk: no import cycles among the harness's modules (DESIGN.md, "Layout").
 
-Every ``import benchmark.x`` / ``from benchmark.x import y`` counts, including the ones inside
+Every ``import augbench.x`` / ``from augbench.x import y`` counts, including the ones inside
 functions: a lazy import hides a cycle from Python but not from a reader.
 """
 
@@ -14,7 +14,9 @@ PACKAGES = ("benchmark", "methods")
 
 
 def _module_name(path: Path) -> str:
+    """The installed name: ``benchmark/`` is ``augbench``, ``methods/`` is ``augbench.methods``."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = ["augbench", *parts[1:]] if parts[0] == "benchmark" else ["augbench", *parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 

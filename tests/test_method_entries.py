@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.registry import default_registry
-from benchmark.reports import method_family
-from benchmark.stages import resolve_method
-from benchmark.suites import (
+from augbench.registry import default_registry
+from augbench.reporting.tables import method_family
+from augbench.run.stages import resolve_method
+from augbench.run.suites import (
     RunOptions,
     SuiteError,
     load_suite,

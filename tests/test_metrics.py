@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from benchmark.backbones import WeightsNotFoundError
-from benchmark.cards import load_card
-from benchmark.metrics import (
+from augbench.training.backbones import WeightsNotFoundError
+from augbench.data.cards import load_card
+from augbench.metrics.synthetic_sets import (
     CLIPScorer,
     _features_tensor,
     clip_score,
@@ -25,9 +25,9 @@ from benchmark.metrics import (
     lpips_pairwise_naive,
     oracle_fidelity,
 )
-from benchmark.profiles import WORLD_WEIGHTS, get_profile
-from benchmark.seeding import make_generator
-from benchmark.testing import save_tiny_clip
+from augbench.run.profiles import WORLD_WEIGHTS, get_profile
+from augbench.run.seeding import make_generator
+from augbench.testing import save_tiny_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -155,7 +155,7 @@ def test_clip_score_range_clamp_and_text_cache(tiny_clip_dir):
 
 
 def test_metrics_from_a_profile(tiny_clip_dir):
-    from benchmark.profiles import get_profile
+    from augbench.run.profiles import get_profile
 
     profile = get_profile("embedded").with_overrides(clip=str(tiny_clip_dir))
     x = _images(4, size=32, seed=5)
@@ -202,13 +202,13 @@ class _TensorFeatures(torch.nn.Module):
 @pytest.mark.skipif(not (WORLD_WEIGHTS / "clip" / "config.json").is_file(), reason="needs the committed world CLIP")
 def test_clip_score_equals_torchmetrics_where_torchmetrics_is_faithful():
     """Per image, at the CLIP's input size, in float32, torchmetrics' clip_score and ours agree; its
-    CLIPScore module clamps the mean instead of each image (why ours stays: benchmark.metrics docstring)."""
+    CLIPScore module clamps the mean instead of each image (why ours stays: augbench.metrics.synthetic_sets docstring)."""
     pytest.importorskip("torchmetrics")
     from torchmetrics.functional.multimodal.clip_score import clip_score as torchmetrics_clip_score
     from torchmetrics.multimodal.clip_score import CLIPScore
     from transformers import CLIPProcessor
 
-    from benchmark.data import open_dataset
+    from augbench.data import open_dataset
 
     profile = get_profile("embedded")
     source = open_dataset("toybirds")

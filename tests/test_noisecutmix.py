@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.contract import ConfigError, MethodContext, PipelineCache
-from benchmark.diffusion import NoiseStep
-from benchmark.registry import Composition, default_registry
-from benchmark.seeding import make_generator
-from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
-from methods.noisecutmix import cutmix_box, latent_mask, mixed_noise_denoise, pixel_mask
+from augbench.contract import ConfigError, MethodContext, PipelineCache
+from augbench.diffusion.pipelines import NoiseStep
+from augbench.registry import Composition, default_registry
+from augbench.run.seeding import make_generator
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
+from augbench.methods.noisecutmix import cutmix_box, latent_mask, mixed_noise_denoise, pixel_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,9 +113,9 @@ def test_labels_put_r_on_a_and_the_rest_on_b():
 
 
 def test_stored_rows_carry_mixing_metadata_the_diff_mix_rule_reads_correctly():
-    from benchmark.contract import SyntheticSample
-    from benchmark.generate import _row
-    from benchmark.synthetic import label_vector
+    from augbench.contract import SyntheticSample
+    from augbench.synthetic.generate import _row
+    from augbench.synthetic.loading import label_vector
 
     method, plan = _plan(budget=30)
     names = ("a", "b", "c")
@@ -148,8 +148,8 @@ def test_artifacts_per_preset():
 
 
 def test_a_composition_generates_the_offline_set_and_its_mixer_mixes_the_soft_labels(tmp_path):
-    from benchmark.generate import generate_synthetic_set
-    from benchmark.synthetic import load_synthetic
+    from augbench.synthetic.generate import generate_synthetic_set
+    from augbench.synthetic.loading import load_synthetic
 
     ctx = _ctx()
     subset = tiny_subset(ctx.source)
@@ -190,7 +190,7 @@ def test_mixing_before_or_after_cfg_gives_the_same_prediction():
 def tiny_pipe():
     from diffusers import StableDiffusionPipeline
 
-    from benchmark.diffusion import PromptEmbeddingCache, make_scheduler
+    from augbench.diffusion.pipelines import PromptEmbeddingCache, make_scheduler
 
     pipe = StableDiffusionPipeline.from_pretrained(str(cached_tiny_sd_pipeline()), local_files_only=True,
                                                    safety_checker=None, requires_safety_checker=False)
@@ -256,8 +256,8 @@ def test_generated_batches_match_and_labels_follow_the_plan():
 # --- P1's full-split concepts through the leakage guard (METHODS_SPEC §5.5) --------------------------------
 
 def test_full_split_of_joins_the_training_and_validation_parts():
-    from benchmark.data import protocols as P
-    from benchmark.stages import Subsets, full_split_of
+    from augbench.protocols import subsets as P
+    from augbench.run.stages import Subsets, full_split_of
 
     source = TinySource(per_class={"train": [5, 5, 5]})
     subset = tiny_subset(source)
@@ -271,8 +271,8 @@ def test_full_split_of_joins_the_training_and_validation_parts():
 def _env(store_root: Path, allow_foreign: bool):
     from types import SimpleNamespace
 
-    from benchmark.stages import CellEnv
-    from benchmark.store import Store
+    from augbench.run.stages import CellEnv
+    from augbench.run.store import Store
 
     return CellEnv(suite=SimpleNamespace(allow_foreign_artifacts=allow_foreign),
                    opts=SimpleNamespace(batch_size=4, build_artifacts=True), profile=_ctx().profile, device="cpu",
@@ -281,9 +281,9 @@ def _env(store_root: Path, allow_foreign: bool):
 
 
 def test_p1_full_split_is_refused_unless_foreign_artifacts_are_allowed_then_flagged(tmp_path):
-    from benchmark.artifacts import ArtifactError
-    from benchmark.data import protocols as P
-    from benchmark.stages import Subsets, artifacts_stage, full_split_of
+    from augbench.run.artifacts import ArtifactError
+    from augbench.protocols import subsets as P
+    from augbench.run.stages import Subsets, artifacts_stage, full_split_of
 
     source = TinySource(per_class={"train": [3, 3, 3]})
     subset = tiny_subset(source)

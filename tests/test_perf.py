@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
 
-from benchmark import perf
+# tools/ is not part of the installed package (DESIGN.md, "Layout"): load the script by its path
+_PERF = Path(__file__).resolve().parent.parent / "tools" / "perf.py"
+_spec = importlib.util.spec_from_file_location("augbench_tools_perf", _PERF)
+perf = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = perf
+_spec.loader.exec_module(perf)
 
 
 def test_summary_table_has_one_row_per_section_with_targets():

@@ -45,7 +45,7 @@ def _env(site: Path) -> dict:
 LIST = textwrap.dedent(
     """
     import json, sys
-    from benchmark.registry import Registry
+    from augbench.registry import Registry
     reg = Registry()
     entries = {e.name: [e.distribution, e.value] for e in reg.entries()}
     loaded = "augbench_plugin_example" in sys.modules
@@ -93,7 +93,7 @@ def test_duplicate_name_from_a_plugin_names_both_distributions(site):
     _install_dist_info(
         site, PLUGIN / "pyproject.toml", name="augbench-fancy-cutmix", eps={"cutmix": "augbench_plugin_example:ChannelFlip"}
     )
-    code = "from benchmark.registry import Registry; Registry().names()"
+    code = "from augbench.registry import Registry; Registry().names()"
     res = subprocess.run([sys.executable, "-c", code], env=_env(site), capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert "DuplicateMethodError" in res.stderr

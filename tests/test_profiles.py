@@ -6,7 +6,7 @@ import pytest
 
 
 def test_profile_model_locations_come_from_the_environment(tmp_path):
-    from benchmark.profiles import PROFILES, get_profile
+    from augbench.run.profiles import PROFILES, get_profile
 
     sd, clip = tmp_path / "sd-v1-5", tmp_path / "clip-b32"
     sd.mkdir()
@@ -25,7 +25,7 @@ def test_world_models_are_identified_by_their_build_record_in_cache_keys(tmp_pat
     """A rebuilt world lives at the same path: its build.json fingerprint must reach the cache keys."""
     import dataclasses
 
-    from benchmark.profiles import PROFILES, get_profile, world_fingerprint
+    from augbench.run.profiles import PROFILES, get_profile, world_fingerprint
 
     embedded = PROFILES["embedded"]
     assert embedded.models_fingerprint == world_fingerprint() is not None

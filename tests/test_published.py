@@ -9,9 +9,9 @@ import json
 import pytest
 from report_parsing import html_tables, markdown_tables
 
-from benchmark.published import PUBLISHED_DIR, PublishedError, list_published, load_published
-from benchmark.registry import default_registry
-from benchmark.reports import build_table, render_suite_report, to_csv, to_latex, to_markdown
+from augbench.reporting.published import PUBLISHED_DIR, PublishedError, list_published, load_published
+from augbench.registry import default_registry
+from augbench.reporting.tables import build_table, render_suite_report, to_csv, to_latex, to_markdown
 
 TABLES = {"p1_tab1": "full_data", "p2_tab1_resnet50": "few_shot", "p2_tab1_vitb16": "few_shot",
           "p2_tab2": "long_tail", "p2_tab3": "waterbirds", "p2_tab4": "few_shot"}

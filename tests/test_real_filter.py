@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.contract import MethodContext, PipelineCache
-from benchmark.registry import default_registry
-from benchmark.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
-from methods.real_filter import RealFilter, RealFilterError
+from augbench.contract import MethodContext, PipelineCache
+from augbench.registry import default_registry
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
+from augbench.methods.real_filter import RealFilter, RealFilterError
 
 
 @pytest.fixture(scope="module")

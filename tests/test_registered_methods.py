@@ -3,16 +3,16 @@
 The ids come from the entry-point registry, presets included, so a new method or preset is tested
 the moment it is declared in ``pyproject.toml``; nothing here names a method. Batch methods run the
 ``BatchMethodTesterMixin`` checks, offline methods the ``OfflineMethodTesterMixin`` checks on a tiny
-random Stable Diffusion built from configs (``benchmark.testing``), artifacts included.
+random Stable Diffusion built from configs (``augbench.testing``), artifacts included.
 """
 
 from __future__ import annotations
 
 import re
 
-from benchmark.contract import BatchMethod
-from benchmark.registry import default_registry
-from benchmark.testing import BatchMethodTesterMixin, OfflineMethodTesterMixin
+from augbench.contract import BatchMethod
+from augbench.registry import default_registry
+from augbench.testing import BatchMethodTesterMixin, OfflineMethodTesterMixin
 
 DISTRIBUTION = "augbench"
 

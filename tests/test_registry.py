@@ -13,8 +13,8 @@ from typing import ClassVar
 import pytest
 import torch
 
-from benchmark.contract import BatchMethod, ConfigError, MethodCard, MethodConfig, OfflineMethod, param
-from benchmark.registry import (
+from augbench.contract import BatchMethod, ConfigError, MethodCard, MethodConfig, OfflineMethod, param
+from augbench.registry import (
     Composition,
     DuplicateMethodError,
     Registry,
@@ -101,8 +101,8 @@ def test_in_process_duplicate_raises_unless_replace():
 
 def test_lazy_string_target_and_type_check():
     reg = Registry(discover=False)
-    reg.register("lazy", "methods.mixing:CutMix", distribution="somepkg")
-    reg.register("bad", "benchmark.hashing:content_hash", distribution="badpkg")
+    reg.register("lazy", "augbench.methods.mixing:CutMix", distribution="somepkg")
+    reg.register("bad", "augbench.run.hashing:content_hash", distribution="badpkg")
     reg.register("missing", "no_such_module_xyz:Thing", distribution="ghostpkg")
     assert reg.get_class("lazy").__name__ == "CutMix"
     with pytest.raises(RegistryError, match="badpkg.*not a BatchMethod or OfflineMethod"):
@@ -122,8 +122,8 @@ def test_names_must_be_snake_case():
 
 def test_entry_points_from_fake_distributions():
     reg = _fake(
-        _FakeDist("pkg-a", {"cutmix": "methods.mixing:CutMix"}, "2.0"),
-        _FakeDist("pkg-b", {"mixup": "methods.mixing:MixUp"}),
+        _FakeDist("pkg-a", {"cutmix": "augbench.methods.mixing:CutMix"}, "2.0"),
+        _FakeDist("pkg-b", {"mixup": "augbench.methods.mixing:MixUp"}),
     )
     assert reg.names() == ["cutmix", "mixup"]
     assert reg.entry("cutmix").distribution == "pkg-a" and reg.entry("cutmix").version == "2.0"
@@ -132,7 +132,7 @@ def test_entry_points_from_fake_distributions():
 
 def test_duplicate_across_distributions_names_both():
     reg = _fake(
-        _FakeDist("augbench", {"cutmix": "methods.mixing:CutMix"}),
+        _FakeDist("augbench", {"cutmix": "augbench.methods.mixing:CutMix"}),
         _FakeDist("fancy-cutmix", {"cutmix": "fancy.mod:CutMix"}),
     )
     with pytest.raises(DuplicateMethodError) as err:
@@ -144,8 +144,8 @@ def test_duplicate_across_distributions_names_both():
 def test_same_distribution_seen_twice_is_not_a_duplicate():
     # e.g. an editable install plus a build folder on sys.path: importlib keeps the first.
     reg = _fake(
-        _FakeDist("augbench", {"cutmix": "methods.mixing:CutMix"}),
-        _FakeDist("Augbench", {"cutmix": "methods.mixing:CutMix"}),
+        _FakeDist("augbench", {"cutmix": "augbench.methods.mixing:CutMix"}),
+        _FakeDist("Augbench", {"cutmix": "augbench.methods.mixing:CutMix"}),
     )
     assert reg.names() == ["cutmix"]
 
@@ -156,7 +156,7 @@ def test_builtins_discovered_through_entry_points():
     assert BUILTINS <= names
     for name in BUILTINS:
         assert reg.entry(name).distribution == "augbench"
-    assert reg.entry("cutmix").value == "methods.mixing:CutMix"
+    assert reg.entry("cutmix").value == "augbench.methods.mixing:CutMix"
     assert default_registry() is default_registry()
 
 
@@ -164,12 +164,12 @@ def test_listing_imports_no_method_module_and_no_diffusers():
     code = textwrap.dedent(
         """
         import json, sys
-        from benchmark.registry import Registry
+        from augbench.registry import Registry
         reg = Registry()
         names = reg.names()
-        listed = {m: (m in sys.modules) for m in ("diffusers", "transformers", "methods.mixing", "methods.sd_random")}
+        listed = {m: (m in sys.modules) for m in ("diffusers", "transformers", "augbench.methods.mixing", "augbench.methods.sd_random")}
         described = reg.describe_all(include_presets=True)
-        after = {m: (m in sys.modules) for m in ("diffusers", "transformers", "methods.mixing", "methods.sd_random")}
+        after = {m: (m in sys.modules) for m in ("diffusers", "transformers", "augbench.methods.mixing", "augbench.methods.sd_random")}
         print(json.dumps({"names": names, "listed": listed, "after": after, "n": len(described)}))
         """
     )
@@ -179,7 +179,7 @@ def test_listing_imports_no_method_module_and_no_diffusers():
     assert BUILTINS <= set(data["names"])
     assert not any(data["listed"].values()), data["listed"]
     # describing every built-in (which imports the method modules) still imports no diffusers
-    assert data["after"]["methods.sd_random"] and data["after"]["methods.mixing"]
+    assert data["after"]["augbench.methods.sd_random"] and data["after"]["augbench.methods.mixing"]
     assert not data["after"]["diffusers"] and not data["after"]["transformers"]
     assert data["n"] >= len(BUILTINS)
 

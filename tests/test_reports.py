@@ -9,7 +9,7 @@ import math
 import pytest
 from report_parsing import markdown_tables
 
-from benchmark.reports import build_table, caption, csv_frame, to_csv, to_latex, to_markdown
+from augbench.reporting.tables import build_table, caption, csv_frame, to_csv, to_latex, to_markdown
 
 
 def _record(method, seed, dataset="toybirds", params=None, metrics=None, lpips=None, clip=None, **extra):

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from report_parsing import markdown_tables
 
-from benchmark import runner, suites
-from benchmark.cli import main
-from benchmark.profiles import WORLD_WEIGHTS
-from benchmark.registry import default_registry
+from augbench.run import runner
+
+from augbench.run import suites
+from augbench.cli.main import main
+from augbench.run.profiles import WORLD_WEIGHTS
+from augbench.registry import default_registry
 
 pytestmark = pytest.mark.skipif(not (WORLD_WEIGHTS / "sd" / "model_index.json").exists(),
                                 reason="needs the committed world models")
@@ -109,7 +111,7 @@ def test_unknown_suite_and_method_errors_are_helpful(mini, tmp_path):
     with pytest.raises(suites.SuiteError, match="built-in suites: .*few_shot"):
         suites.load_suite("no_such_suite")
     _, cards, suite = mini
-    from benchmark.registry import UnknownMethodError
+    from augbench.registry import UnknownMethodError
 
     with pytest.raises(UnknownMethodError, match="cutmix"):
         runner.run_suite(suites.RunOptions(suite=str(suite), methods=["cutmx"], run_dir=str(tmp_path),
@@ -133,13 +135,13 @@ def test_installed_plugin_runs_in_a_suite(mini, tmp_path):
     assert list(site.glob("augbench_plugin_example-*.dist-info"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
                HF_HUB_OFFLINE="1")
-    listing = subprocess.run([sys.executable, "-m", "benchmark.cli", "methods", "--json"], env=env,
+    listing = subprocess.run([sys.executable, "-m", "augbench.cli.main", "methods", "--json"], env=env,
                              capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr
     ids = {row["id"]: row["distribution"] for row in json.loads(listing.stdout)}
     assert ids["channel_flip"] == "augbench-plugin-example" and ids["cutmix"] == "augbench"
     run_dir = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "benchmark.cli", "run", "--suite", str(suite), "--run-dir", str(run_dir),
+    res = subprocess.run([sys.executable, "-m", "augbench.cli.main", "run", "--suite", str(suite), "--run-dir", str(run_dir),
                           "--datasets-dir", str(cards), "--methods", "channel_flip", "noise+channel_flip"],
                          env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -154,7 +156,7 @@ def test_ray_executor_gives_the_local_records(mini, tmp_path, monkeypatch):
     """Two subsets (seeds) fan out as two Ray tasks; the records equal a local run's (both 1 thread per
     process, as each 1-CPU Ray task trains: across thread counts float reductions differ)."""
     ray = pytest.importorskip("ray")
-    from benchmark.executors import group_cells_by_subset
+    from augbench.run.executors import group_cells_by_subset
 
     monkeypatch.setenv("AUGBENCH_NUM_THREADS", "1")
     _, cards, suite = mini
@@ -292,7 +294,7 @@ def test_profile_overlay_refines_method_params_key_by_key(tmp_path):
 
 
 def test_auto_workers_one_per_core_on_the_embedded_cpu_profile_only(mini, monkeypatch):
-    from benchmark.runner import resolve_workers
+    from augbench.run.runner import resolve_workers
 
     _, _, suite = mini
     spec = suites.load_suite(str(suite))
@@ -310,7 +312,7 @@ def test_auto_workers_one_per_core_on_the_embedded_cpu_profile_only(mini, monkey
 
 
 def test_stage_seconds_counts_only_what_a_record_computed_and_splits_out_evaluation():
-    from benchmark.records import format_stage_seconds, stage_seconds
+    from augbench.run.records import format_stage_seconds, stage_seconds
 
     computed = {"timings": {"subset": 0.5, "generate": 30.0, "train": 20.0}, "reused": [],
                 "train": {"timings": {"eval": 3.0}}}

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.contract import MethodContext, PipelineCache
-from benchmark.data.core import Sample, Subset
-from benchmark.registry import Registry
-from benchmark.seeding import derive_seed, make_generator
-from benchmark.testing import (
+from augbench.contract import MethodContext, PipelineCache
+from augbench.data.core import Sample, Subset
+from augbench.registry import Registry
+from augbench.run.seeding import derive_seed, make_generator
+from augbench.testing import (
     TinySource,
     cached_tiny_sd_pipeline,
     tiny_profile,
     tiny_subset,
 )
-from methods.sd_random import SDRandom, allocate
+from augbench.methods.sd_random import SDRandom, allocate
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ class _Counter:
 
 
 def test_prompt_embeddings_encoded_once_per_class_and_cfg_in_one_unet_call(sd_path):
-    from benchmark import diffusion
+    from augbench.diffusion import pipelines as diffusion
 
     ctx = _ctx(sd_path, batch_size=2)
     method = SDRandom()
@@ -121,7 +121,7 @@ def test_prompt_embeddings_encoded_once_per_class_and_cfg_in_one_unet_call(sd_pa
 
 def test_cached_embeddings_equal_prompt_strings(sd_path):
     """Passing cached prompt_embeds gives the images diffusers makes from the prompt strings."""
-    from benchmark import diffusion
+    from augbench.diffusion import pipelines as diffusion
 
     ctx = _ctx(sd_path, batch_size=3)
     method = SDRandom()
@@ -144,7 +144,7 @@ def test_cached_embeddings_equal_prompt_strings(sd_path):
 def test_pipeline_is_loaded_from_disk_offline_with_dpm_solver(sd_path):
     from diffusers import DPMSolverMultistepScheduler
 
-    from benchmark import diffusion
+    from augbench.diffusion import pipelines as diffusion
 
     ctx = _ctx(sd_path)
     warm = diffusion.load_warm_pipeline(ctx)
@@ -159,7 +159,7 @@ def test_pipeline_is_loaded_from_disk_offline_with_dpm_solver(sd_path):
 
 
 def test_missing_pipeline_names_path(tmp_path):
-    from benchmark import diffusion
+    from augbench.diffusion import pipelines as diffusion
 
     ctx = _ctx(tmp_path / "nowhere")
     with pytest.raises(diffusion.ModelLoadError, match="nowhere"):

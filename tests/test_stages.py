@@ -15,9 +15,9 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from benchmark import registry as registry_module
-from benchmark import runner
-from benchmark.contract import (
+from augbench import registry as registry_module
+from augbench.run import runner
+from augbench.contract import (
     ArtifactSpec,
     GenerationRequest,
     MethodCard,
@@ -28,8 +28,8 @@ from benchmark.contract import (
     one_hot,
     param,
 )
-from benchmark.registry import Registry
-from benchmark.suites import RunOptions
+from augbench.registry import Registry
+from augbench.run.suites import RunOptions
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,13 @@ def test_a_suite_overrides_the_cards_training_integration(mini, with_test_method
 
 def _foreign_artifact(tmp_path: Path, mini_cards: Path) -> Path:
     """A class_mean artifact whose manifest includes test images (as a checkpoint trained on a full split)."""
-    from benchmark.data import open_dataset
+    from augbench.data import open_dataset
 
     source = open_dataset("minibirds", datasets_dir=mini_cards)
     folder = tmp_path / "foreign_artifact"
     folder.mkdir()
     np.save(folder / "class_mean.npy", np.full((4, 16, 16, 3), 128, np.float32))
-    from benchmark.hashing import file_sha256
+    from augbench.run.hashing import file_sha256
 
     ids = [s.image_id for s in source.samples("test")]
     (folder / "artifact.json").write_text(json.dumps({

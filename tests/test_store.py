@@ -7,7 +7,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from benchmark.store import Store, default_cache_root, write_json_atomic
+from augbench.run.store import Store, default_cache_root, write_json_atomic
 
 
 def _build_slowly(root: str, key: str, builds_log: str, result_queue) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.artifacts import artifact_key, build_artifacts
-from benchmark.contract import ConfigError, MethodContext
-from benchmark.data import open_dataset
-from benchmark.data import protocols as P
-from benchmark.profiles import get_profile
-from benchmark.store import Store
-from benchmark.suffixes import (
+from augbench.run.artifacts import artifact_key, build_artifacts
+from augbench.contract import ConfigError, MethodContext
+from augbench.data import open_dataset
+from augbench.protocols import subsets as P
+from augbench.run.profiles import get_profile
+from augbench.run.store import Store
+from augbench.diffusion.suffixes import (
     LLM_ENV,
     SUMMARISERS,
     parse_llm_suffixes,
@@ -26,8 +26,8 @@ from benchmark.suffixes import (
     summary_messages,
     world_suffixes,
 )
-from benchmark.testing import TinySource, block_network, tiny_card, tiny_subset
-from benchmark.world.render import CONTEXTS
+from augbench.testing import TinySource, block_network, tiny_card, tiny_subset
+from augbench.world.render import CONTEXTS
 
 # --- file ------------------------------------------------------------------------------------------------
 
@@ -287,8 +287,8 @@ def test_a_local_causal_lm_summarises_from_a_folder(tmp_path, monkeypatch):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from benchmark.suffixes import _summarise_transformers
-    from benchmark.tokenizer import build_clip_tokenizer
+    from augbench.diffusion.suffixes import _summarise_transformers
+    from augbench.diffusion.tokenizer import build_clip_tokenizer
 
     block_network(monkeypatch)
     folder = tmp_path / "lm"

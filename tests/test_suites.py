@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.registry import default_registry
-from benchmark.suites import RunOptions, SuiteError, load_suite, plan_cells, validate_suite
+from augbench.cli.main import main
+from augbench.registry import default_registry
+from augbench.run.suites import RunOptions, SuiteError, load_suite, plan_cells, validate_suite
 
 HEAD = '[suite]\nprotocol = "few_shot"\ndatasets = ["toybirds"]\nmethods = ["original", "sd_random"]\nseeds = [0]\n'
 
@@ -94,7 +94,7 @@ def test_debug_shows_the_traceback():
 def test_image_budget_reaches_the_training_recipe_cli_over_suite(tmp_path):
     from types import SimpleNamespace
 
-    from benchmark.stages import train_config
+    from augbench.run.stages import train_config
 
     suite = load_suite(_suite(tmp_path, HEAD + 'recipe = "embedded"\nimage_budget = 3000\n'))
     validate_suite(suite, default_registry())

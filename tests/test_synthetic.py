@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.synthetic import SyntheticLabelError, label_vector, target_class
+from augbench.synthetic.loading import SyntheticLabelError, label_vector, target_class
 
 CLASSES = {"a": 0, "b": 1, "c": 2}
 
@@ -43,8 +43,8 @@ def test_target_class_falls_back_to_the_dominant_label():
 
 
 def test_rows_store_normalised_labels_and_mixing_metadata():
-    from benchmark.contract import SyntheticSample
-    from benchmark.generate import _row
+    from augbench.contract import SyntheticSample
+    from augbench.synthetic.generate import _row
 
     prov = {"method": "m", "preset": None, "params": {}, "seed": 1, "sources": ["img7"], "source_classes": [0],
             "request_index": 3, "target_class": 2, "strength": 0.7}

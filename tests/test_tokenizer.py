@@ -9,7 +9,7 @@ import pytest
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
-from benchmark.tokenizer import (
+from augbench.diffusion.tokenizer import (
     BOS_TOKEN,
     EOS_TOKEN,
     VOCAB_SIZE,

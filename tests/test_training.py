@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from benchmark.data.protocols import class_group_accuracy
-from benchmark.seeding import make_generator
-from benchmark.training import (
+from augbench.protocols.subsets import class_group_accuracy
+from augbench.run.seeding import make_generator
+from augbench.training import (
     DEFAULT_REPLACEMENT_MODE,
     RECIPES,
     REPLACEMENT_MODES,
@@ -39,7 +39,7 @@ from benchmark.training import (
     soft_target_cross_entropy,
     train_classifier,
 )
-from benchmark.training.selection import per_group_maxima, selected_metrics
+from augbench.training.selection import per_group_maxima, selected_metrics
 
 # --- §5.7 losses -----------------------------------------------------------------------------------
 
@@ -543,12 +543,12 @@ def test_one_default_replacement_mode():
 
 
 def test_package_exports_load_lazily():
-    """``from benchmark.training import X`` works for every public name; the selection rules load without torch."""
-    import benchmark.training as training
+    """``from augbench.training import X`` works for every public name; the selection rules load without torch."""
+    import augbench.training as training
 
     assert set(training.__all__) == set(training._EXPORTS) | set(training._IMAGING_EXPORTS)
     assert all(getattr(training, name) is not None for name in training.__all__)
-    code = "import sys, benchmark.training.selection; assert 'torch' not in sys.modules"
+    code = "import sys, augbench.training.selection; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -561,7 +561,7 @@ def test_val_split_selection_requires_a_validation_split(toy_data):
 
 
 def test_ema_selection_reports_the_averaged_weights(toy_data):
-    from benchmark.training.evaluation import evaluate_model
+    from augbench.training.evaluation import evaluate_model
 
     train, test, _ = toy_data
     last = train_classifier(_model, train, num_classes=3, config=_cfg(epochs=3), test=test)
@@ -573,7 +573,7 @@ def test_ema_selection_reports_the_averaged_weights(toy_data):
     changed = [k for k, v in ema.model.state_dict().items()
                if v.is_floating_point() and not torch.equal(v, last.model.state_dict()[k])]
     assert changed, "the returned model must hold the averaged weights"
-    from benchmark.training.transforms import prepare_eval
+    from augbench.training.transforms import prepare_eval
 
     x = prepare_eval(test.images, _cfg().recipe, 16)
     again = evaluate_model(ema.model, x, test.labels, 3, ema.config["mean"], ema.config["std"], device="cpu")

@@ -3,7 +3,7 @@ and class lists, published tables, suites and the embedded world's weights, insi
 
 ``datasets/`` and ``reports/`` stay top-level data folders of the checkout and must never become
 top-level packages (a ``datasets`` package would shadow Hugging Face ``datasets``; DESIGN.md
-"Layout"), so the wheel maps them to ``benchmark/_data/`` and ``benchmark.shipped_data`` finds them
+"Layout"), so the wheel maps them to ``augbench/_data/`` and ``augbench.shipped_data`` finds them
 there. The wheel is built from a copy of the checkout (the build writes ``build/`` into its source
 tree, which must not happen in a working tree others use) without build isolation or an index.
 """
@@ -63,19 +63,26 @@ def _committed_python() -> set[str]:
 
 def test_wheel_carries_the_data_folders_suites_weights_and_every_package(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {n.split("/")[0] for n in names} == {"benchmark", "methods", "augbench-0.1.0.dist-info"}
+    # one import name: no generic top-level `benchmark` or `methods` (DESIGN.md, "Layout")
+    assert {n.split("/")[0] for n in names} == {"augbench", "augbench-0.1.0.dist-info"}
     # the checkout's data folders, file for file, inside the package; no Python among them
     for folder in ("datasets", "reports"):
-        expected = {f"benchmark/_data/{folder}/{f}" for f in _files(ROOT / folder)}
+        expected = {f"augbench/_data/{folder}/{f}" for f in _files(ROOT / folder)}
         assert expected and expected <= names, sorted(expected - names)
-    assert not [n for n in names if n.startswith("benchmark/_data/") and n.endswith(".py")]
-    assert "benchmark/_data/datasets/classes/cub.txt" in names
-    assert {f"benchmark/suites/{p.name}" for p in (ROOT / "benchmark" / "suites").glob("*.toml")} <= names
-    weights = {f"benchmark/world/weights/{f}" for f in _files(ROOT / "benchmark" / "world" / "weights")}
-    assert "benchmark/world/weights/clip/config.json" in weights and weights <= names, sorted(weights - names)
-    # every committed package of the checkout (pyproject lists them explicitly)
-    modules = {f for f in _committed_python() if (ROOT / f).parent.joinpath("__init__.py").is_file()}
+    assert not [n for n in names if n.startswith("augbench/_data/") and n.endswith(".py")]
+    assert "augbench/_data/datasets/classes/cub.txt" in names
+    assert {f"augbench/suites/{p.name}" for p in (ROOT / "benchmark" / "suites").glob("*.toml")} <= names
+    weights = {f"augbench/world/weights/{f}" for f in _files(ROOT / "benchmark" / "world" / "weights")}
+    assert "augbench/world/weights/clip/config.json" in weights and weights <= names, sorted(weights - names)
+    # every committed package of the checkout (pyproject lists them explicitly), under its installed name
+    modules = {_installed_name(f) for f in _committed_python() if (ROOT / f).parent.joinpath("__init__.py").is_file()}
     assert modules <= names, f"packages missing from [tool.setuptools] packages: {sorted(modules - names)}"
+
+
+def _installed_name(checkout_path: str) -> str:
+    """``benchmark/run/stages.py`` -> ``augbench/run/stages.py``; ``methods/x.py`` -> ``augbench/methods/x.py``."""
+    top, _, rest = checkout_path.partition("/")
+    return f"augbench/{rest}" if top == "benchmark" else f"augbench/{top}/{rest}"
 
 
 def test_installed_package_alone_finds_cards_published_tables_suites_and_weights(wheel, tmp_path):
@@ -85,13 +92,13 @@ def test_installed_package_alone_finds_cards_published_tables_suites_and_weights
     elsewhere.mkdir()
     probe = """
 import json
-import benchmark
-from benchmark.cards import list_cards, load_card
-from benchmark.profiles import WORLD_WEIGHTS
-from benchmark.published import list_published, load_published
-from benchmark.suites import list_suites
+import augbench
+from augbench.data.cards import list_cards, load_card
+from augbench.run.profiles import WORLD_WEIGHTS
+from augbench.reporting.published import list_published, load_published
+from augbench.run.suites import list_suites
 print(json.dumps({
-    "package": benchmark.__file__,
+    "package": augbench.__file__,
     "cards": {c.id: str(c.path) for c in list_cards()},
     "cub_classes": load_card("cub").num_classes,
     "published": {t: str(load_published(t).path) for t in list_published()},
@@ -103,9 +110,9 @@ print(json.dumps({
     out = subprocess.run([sys.executable, "-S", "-P", "-c", probe], cwd=elsewhere, check=True, capture_output=True,
                          text=True, timeout=60, env={"PYTHONPATH": str(site)})
     found = json.loads(out.stdout)
-    assert Path(found["package"]).parent == site / "benchmark"
+    assert Path(found["package"]).parent == site / "augbench"
     assert set(found["cards"]) == {p.stem for p in (ROOT / "datasets").glob("*.toml")}
-    assert all(Path(p).parent == site / "benchmark" / "_data" / "datasets" for p in found["cards"].values())
+    assert all(Path(p).parent == site / "augbench" / "_data" / "datasets" for p in found["cards"].values())
     assert found["cub_classes"] == 200  # the class list file next to the card was found too
     assert set(found["published"]) == {p.stem for p in (ROOT / "reports" / "published").glob("*.toml")}
     assert all(Path(p).is_relative_to(site) for p in found["published"].values())
@@ -114,7 +121,7 @@ print(json.dumps({
 
 
 def test_a_checkout_finds_its_own_data_folders():
-    from benchmark.cards import SHIPPED_DATASETS_DIR
-    from benchmark.published import PUBLISHED_DIR
+    from augbench.data.cards import SHIPPED_DATASETS_DIR
+    from augbench.reporting.published import PUBLISHED_DIR
 
     assert SHIPPED_DATASETS_DIR == ROOT / "datasets" and PUBLISHED_DIR == ROOT / "reports" / "published"

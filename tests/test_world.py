@@ -9,8 +9,8 @@ import difflib
 import numpy as np
 import pytest
 
-from benchmark.data import open_dataset
-from benchmark.world.render import (
+from augbench.data import open_dataset
+from augbench.world.render import (
     ATTRIBUTES,
     COLOURS,
     CONTEXTS,
@@ -21,7 +21,7 @@ from benchmark.world.render import (
     render_scene,
     sample_scene,
 )
-from benchmark.world.species import generate_species, spec_of
+from augbench.world.species import generate_species, spec_of
 
 SPEC = BirdSpec(body="white", crown="red", wing="blue", pattern="striped", beak="long", tail="forked", size="large")
 
@@ -132,8 +132,8 @@ def test_world_subsets_carry_the_render_version_and_real_manifests_do_not():
     """Cached results are keyed on manifests of ids: a change of the drawing code must change them."""
     import dataclasses
 
-    from benchmark.data.protocols import few_shot
-    from benchmark.world.render import RENDER_VERSION
+    from augbench.protocols.subsets import few_shot
+    from augbench.world.render import RENDER_VERSION
 
     subset = few_shot(open_dataset("toybirds"), 2, seed=0)
     assert subset.revision == f"render-{RENDER_VERSION}" and subset.manifest()["revision"] == subset.revision

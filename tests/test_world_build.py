@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import benchmark.world.build as build_module
-from benchmark.profiles import WORLD_WEIGHTS
-from benchmark.world.build import BuildConfig, build, sd15_scheduler_config, stage_identities
+import augbench.world.build as build_module
+from augbench.run.profiles import WORLD_WEIGHTS
+from augbench.world.build import BuildConfig, build, sd15_scheduler_config, stage_identities
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_same_recipe_rebuilds_byte_identical_weights(smoke_world, tmp_path):
 
 
 def test_oracle_alone_equals_the_full_builds_oracle(smoke_world, tmp_path):
-    from benchmark.world.build import build_oracle
+    from augbench.world.build import build_oracle
 
     out, _ = smoke_world
     torch.manual_seed(12345)  # global RNG state must not matter
@@ -118,7 +118,7 @@ def test_data_parallel_training_matches_one_process(stage):
     Compared by outputs, not weights: a conv bias ahead of a one-channel GroupNorm gets a gradient
     of pure rounding noise, which Adam's first steps turn into +-lr either way without any effect.
     """
-    from benchmark.world import build as B
+    from augbench.world import build as B
 
     cfg = dataclasses.replace(BuildConfig.smoke(), vae_steps=3, unet_steps=3)
     gen = torch.Generator().manual_seed(0)
@@ -150,7 +150,7 @@ def test_data_parallel_training_matches_one_process(stage):
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused():
-    from benchmark.world import build as B
+    from augbench.world import build as B
 
     cfg = dataclasses.replace(BuildConfig.smoke(), unet_batch=6, processes=4)
     with pytest.raises(ValueError, match="does not split over 4 processes"):
@@ -160,7 +160,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused():
 def test_world_check_runs_on_smoke_models(smoke_world, tmp_path):
     """``world check`` end to end on the smoke-built models with a handful of images: every metric,
     old and new keys, and the sample grid (values are meaningless for 2-step models)."""
-    from benchmark.world.check import ATTRIBUTE_KEYS, TARGETS, CheckConfig, run_check
+    from augbench.world.check import ATTRIBUTE_KEYS, TARGETS, CheckConfig, run_check
 
     out, _ = smoke_world
     cfg = CheckConfig(weights=out, heldout_images=4, generated_per_species=1, num_inference_steps=4,
@@ -185,8 +185,8 @@ def test_world_check_runs_on_smoke_models(smoke_world, tmp_path):
 
 
 def test_attribute_agreement_reads_attributes_off_predicted_species():
-    from benchmark.data import open_dataset
-    from benchmark.world.check import attribute_agreement, species_attributes
+    from augbench.data import open_dataset
+    from augbench.world.check import attribute_agreement, species_attributes
 
     attrs = species_attributes(open_dataset("toybirds").card.raw["world"]["species"])
     labels = np.arange(24)
@@ -218,7 +218,7 @@ def test_build_options_latent_channels_v_prediction_min_snr_and_perceptual(tmp_p
 
 
 def test_standardize_latents_keeps_reconstructions_and_whitens_channels():
-    from benchmark.world import build as B
+    from augbench.world import build as B
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(BuildConfig.smoke(), vae_latent_channels=8)
@@ -242,7 +242,7 @@ def test_standardize_latents_keeps_reconstructions_and_whitens_channels():
 
 
 def test_oracle_degradations_are_seeded_and_optional():
-    from benchmark.world.build import degrade_images
+    from augbench.world.build import degrade_images
 
     x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     assert torch.equal(degrade_images(x, torch.Generator().manual_seed(1), p=0.0), x)
@@ -263,7 +263,7 @@ def test_recipes_are_named():
 
 def _interrupt_unet_after(monkeypatch, steps: int):
     """Make the UNet loop die right after it checkpointed ``steps`` steps (a killed build)."""
-    from benchmark.world import build as build_module
+    from augbench.world import build as build_module
 
     real_save = build_module.LoopCheckpoint.maybe_save
 
@@ -365,8 +365,8 @@ def test_recipe_v4_requires_the_world_it_continues(tmp_path):
 
 
 def test_contrastive_loss_is_clip_loss_and_hard_negative_columns_only_add_image_to_text_terms():
-    from benchmark.tokenizer import build_clip_tokenizer
-    from benchmark.world.build import _contrastive_loss, clip_pixel_values, make_clip
+    from augbench.diffusion.tokenizer import build_clip_tokenizer
+    from augbench.world.build import _contrastive_loss, clip_pixel_values, make_clip
 
     cfg = BuildConfig.smoke()
     tokenizer = build_clip_tokenizer(model_max_length=77)
@@ -409,7 +409,7 @@ def test_a_data_parallel_worker_ends_when_its_build_is_killed(tmp_path):
     import time
 
     child_pid = tmp_path / "child.pid"
-    worker = ("import os, sys, time; from benchmark.world.build import exit_with_parent; exit_with_parent(0.1); "
+    worker = ("import os, sys, time; from augbench.world.build import exit_with_parent; exit_with_parent(0.1); "
               "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)")
     build_process = ("import subprocess, sys, time; "
                      f"subprocess.Popen([sys.executable, '-c', {worker!r}, sys.argv[1]]); time.sleep(60)")

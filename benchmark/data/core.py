@@ -13,8 +13,8 @@ from typing import Any
 
 from PIL import Image
 
-from benchmark.cards import DatasetCard, load_card
-from benchmark.hashing import canonical_json, content_hash
+from augbench.data.cards import DatasetCard, load_card
+from augbench.run.hashing import canonical_json, content_hash
 
 DATA_ROOT_ENV = "AUGBENCH_DATA"
 
@@ -128,7 +128,7 @@ class Subset:
 
     def write(self, path: str | Path) -> Path:
         """Write the manifest atomically as canonical JSON (byte-identical for identical subsets)."""
-        from benchmark.store import write_text_atomic
+        from augbench.run.store import write_text_atomic
 
         path = Path(path)
         write_text_atomic(path, self.to_json() + "\n")
@@ -155,13 +155,13 @@ class Subset:
 ReaderFactory = Callable[[DatasetCard, "Path | None"], ImageSource]
 _READERS: dict[str, str | ReaderFactory] = {
     # reader id -> "module:callable", imported on first use
-    "cub": "benchmark.data.readers:CUBSource",
-    "aircraft": "benchmark.data.readers:AircraftSource",
-    "cars": "benchmark.data.readers:CarsSource",
-    "pets": "benchmark.data.readers:PetsSource",
-    "flowers": "benchmark.data.readers:FlowersSource",
-    "waterbirds": "benchmark.data.readers:WaterbirdsSource",
-    "world": "benchmark.world.datasets:WorldSource",
+    "cub": "augbench.data.readers:CUBSource",
+    "aircraft": "augbench.data.readers:AircraftSource",
+    "cars": "augbench.data.readers:CarsSource",
+    "pets": "augbench.data.readers:PetsSource",
+    "flowers": "augbench.data.readers:FlowersSource",
+    "waterbirds": "augbench.data.readers:WaterbirdsSource",
+    "world": "augbench.world.datasets:WorldSource",
 }
 
 

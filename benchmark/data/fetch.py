@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmark.cards import DatasetCard
-from benchmark.data.core import DataError
-from benchmark.data.verify import compare_hashes, file_hashes, pinned_hashes
+from augbench.data.cards import DatasetCard
+from augbench.data.core import DataError
+from augbench.data.verify import compare_hashes, file_hashes, pinned_hashes
 
 USER_AGENT = "augbench-fetch/0.1"
 Echo = Callable[[str], None]
@@ -28,7 +28,7 @@ Echo = Callable[[str], None]
 
 def manual_instructions(card: DatasetCard) -> str:
     """The card's instructions and expected tree, for datasets that cannot be fetched."""
-    from benchmark.data.readers import expected_tree, how_to_obtain
+    from augbench.data.readers import expected_tree, how_to_obtain
 
     return f"{how_to_obtain(card)}\n\nExpected layout:\n{expected_tree(card)}"
 

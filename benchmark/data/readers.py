@@ -1,7 +1,7 @@
 """Readers of the official dataset layouts (METHODS_SPEC §8.3).
 
-Each reader turns one dataset's official files into an :class:`~benchmark.data.core.ImageSource`:
-splits as ordered lists of :class:`~benchmark.data.core.Sample` (stable string image id, integer
+Each reader turns one dataset's official files into an :class:`~augbench.data.core.ImageSource`:
+splits as ordered lists of :class:`~augbench.data.core.Sample` (stable string image id, integer
 label, attributes) and images loaded by id. Where torchvision reads the official files faithfully
 (Flowers102, FGVCAircraft, OxfordIIITPet, StanfordCars) its dataset class does the parsing, always
 with ``download=False``; CUB-200-2011 and Waterbirds have readers of their own.
@@ -19,7 +19,7 @@ Every reader
   give the same samples on every machine.
 
 Counts against the card and checksums are checked by ``augbench data verify``
-(:mod:`benchmark.data.verify`), not at load time, so that small copies can still be loaded.
+(:mod:`augbench.data.verify`), not at load time, so that small copies can still be loaded.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from benchmark.cards import DatasetCard
-from benchmark.data.core import DataError, ImageSource, Sample
-from benchmark.data.protocols import WATERBIRDS_GROUP_NAMES as WATERBIRDS_GROUPS
+from augbench.data.cards import DatasetCard
+from augbench.data.core import DataError, ImageSource, Sample
+from augbench.protocols.subsets import WATERBIRDS_GROUP_NAMES as WATERBIRDS_GROUPS
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.cards import DatasetCard
-from benchmark.data.core import DataError, ImageSource, open_dataset, resolve_data_root
-from benchmark.data.readers import (
+from augbench.data.cards import DatasetCard
+from augbench.data.core import DataError, ImageSource, open_dataset, resolve_data_root
+from augbench.data.readers import (
     IMAGE_SUFFIXES,
     OfficialSource,
     WaterbirdsSource,

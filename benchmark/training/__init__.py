@@ -12,9 +12,9 @@ One module per responsibility:
 * ``config``      — ``TrainConfig`` and ``TrainResult``.
 * ``loop``        — ``train_classifier``.
 
-Generic uint8 image helpers (``prepare_images``, ``resize_uint8``) live in ``benchmark.imaging``.
-The names below are re-exported lazily, so ``from benchmark.training import TrainConfig`` works and
-``import benchmark.training.selection`` does not load torch.
+Generic uint8 image helpers (``prepare_images``, ``resize_uint8``) live in ``augbench.data.imaging``.
+The names below are re-exported lazily, so ``from augbench.training import TrainConfig`` works and
+``import augbench.training.selection`` does not load torch.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _EXPORTS = {
     "TrainResult": "config",
     "train_classifier": "loop",
 }
-# image helpers that moved to benchmark.imaging, still importable from here
+# image helpers that moved to augbench.data.imaging, still importable from here
 _IMAGING_EXPORTS = ("prepare_images", "resize_uint8")
 
 __all__ = [  # every key of _EXPORTS and _IMAGING_EXPORTS (a test checks it)
@@ -95,7 +95,7 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
     elif name in _IMAGING_EXPORTS:
-        module = importlib.import_module("benchmark.imaging")
+        module = importlib.import_module("augbench.data.imaging")
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(module, name)
@@ -108,21 +108,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static analysis sees; at run time the names load on first use
-    from benchmark.imaging import prepare_images, resize_uint8
-    from benchmark.training.config import TrainConfig, TrainResult
-    from benchmark.training.evaluation import classification_metrics, evaluate_model, many_medium_few, predict
-    from benchmark.training.inputs import BatchMixer, LabeledImages, SyntheticSet
-    from benchmark.training.loop import train_classifier
-    from benchmark.training.losses import (
+    from augbench.data.imaging import prepare_images, resize_uint8
+    from augbench.training.config import TrainConfig, TrainResult
+    from augbench.training.evaluation import classification_metrics, evaluate_model, many_medium_few, predict
+    from augbench.training.inputs import BatchMixer, LabeledImages, SyntheticSet
+    from augbench.training.loop import train_classifier
+    from augbench.training.losses import (
         label_smoothing_loss,
         one_hot,
         smoothed_targets,
         soft_target_cross_entropy,
     )
-    from benchmark.training.recipes import RECIPES, Recipe, cosine_warmup_lr, get_recipe
-    from benchmark.training.replacement import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES, ReplacementSampler
-    from benchmark.training.selection import SELECTION_NOTES, SELECTION_RULES, select_epoch
-    from benchmark.training.transforms import (
+    from augbench.training.recipes import RECIPES, Recipe, cosine_warmup_lr, get_recipe
+    from augbench.training.replacement import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES, ReplacementSampler
+    from augbench.training.selection import SELECTION_NOTES, SELECTION_RULES, select_epoch
+    from augbench.training.transforms import (
         eval_geometry,
         prepare_eval,
         random_crop_flip,

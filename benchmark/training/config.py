@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from benchmark.training.recipes import RECIPES, Recipe
-from benchmark.training.replacement import DEFAULT_REPLACEMENT_MODE
+from augbench.training.recipes import RECIPES, Recipe
+from augbench.training.replacement import DEFAULT_REPLACEMENT_MODE
 
 if TYPE_CHECKING:
     from torch import nn

@@ -1,7 +1,7 @@
 """Evaluation of a classifier: predictions and accuracy metrics (METHODS_SPEC §5.4, §6.2, §6.3, §7.1).
 
 The class-group (many/medium/few) thresholds and accuracies are defined once, in
-``benchmark.data.protocols`` (``class_groups``, ``mean_accuracy_by_class_group``); this module only
+``augbench.protocols.subsets`` (``class_groups``, ``mean_accuracy_by_class_group``); this module only
 applies them to a model's predictions.
 """
 
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.data.protocols import class_groups, mean_accuracy_by_class_group
-from benchmark.imaging import normalize
-from benchmark.training.runtime import autocast
+from augbench.protocols.subsets import class_groups, mean_accuracy_by_class_group
+from augbench.data.imaging import normalize
+from augbench.training.runtime import autocast
 
 __all__ = ["classification_metrics", "evaluate_model", "many_medium_few", "predict", "predict_logits"]
 
@@ -24,7 +24,7 @@ __all__ = ["classification_metrics", "evaluate_model", "many_medium_few", "predi
 def many_medium_few(train_counts: Sequence[int], many: int = 20, few: int = 5) -> dict[str, list[int]]:
     """Class groups by training count (§5.4: CUB many > 20, medium 5-20, few < 5; Flowers 30/10).
 
-    The training-side name of ``benchmark.data.protocols.class_groups``.
+    The training-side name of ``augbench.protocols.subsets.class_groups``.
     """
     return class_groups(train_counts, many_above=many, few_below=few)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from benchmark.training.losses import one_hot
+from augbench.training.losses import one_hot
 
 __all__ = ["BatchMixer", "LabeledImages", "SyntheticSet"]
 

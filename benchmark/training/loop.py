@@ -28,17 +28,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.imaging import prepare_images
-from benchmark.seeding import derive_seed, make_generator
-from benchmark.training.config import TrainConfig, TrainResult
-from benchmark.training.evaluation import evaluate_model
-from benchmark.training.inputs import BatchMixer, LabeledImages, SyntheticSet
-from benchmark.training.losses import one_hot, smoothed_targets, soft_target_cross_entropy
-from benchmark.training.recipes import Recipe, cosine_warmup_lr
-from benchmark.training.replacement import REPLACEMENT_MODES, ReplacementSampler
-from benchmark.training.runtime import autocast, resolve_device, usable_cores
-from benchmark.training.selection import FINAL_EPOCH_RULES, SELECTION_RULES, selected_metrics
-from benchmark.training.transforms import augment_batch, prepare_eval, train_geometry
+from augbench.data.imaging import prepare_images
+from augbench.run.seeding import derive_seed, make_generator
+from augbench.training.config import TrainConfig, TrainResult
+from augbench.training.evaluation import evaluate_model
+from augbench.training.inputs import BatchMixer, LabeledImages, SyntheticSet
+from augbench.training.losses import one_hot, smoothed_targets, soft_target_cross_entropy
+from augbench.training.recipes import Recipe, cosine_warmup_lr
+from augbench.training.replacement import REPLACEMENT_MODES, ReplacementSampler
+from augbench.training.runtime import autocast, resolve_device, usable_cores
+from augbench.training.selection import FINAL_EPOCH_RULES, SELECTION_RULES, selected_metrics
+from augbench.training.transforms import augment_batch, prepare_eval, train_geometry
 
 __all__ = ["train_classifier"]
 
@@ -61,7 +61,7 @@ def train_classifier(
     """Train a classifier on real (+ synthetic) images and evaluate it (METHODS_SPEC §4, §5, §7.1).
 
     Args:
-        model: an ``nn.Module``, a ``benchmark.backbones.ClassifierSpec`` (its normalisation and input
+        model: an ``nn.Module``, a ``augbench.training.backbones.ClassifierSpec`` (its normalisation and input
             size become the defaults), or a zero-argument factory returning either; a factory is called
             under ``fork_rng`` seeded from the run seed, so the head initialisation is reproducible.
         train: the real training subset (after carving out any validation split).
@@ -134,7 +134,7 @@ def _resolve_classifier(model: Any, cfg: TrainConfig) -> _Classifier:
 
     ``TrainConfig`` values win over the spec's; ImageNet statistics are the last resort.
     """
-    from benchmark.backbones import ClassifierSpec  # backbones imports timm: loaded only when training
+    from augbench.training.backbones import ClassifierSpec  # backbones imports timm: loaded only when training
 
     if callable(model) and not isinstance(model, nn.Module):
         model = model()

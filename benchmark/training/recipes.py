@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from benchmark.imaging import RESIZE_MODES
+from augbench.data.imaging import RESIZE_MODES
 
 __all__ = ["RECIPES", "Recipe", "cosine_warmup_lr", "get_recipe"]
 

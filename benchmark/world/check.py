@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.profiles import WORLD_WEIGHTS
-from benchmark.seeding import derive_seed, make_generator
+from augbench.run.profiles import WORLD_WEIGHTS
+from augbench.run.seeding import derive_seed, make_generator
 
 TARGETS = {"vae_psnr_db": 24.0, "oracle_test_accuracy": 0.95, "clip_zero_shot_accuracy": 0.50,
            "faithfulness_description": 0.60, "faithfulness_plain_name": 0.25, "vae_recon_oracle_accuracy": 0.90,
@@ -118,7 +118,7 @@ def vae_psnr(vae, images_u8: np.ndarray) -> float:
 
 @torch.no_grad()
 def clip_zero_shot(model, tokenizer, images_u8: np.ndarray, labels: np.ndarray, prompts: list[str]) -> float:
-    from benchmark.world.build import clip_pixel_values
+    from augbench.world.build import clip_pixel_values
 
     text = tokenizer(prompts, padding=True, return_tensors="pt")
     tf = model.get_text_features(**text)
@@ -208,9 +208,9 @@ def evenly_spaced(n_total: int, n: int) -> np.ndarray:
 
 def run_check(cfg: CheckConfig | None = None, log=print) -> dict:
     """Compute every metric of the report; writes the sample grid when ``cfg.grid_path`` is set."""
-    from benchmark.data import open_dataset
-    from benchmark.world.render import describe
-    from benchmark.world.species import spec_of
+    from augbench.data import open_dataset
+    from augbench.world.render import describe
+    from augbench.world.species import spec_of
 
     cfg = cfg or CheckConfig()
     weights = Path(cfg.weights)

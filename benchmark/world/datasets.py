@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmark.cards import DatasetCard
-from benchmark.data.core import DataError, ImageSource, Sample
-from benchmark.seeding import derive_seed
-from benchmark.world.render import (
+from augbench.data.cards import DatasetCard
+from augbench.data.core import DataError, ImageSource, Sample
+from augbench.run.seeding import derive_seed
+from augbench.world.render import (
     LAND_CONTEXTS,
     RENDER_VERSION,
     WATER_CONTEXTS,
@@ -37,7 +37,7 @@ from benchmark.world.render import (
     render_scene,
     sample_scene,
 )
-from benchmark.world.species import random_corpus_bird, spec_of
+from augbench.world.species import random_corpus_bird, spec_of
 
 
 @dataclass(frozen=True)

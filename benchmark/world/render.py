@@ -8,7 +8,7 @@ function of ``(spec, seed)``. Images are drawn with PIL at twice the target size
 (Lanczos) for anti-aliasing.
 
 Captions spell out the attributes and the context, as the captions of a web-scale pretraining corpus
-would; species names (``benchmark.world.species``) mention only some distinguishing attributes.
+would; species names (``augbench.world.species``) mention only some distinguishing attributes.
 """
 
 from __future__ import annotations

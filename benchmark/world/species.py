@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from benchmark.world.render import ATTRIBUTES, COLOURS, BirdSpec
+from augbench.world.render import ATTRIBUTES, COLOURS, BirdSpec
 
 WATER_GENERA = ("Gull", "Tern", "Grebe")
 LAND_GENERA = ("Finch", "Warbler", "Sparrow")

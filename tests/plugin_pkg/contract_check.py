@@ -6,8 +6,8 @@ installed; the integration test runs it explicitly with the plugin on the path.
 
 from __future__ import annotations
 
-from benchmark.contract import MethodContext
-from benchmark.testing import BatchMethodTesterMixin, OfflineMethodTesterMixin, TinySource, tiny_profile
+from augbench.contract import MethodContext
+from augbench.testing import BatchMethodTesterMixin, OfflineMethodTesterMixin, TinySource, tiny_profile
 
 
 class TestChannelFlip(BatchMethodTesterMixin):

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from benchmark.contract import (
+from augbench.contract import (
     BatchMethod,
     GenerationRequest,
     MethodCard,

@@ -1,0 +1,635 @@
+"""Paper-style tables from result records (DESIGN.md, "Results and reports").
+
+Reports read records only (no model, no GPU). The records become one pandas DataFrame per table, and
+every format is rendered from those frames by pandas: Markdown with ``DataFrame.to_markdown``
+(tabulate), LaTeX with ``Styler.to_latex`` (booktabs rules), CSV with ``DataFrame.to_csv`` and the
+HTML page with ``Styler.to_html`` (``augbench.reporting.html``), so every format shows the same numbers.
+
+The few-shot table follows P2 Tab.1's layout (METHODS_SPEC §9.2): rows = methods, columns = dataset ×
+shots, each cell the mean ± sample std (ddof = 1, METHODS_SPEC §7.1/U19) of top-1 accuracy over
+trial seeds, an ``Avg`` column with the difference to ``original`` in brackets, and the synthetic-set
+metrics of each method (LPIPS diversity, CLIP score; METHODS_SPEC §7.2-7.3). Long-tail tables (P2
+Tab.2, §9.3) order the imbalance factors 100, 20, 10 and add a many / medium / few table; Waterbirds
+tables (P2 Tab.3, §9.4) have the four group columns, the worst group and the pooled accuracy. The
+caption states the selection rule, the seeds, the metric definitions, how each method family's
+synthetic images joined training (METHODS_SPEC §4) and which methods used foreign artifacts, so a
+table can never be read without them. Methods whose Diff-II suffixes came from the embedded world's
+ground-truth captions (suffix source ``world``, an oracle captioner; METHODS_SPEC §3.10.4) are marked
+``‡`` and named in the caption, as foreign artifacts are.
+
+Ablation tables (``table = "ablation"``, P2 Tab.4, §9.5) have one row per preset, LPIPS diversity first,
+then accuracy per column, CLIP score and fidelity, and no ``Avg`` (the rows are components, not
+competitors). Sweep tables (``table = "sweep"``, P2 Fig.7, §9.6) have the same layout, rows being one
+family with several values of a parameter (``diff_ii(split_ratio=0.1)``, ...); their reports add a plot
+of CLIP score and LPIPS against that parameter (``augbench.reporting.plots``).
+
+A suite may name published tables (``published = ["p2_tab1_resnet50"]``, usually in its
+``[profiles.sd15]`` table); each is then rendered after ours, restricted to the columns our table has
+and in our column order, with the paper's numbers exactly as printed (``augbench.reporting.published``,
+METHODS_SPEC §9): a second table in Markdown, a second tabular in LaTeX, extra rows tagged by a
+``source`` column in CSV. Without ``published`` the output is ours alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from augbench.protocols.subsets import WATERBIRDS_TABLE_COLUMNS as WATERBIRDS_GROUPS
+from augbench.reporting.html import to_html
+from augbench.reporting.published import Column, PublishedTable, load_published
+from augbench.run.suites import default_run_dir, load_suite
+from augbench.training.selection import SELECTION_NOTES as SELECTION_TEXT
+
+#: Formats ``augbench report`` writes by default (``--format`` picks a subset).
+REPORT_FORMATS = ("md", "tex", "csv", "html")
+
+#: Dataset part of the key of a summary column (Waterbirds' worst group and pooled accuracy).
+SUMMARY = "summary"
+
+#: Columns after ``Avg`` per table kind: (key, label), each the mean ± std over seeds of one record metric.
+EXTRA_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
+    "waterbirds": (((SUMMARY, "worst"), "Worst"), ((SUMMARY, "pooled"), "Pooled")),
+}
+
+#: Long-tail class groups (METHODS_SPEC §5.4) in the order they are printed.
+CLASS_GROUPS = ("many", "medium", "few")
+
+TABLE_KINDS = ("few_shot", "long_tail", "full_data", "waterbirds", "ablation", "sweep")
+#: Table kinds laid out as P2 Tab.4: LPIPS first, then accuracy, no Avg column.
+COMPONENT_KINDS = ("ablation", "sweep")
+
+#: Marks a method whose cells used artifacts trained on images outside their training part (DESIGN.md,
+#: "Leakage guard"); the caption explains it.
+FOREIGN_MARK = "†"
+#: Marks a method whose suffixes came from the world's ground-truth captions (an oracle captioner).
+ORACLE_MARK = "‡"
+
+
+def load_records(run_dir: Path, profile: str | None = None) -> list[dict[str, Any]]:
+    records = []
+    for p in sorted((run_dir / "records").glob("*.json")):
+        rec = json.loads(p.read_text(encoding="utf-8"))
+        if profile is None or rec.get("profile") == profile:
+            records.append(rec)
+    return records
+
+
+def _setting(cell: Mapping[str, Any]) -> str:
+    """A cell's column setting: its protocol parameters (``shots=5``) or ``full``."""
+    return ", ".join(f"{k}={v}" for k, v in cell.get("protocol_params", {}).items()) or "full"
+
+
+def _setting_number(setting: str) -> float:
+    """The number in a setting (``shots=10`` -> 10), for numeric column order; 0 when there is none."""
+    digits = "".join(ch for ch in setting if ch.isdigit() or ch == ".")
+    try:
+        return float(digits)
+    except ValueError:
+        return 0.0
+
+
+def replacement_mode(record: Mapping[str, Any]) -> str | None:
+    """How the cell's synthetic images joined training (METHODS_SPEC §4), wherever the record keeps it:
+    ``training`` (record format 2), ``train.replacement_mode`` or ``train.config.replacement_mode`` (1)."""
+    if not record.get("synthetic"):
+        return None  # without a synthetic set there is nothing to replace
+    train = record.get("train") or {}
+    for source in (record.get("training") or {}, train, train.get("config") or {}):
+        if source.get("replacement_mode"):
+            mode, p = source["replacement_mode"], source.get("replacement_p")
+            return mode if mode == "concat" or p is None else f"{mode} (p = {p:g})"
+    return None
+
+
+def method_family(method_id: str) -> str:
+    """``sd_random+cutmix`` -> ``sd_random``, ``diff_mix.uniform_strength`` -> ``diff_mix``,
+    ``diff_ii(split_ratio=0.1)`` -> ``diff_ii``: the family of the part that makes the synthetic set, which
+    is the part a replacement mode belongs to."""
+    return method_id.split("(", 1)[0].split("+", 1)[0].split(".", 1)[0]
+
+
+@dataclass
+class ReportTable:
+    """One table's numbers, aggregated over seeds from the records.
+
+    Attributes:
+        kind: ``few_shot``, ``long_tail``, ``full_data`` or ``waterbirds``.
+        methods: row order (the suite's method order, then any other method in record order).
+        columns: the accuracy columns ``(dataset, setting)`` in the paper's order.
+        labels: their printed labels.
+        extra_columns: summary columns after ``Avg`` (Waterbirds: worst group, pooled), ``(key, label)``.
+        cells: index ``(method, dataset, setting)`` over ``columns`` and ``extra_columns``; columns
+            ``mean``, ``std`` (sample std, ddof = 1; NaN with one seed) and ``n`` (seeds).
+        summary: index ``method``; ``avg`` (unweighted mean of the column means, NaN unless every
+            column has a value), ``delta`` (``avg`` minus ``original``'s), ``lpips``, ``clip_score``
+            ``oracle_fidelity`` (means over the method's records; NaN without a synthetic set or an oracle).
+        class_groups: long tail: index ``(method, dataset, setting)``, columns ``many``, ``medium``,
+            ``few`` (mean over seeds of the mean per-class accuracy); empty otherwise.
+        seeds / selection / lpips_names: caption facts of the records used.
+        replacement_modes: method family -> the replacement modes its cells used (METHODS_SPEC §4).
+        foreign_artifacts: method -> labels of the columns whose cells used foreign artifacts.
+        artifacts: method -> the artifact kinds its cells used (concept learning, inversion pools).
+        oracle_captioner: methods whose suffix artifacts came from ground-truth captions (``oracle_captioner``
+            in the artifact recipe, suffix source ``world``; METHODS_SPEC §3.10.4).
+    """
+
+    kind: str
+    methods: list[str]
+    columns: list[Column]
+    labels: list[str]
+    extra_columns: list[tuple[Column, str]]
+    cells: pd.DataFrame
+    summary: pd.DataFrame
+    class_groups: pd.DataFrame
+    seeds: list[int]
+    selection: list[str]
+    lpips_names: list[str]
+    replacement_modes: dict[str, list[str]]
+    foreign_artifacts: dict[str, list[str]]
+    artifacts: dict[str, list[str]] = field(default_factory=dict)
+    oracle_captioner: list[str] = field(default_factory=list)
+
+    def cell(self, method: str, column: Column) -> tuple[float, float | None, int]:
+        """``(mean, std or None, number of seeds)`` of one cell; ``(nan, None, 0)`` when it has no value."""
+        key = (method, *column)
+        if key not in self.cells.index:
+            return math.nan, None, 0
+        mean, std, n = self.cells.loc[key, ["mean", "std", "n"]]
+        return float(mean), (None if pd.isna(std) else float(std)), int(n)
+
+    def frame(self) -> pd.DataFrame:
+        """The table as printed: one row per method, cells as text in the paper's layout."""
+        marks = {m: (f" {FOREIGN_MARK}" if m in self.foreign_artifacts else "")
+                 + (f" {ORACLE_MARK}" if m in self.oracle_captioner else "") for m in self.methods}
+        data: dict[str, list[str]] = {"Method": [m + marks[m] for m in self.methods]}
+        components = self.kind in COMPONENT_KINDS
+        if components:  # P2 Tab.4: LPIPS, then accuracy
+            data["LPIPS"] = [_fmt_opt(self.summary.loc[m, "lpips"]) for m in self.methods]
+        for column, label in zip(self.columns, self.labels):
+            data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
+        if not components:
+            data["Avg [Δ]"] = [_fmt_avg(m, self.summary.loc[m, "avg"], self.summary.loc[m, "delta"])
+                               for m in self.methods]
+            if self.summary["paired_n"].max() >= 2:  # paired differences need two seeds
+                data["Δ paired (95% CI)"] = [_fmt_paired(self.summary.loc[m]) for m in self.methods]
+        for column, label in self.extra_columns:
+            data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
+        if not components:
+            data["LPIPS"] = [_fmt_opt(self.summary.loc[m, "lpips"]) for m in self.methods]
+        data["CLIP"] = [_fmt_opt(self.summary.loc[m, "clip_score"]) for m in self.methods]
+        if self.summary["oracle_fidelity"].notna().any():  # profiles with an oracle (embedded)
+            data["Fid."] = [_fmt_opt(self.summary.loc[m, "oracle_fidelity"]) for m in self.methods]
+        return pd.DataFrame(data)
+
+    def class_group_frame(self) -> pd.DataFrame | None:
+        """Long tail: many / medium / few per method and column as ``a / b / c`` text (None without them)."""
+        if self.class_groups.empty:
+            return None
+        columns = [c for c in self.columns if any((m, *c) in self.class_groups.index for m in self.methods)]
+        data: dict[str, list[str]] = {"Method": list(self.methods)}
+        for column, label in zip(self.columns, self.labels):
+            if column in columns:
+                data[label] = [self._class_group_text(m, column) for m in self.methods]
+        return pd.DataFrame(data)
+
+    def _class_group_text(self, method: str, column: Column) -> str:
+        key = (method, *column)
+        values = self.class_groups.loc[key] if key in self.class_groups.index else {}
+        return " / ".join("—" if pd.isna(values.get(g, math.nan)) else f"{values[g]:.1f}" for g in CLASS_GROUPS)
+
+
+def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence[str] | None = None) -> ReportTable:
+    """The table a suite's ``table`` names, aggregated over seeds: ``few_shot`` / ``long_tail`` /
+    ``full_data`` (columns = dataset × setting) or ``waterbirds`` (columns = the four groups; records
+    without group metrics are skipped)."""
+    if kind not in TABLE_KINDS:
+        raise ValueError(f"unknown table {kind!r}; expected one of {', '.join(TABLE_KINDS)}")
+    if kind == "waterbirds":
+        records = [r for r in records if (r.get("metrics") or {}).get("groups")]
+    methods = list(dict.fromkeys(r["cell"]["method"] for r in records))
+    if method_order:
+        methods = [m for m in method_order if m in methods] + [m for m in methods if m not in method_order]
+    columns = _layout_columns(kind, records)
+    extra_columns = list(EXTRA_COLUMNS.get(kind, ()))
+    cells = (_measurements(kind, records)
+             .groupby(["method", "dataset", "setting"], sort=False)["value"]
+             .agg(mean="mean", std="std", n="count"))  # pandas' std is the sample std (ddof = 1)
+    summary = pd.DataFrame(index=pd.Index(methods, name="method"))
+    summary["avg"] = math.nan
+    if len(cells) and columns:
+        means = cells["mean"].unstack(["dataset", "setting"]).reindex(index=methods,
+                                                                      columns=pd.MultiIndex.from_tuples(columns))
+        summary["avg"] = means.mean(axis=1, skipna=False)  # NaN unless every column has a value
+    base = summary["avg"].get("original", math.nan)
+    summary["delta"] = summary["avg"] - base  # NaN without an original row
+    summary = summary.join(_paired_differences(_measurements(kind, records), methods, columns))
+    synthetic = _synthetic_metrics(records)
+    for metric in ("lpips", "clip_score", "oracle_fidelity"):
+        summary[metric] = synthetic[metric].groupby(synthetic["method"]).mean() if len(synthetic) else math.nan
+    seeds = sorted({r["cell"]["seed"] for r in records})
+    selection = sorted({r["selection"] for r in records if r.get("selection")})
+    lpips_names = sorted({n for n in synthetic.get("lpips_name", []) if isinstance(n, str)})
+    modes: dict[str, list[str]] = {}
+    foreign: dict[str, list[str]] = {}
+    labels = [_label(kind, c) for c in columns]
+    for rec in records:
+        cell = rec["cell"]
+        mode = replacement_mode(rec)
+        if mode is not None and mode not in modes.setdefault(method_family(cell["method"]), []):
+            modes[method_family(cell["method"])].append(mode)
+        if any(a.get("foreign") for a in rec.get("artifacts") or []):
+            label = _label(kind, (cell["dataset"], _setting(cell))) if kind != "waterbirds" else cell["dataset"]
+            if label not in foreign.setdefault(cell["method"], []):
+                foreign[cell["method"]].append(label)
+    return ReportTable(kind=kind, methods=methods, columns=columns, labels=labels, extra_columns=extra_columns,
+                       cells=cells, summary=summary, class_groups=_class_groups(records), seeds=seeds,
+                       selection=selection, lpips_names=lpips_names,
+                       replacement_modes={f: m for f, m in modes.items() if m}, foreign_artifacts=foreign,
+                       artifacts=_artifact_kinds(records), oracle_captioner=_oracle_captioned(records, methods))
+
+
+def _oracle_captioned(records: list[dict[str, Any]], methods: Sequence[str]) -> list[str]:
+    """Methods (in row order) whose cells used suffixes from ground-truth captions (METHODS_SPEC §3.10.4)."""
+    flagged = {r["cell"]["method"] for r in records
+               if any((a.get("recipe") or {}).get("oracle_captioner") for a in r.get("artifacts") or [])}
+    return [m for m in methods if m in flagged]
+
+
+def _artifact_kinds(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for rec in records:
+        for artifact in rec.get("artifacts") or []:
+            if artifact["kind"] not in kinds.setdefault(rec["cell"]["method"], []):
+                kinds[rec["cell"]["method"]].append(artifact["kind"])
+    return {m: k for m, k in kinds.items() if k}
+
+
+def _label(kind: str, column: Column) -> str:
+    return column[1] if kind == "waterbirds" else f"{column[0]} ({column[1]})"
+
+
+def _layout_columns(kind: str, records: list[dict[str, Any]]) -> list[Column]:
+    """The accuracy columns in the paper's order: Waterbirds' four groups (P2 Tab.3), long-tail
+    imbalance factors 100, 20, 10 per dataset (P2 Tab.2), otherwise datasets then settings ascending."""
+    if kind == "waterbirds":
+        return [("groups", label) for _, label in WATERBIRDS_GROUPS]
+    columns = list(dict.fromkeys((r["cell"]["dataset"], _setting(r["cell"])) for r in records))
+    sign = -1 if kind == "long_tail" else 1
+    return sorted(columns, key=lambda c: (c[0], sign * _setting_number(c[1]), c[1]))
+
+
+def _measurements(kind: str, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (record, table column): method, seed, dataset, setting, value."""
+    rows = []
+    for rec in records:
+        cell, metrics = rec["cell"], rec.get("metrics") or {}
+        key = (cell["method"], cell["seed"])
+        if kind == "waterbirds":
+            rows += [(*key, "groups", label, float(metrics["groups"][g]))
+                     for g, label in WATERBIRDS_GROUPS if g in metrics["groups"]]
+            rows += [(*key, SUMMARY, "worst", float(metrics["worst_group"])),
+                     (*key, SUMMARY, "pooled", float(metrics["pooled"]))]
+        elif metrics.get("top1") is not None:
+            rows.append((*key, cell["dataset"], _setting(cell), float(metrics["top1"])))
+    return pd.DataFrame(rows, columns=["method", "seed", "dataset", "setting", "value"])
+
+
+def _class_groups(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Mean over seeds of each long-tail class group's accuracy, index ``(method, dataset, setting)``."""
+    rows = [(r["cell"]["method"], r["cell"]["dataset"], _setting(r["cell"]), group, float(value))
+            for r in records for group, value in ((r.get("metrics") or {}).get("class_groups") or {}).items()
+            if value is not None]
+    if not rows:
+        return pd.DataFrame(columns=list(CLASS_GROUPS))
+    frame = pd.DataFrame(rows, columns=["method", "dataset", "setting", "group", "value"])
+    return frame.pivot_table(index=["method", "dataset", "setting"], columns="group", values="value",
+                             aggfunc="mean", sort=False).reindex(columns=list(CLASS_GROUPS))
+
+
+def _synthetic_metrics(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record with a synthetic set: method, LPIPS diversity (and its network), CLIP score."""
+    rows = []
+    for rec in records:
+        metrics = (rec.get("synthetic") or {}).get("metrics") or {}
+        lp, cs = metrics.get("lpips") or {}, metrics.get("clip_score") or {}
+        fid = metrics.get("oracle_fidelity") or {}
+        rows.append({"method": rec["cell"]["method"], "lpips": lp.get("value"), "clip_score": cs.get("value"),
+                     "oracle_fidelity": fid.get("value"),
+                     "lpips_name": (lp.get("metric") or lp.get("name") or "lpips") if lp.get("value") is not None
+                     else None})
+    frame = pd.DataFrame(rows, columns=["method", "lpips", "clip_score", "oracle_fidelity", "lpips_name"])
+    return frame.astype({"lpips": float, "clip_score": float, "oracle_fidelity": float})
+
+
+def _noise_text(table: ReportTable) -> str:
+    """How to read differences: a smoke test with one seed, paired intervals with more."""
+    if table.kind in COMPONENT_KINDS and len(table.seeds) < 2:
+        return "One seed: the rows are paired (same noise and draws), but accuracy differences are not tested. "
+    if len(table.seeds) < 2:
+        return ("ONE SEED: a smoke test of the pipeline, not a comparison — the same method moves by several points "
+                "between seeds, so no difference in this table is evidence. ")
+    if table.kind in COMPONENT_KINDS or table.summary["paired_n"].max() < 2:
+        return ""
+    return ("Δ paired (95% CI) = mean over seeds of (method's Avg − original's Avg) on the same seed (same subset, "
+            "validation split and training order), with its 95 % Student-t interval (n − 1 degrees of freedom); "
+            f"{SIGNIFICANT_MARK} = the interval excludes zero. ")
+
+
+def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
+    """What the table shows and how to read it: metric definitions, seeds, selection rule, how synthetic
+    images joined training (per method family, METHODS_SPEC §4) and which methods used foreign artifacts."""
+    sel = "; ".join(SELECTION_TEXT.get(s, s) for s in table.selection) or "n/a"
+    lp = ", ".join(table.lpips_names) or "lpips"
+    uncal = " (uncalibrated: distance of unit-normalised EfficientNet-Lite0 ImageNet features, not AlexNet LPIPS)" \
+        if any("effnet" in n for n in table.lpips_names) else ""
+    what = {
+        "waterbirds": "Accuracy (%) per test group (bird type, background; L = land, W = water), "
+                      "Avg = unweighted mean of the four groups, Worst = worst group, Pooled = accuracy over all "
+                      "test images (METHODS_SPEC §6.3)",
+        "long_tail": "Top-1 accuracy (%) on the balanced test split, long-tail subsets built as in METHODS_SPEC §6.2; "
+                     "many / medium / few = mean per-class accuracy of classes with > 20, 5-20, < 5 training images "
+                     "(per-dataset thresholds from the suite, §5.4)",
+    }.get(table.kind, "Top-1 accuracy (%) on the test split")
+    text = (
+        f"{spec.get('description') or spec['name']} — profile `{profile}`. {what}; "
+        f"mean ± sample std (ddof=1) over trial seeds {table.seeds} (the seed sets the training subset, the "
+        f"validation split, the synthetic set and training; std shown only with ≥2 seeds). Model selection: {sel}. "
+        f"{'' if table.kind in COMPONENT_KINDS else 'Avg = unweighted mean over columns, [Δ] = difference to `original`. '}"
+        f"{_noise_text(table)}"
+        f"LPIPS = mean pairwise distance among same-class synthetic images ×100 ({lp}){uncal}. "
+        f"CLIP = 100·max(cos(image, text), 0) with text `a photo of a {{class name}} {{meta}}` (METHODS_SPEC §7)."
+    )
+    if table.summary["oracle_fidelity"].notna().any():
+        text += (" Fid. = oracle fidelity, the share (%) of synthetic images the world's oracle classifier assigns "
+                 "to their label (DESIGN.md, Metrics).")
+    if table.replacement_modes:
+        modes = "; ".join(f"{family}: {', '.join(m)}" for family, m in table.replacement_modes.items())
+        text += f" Synthetic images joined training by replacement mode (METHODS_SPEC §4) — {modes}."
+    if table.artifacts:
+        used = "; ".join(f"{method}: {', '.join(kinds)}" for method, kinds in table.artifacts.items())
+        text += (f" Artifacts, built on each cell's training part and shared across methods (record: key, "
+                 f"manifest, files) — {used}.")
+    if table.kind in COMPONENT_KINDS:
+        text += (" Rows are presets or parameter values of one method: request seeds derive from (run seed, family, "
+                 "index), so every row starts from the same noise and draws (paired comparison; DESIGN.md).")
+    if table.oracle_captioner:
+        text += (f" {ORACLE_MARK} ORACLE CAPTIONER: the prompt suffixes of {', '.join(table.oracle_captioner)} are the "
+                 f"scene phrases of the embedded world's ground-truth captions of the training images (suffix source "
+                 f"`world`), a captioner that never errs, where the paper captions with BLIP and summarises with "
+                 f"GPT-4 (METHODS_SPEC §3.10.4).")
+    if table.foreign_artifacts:
+        which = "; ".join(f"{method} ({', '.join(cols)})" for method, cols in table.foreign_artifacts.items())
+        text += (f" {FOREIGN_MARK} FOREIGN ARTIFACTS: these cells used concept/inversion artifacts trained on images "
+                 f"outside their training part (allowed by allow_foreign_artifacts = true; their numbers may be "
+                 f"optimistic): {which}.")
+    return text
+
+
+#: Marks a paired difference to ``original`` whose 95 % interval excludes zero; the caption explains it.
+SIGNIFICANT_MARK = "*"
+
+
+def _paired_differences(measurements: pd.DataFrame, methods: Sequence[str], columns: Sequence[Column]) -> pd.DataFrame:
+    """Per method, the paired difference of its Avg to ``original``'s over the seeds both have.
+
+    A seed's Avg is the mean over the table's columns (only seeds with every column count); the same
+    seed means the same subsets, validation split and training order for both rows, so differences
+    are paired. ``paired_diff`` = mean difference, ``paired_lo`` / ``paired_hi`` = its 95 % Student-t
+    interval (n − 1 degrees of freedom; NaN with fewer than two seeds), ``paired_n`` = seeds.
+    """
+    from scipy import stats
+
+    out = pd.DataFrame(index=pd.Index(methods, name="method"),
+                       columns=["paired_diff", "paired_lo", "paired_hi", "paired_n"], dtype=float)
+    out["paired_n"] = 0.0
+    if measurements.empty or not columns:
+        return out
+    wanted = pd.MultiIndex.from_tuples(list(columns))
+    per_seed = (measurements.set_index(["method", "seed", "dataset", "setting"])["value"]
+                .unstack(["dataset", "setting"]).reindex(columns=wanted).mean(axis=1, skipna=False).dropna())
+    if "original" not in per_seed.index.get_level_values("method"):
+        return out
+    base = per_seed.xs("original", level="method")
+    for method in methods:
+        if method == "original" or method not in per_seed.index.get_level_values("method"):
+            continue
+        diffs = (per_seed.xs(method, level="method") - base).dropna()
+        n = len(diffs)
+        out.loc[method, ["paired_diff", "paired_n"]] = [diffs.mean() if n else math.nan, n]
+        if n >= 2:
+            half = stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / math.sqrt(n)
+            out.loc[method, ["paired_lo", "paired_hi"]] = [diffs.mean() - half, diffs.mean() + half]
+    return out
+
+
+def _fmt_paired(row: pd.Series) -> str:
+    if pd.isna(row["paired_lo"]):
+        return "—"
+    mark = SIGNIFICANT_MARK if row["paired_lo"] > 0 or row["paired_hi"] < 0 else ""
+    return f"{row['paired_diff']:+.2f} [{row['paired_lo']:+.2f}, {row['paired_hi']:+.2f}]{mark}"
+
+
+def _fmt(mean: float, std: float | None) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _fmt_opt(v: float | None) -> str:
+    return "—" if v is None or pd.isna(v) else f"{v:.1f}"
+
+
+def _fmt_avg(method: str, avg: float, delta: float) -> str:
+    text = "—" if pd.isna(avg) else f"{avg:.2f}"
+    if not pd.isna(delta) and method != "original":
+        text += f" [{delta:+.2f}]"
+    return text
+
+
+def _published_view(table: ReportTable, pub: PublishedTable) -> tuple[list[Column], list[int]]:
+    """The published columns our table also has (in our order) and the indices of the printed
+    averages whose cells are all among them."""
+    cols = [c for c in table.columns if c in pub.columns]
+    averages = [i for i, a in enumerate(pub.averages) if set(a.columns) <= set(cols)]
+    return cols, averages
+
+
+def _fmt_printed_avg(avg: float | None, delta: float | None) -> str:
+    parts = ([f"{avg:.2f}"] if avg is not None else []) + ([f"[{delta:+.2f}]"] if delta is not None else [])
+    return " ".join(parts) or "—"
+
+
+class RenderedTable(NamedTuple):
+    """One table as every format shows it: the printed cells and the caption."""
+
+    frame: pd.DataFrame
+    caption: str
+
+
+def published_table(table: ReportTable, pub: PublishedTable) -> RenderedTable:
+    """``pub`` restricted to ``table``'s columns, in its order, numbers as printed (METHODS_SPEC §9)."""
+    cols, averages = _published_view(table, pub)
+    labels = dict(zip(table.columns, table.labels))
+    data: dict[str, list[str]] = {"Method (paper)": [r.method for r in pub.rows],
+                                  "id": [r.method_id or "—" for r in pub.rows]}
+    if any(r.lpips is not None for r in pub.rows):  # P2 Tab.4 prints the synthetic set's LPIPS (%) first
+        data["LPIPS"] = [_fmt_opt(r.lpips) for r in pub.rows]
+    for col in cols:
+        data[labels[col]] = [_fmt(*r.cells[col]) for r in pub.rows]
+    for i in averages:
+        data[f"{pub.averages[i].label} [Δ]"] = [_fmt_printed_avg(r.avg[i], r.delta[i]) for r in pub.rows]
+    cap = (f"Published: {pub.title}. Source: {pub.source}. Backbone {pub.backbone} (our recipe `{pub.recipe}`); "
+           f"{pub.statistic}. Shown: {len(cols)} of the {len(pub.columns)} published columns (those this report "
+           f"has, in its order) and the printed averages over shown columns only; numbers and Avg [Δ] as printed. "
+           + " ".join(pub.notes))
+    return RenderedTable(pd.DataFrame(data), cap)
+
+
+def report_tables(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> list[RenderedTable]:
+    """Every table of a report in order: ours, its class-group table (long tail), the published ones."""
+    tables = [RenderedTable(table.frame(), cap)]
+    groups = table.class_group_frame()
+    if groups is not None:
+        tables.append(RenderedTable(groups, "Many / medium / few (mean per-class accuracy, %)"))
+    return tables + [published_table(table, pub) for pub in published]
+
+
+def to_markdown(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> str:
+    """Our table, its class-group table, then each ``published`` table restricted to our columns."""
+    return "\n".join(f"**{t.caption}**\n\n{_markdown_table(t.frame)}\n" for t in report_tables(table, cap, published))
+
+
+#: Columns of names (left-aligned in Markdown; numbers are right-aligned, as in the papers' tables).
+NAME_COLUMNS = ("Method", "Method (paper)", "id")
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    # disable_numparse: cells are already formatted text, and tabulate must not re-read "51.00" as 51
+    return frame.to_markdown(index=False, disable_numparse=True,
+                             colalign=["left" if c in NAME_COLUMNS else "right" for c in frame.columns])
+
+
+#: Unicode in cells and captions and its LaTeX form (applied after LaTeX escaping).
+_TEX_SYMBOLS = (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("·", r"$\cdot$"), ("≥", r"$\geq$"), ("—", "--"),
+                ("×", r"$\times$"), (FOREIGN_MARK, r"$\dagger$"), (ORACLE_MARK, r"$\ddagger$"))
+
+
+def _tex_symbols(text: str) -> str:
+    for a, b in _TEX_SYMBOLS:
+        text = text.replace(a, b)
+    return text
+
+
+def _tex_escape(text: str) -> str:
+    """A caption as LaTeX text (Styler escapes cells, not captions)."""
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                 ("{", r"\{"), ("}", r"\}"), ("$", r"\$"), ("`", "")):
+        text = text.replace(a, b)
+    return _tex_symbols(text)
+
+
+def _latex(t: RenderedTable) -> str:
+    styler = (t.frame.style.hide(axis="index")
+              .format(_tex_symbols, escape="latex")  # pandas escapes first, then the symbols become math
+              .format_index(_tex_symbols, escape="latex", axis=1))
+    return styler.to_latex(caption=_tex_escape(t.caption), hrules=True, position="t", position_float="centering",
+                           column_format="l" + "c" * (t.frame.shape[1] - 1), environment="table")
+
+
+def to_latex(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> str:
+    """Our table as a LaTeX float, then one float (a second tabular) per ``published`` table."""
+    return "".join(_latex(t) for t in report_tables(table, cap, published))
+
+
+CSV_COLUMNS = ("method", "dataset", "setting", "top1_mean", "top1_std", "n_seeds", "avg", "delta_vs_original",
+               "paired_delta", "paired_ci_low", "paired_ci_high", "paired_seeds", "lpips", "clip_score",
+               "oracle_fidelity")
+
+
+def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> pd.DataFrame:
+    """One row per method and column (summary columns included); with ``published`` tables a ``source``
+    column is added (``measured`` for ours, the table id for the paper's rows restricted to our columns)."""
+    rows = []
+    for method in table.methods:
+        s = table.summary.loc[method]
+        for column in [*table.columns, *(key for key, _ in table.extra_columns)]:
+            mean, std, n = table.cell(method, column)
+            paired = (s["paired_diff"], s["paired_lo"], s["paired_hi"], s["paired_n"] or None)
+            rows.append((method, *column, mean, std, n or None, s["avg"], s["delta"], *paired, s["lpips"],
+                         s["clip_score"], s["oracle_fidelity"], "measured"))
+    for pub in published:
+        cols, averages = _published_view(table, pub)
+        covering = {c: i for i in averages for c in pub.averages[i].columns}
+        for row in pub.rows:
+            for col in cols:
+                i = covering.get(col)
+                avg, delta = (None, None) if i is None else (row.avg[i], row.delta[i])
+                rows.append((row.method_id or row.method, *col, *row.cells[col], pub.trials, avg, delta,
+                             None, None, None, None, row.lpips, None, None, pub.id))
+    frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "source"])
+    counts = ("n_seeds", "paired_seeds")
+    frame = frame.astype({c: float for c in CSV_COLUMNS[3:] if c not in counts} | dict.fromkeys(counts, "Int64"))
+    return frame if published else frame.drop(columns="source")
+
+
+def to_csv(table: ReportTable, published: Sequence[PublishedTable] = ()) -> str:
+    """``csv_frame`` as CSV text: four decimals, empty fields where there is no value."""
+    return csv_frame(table, published).to_csv(index=False, float_format="%.4f", lineterminator="\n")
+
+
+def sweep_figures(table: ReportTable, records: list[dict[str, Any]], png: Path) -> list[tuple[Any, str]]:
+    """A sweep table's plot of CLIP score and LPIPS against the swept parameter (P2 Fig.7, METHODS_SPEC §9.6),
+    also written to ``png``; empty for other tables, without matplotlib or without synthetic-set metrics."""
+    from augbench.reporting.plots import sweep_figure, sweep_points, swept_parameter
+
+    parameter = swept_parameter(table.methods) if table.kind == "sweep" else None
+    points = sweep_points(table, records, parameter) if parameter else []
+    image = sweep_figure(points, parameter, f"mean over seeds {table.seeds}") if points else None
+    if image is None:
+        return []
+    image.save(png)
+    cap = (f"CLIP score (left) and LPIPS diversity ×100 (right) of the synthetic set against {parameter} "
+           f"(P2 Fig.7, METHODS_SPEC §9.6; paper: CLIP decreases slowly, LPIPS increases with s); also {png.name}.")
+    return [(image, cap)]
+
+
+def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=REPORT_FORMATS,
+                        profile: str | None = None, echo=print) -> list[Path]:
+    """Render ``suite``'s table from the records in ``run_dir``, followed by the published tables the
+    suite names in ``published`` (side by side, module docstring); returns the written files."""
+    profile_name = profile or "embedded"
+    run_dir = Path(run_dir) if run_dir else default_run_dir(suite, profile_name)
+    loaded = load_suite(suite, profile_name)
+    spec = {**loaded.to_dict(), "table": loaded.table_kind}
+    records = load_records(run_dir, profile)
+    if not records:
+        raise FileNotFoundError(f"no result records in {run_dir / 'records'}; run `augbench run --suite {suite}` first")
+    table = build_table(spec.get("table") or spec["protocol"], records, method_order=list(spec.get("methods", [])))
+    cap = caption(table, spec, records[0].get("profile", profile_name))
+    ids = spec.get("published", [])
+    published = [load_published(t) for t in ([ids] if isinstance(ids, str) else ids)]
+    out_dir = run_dir / "reports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = sweep_figures(table, records, out_dir / f"{Path(suite).stem}_sweep.png")
+    writers = {"md": lambda: to_markdown(table, cap, published), "tex": lambda: to_latex(table, cap, published),
+               "csv": lambda: to_csv(table, published),
+               "html": lambda: to_html(table, records, run_dir, title=f"augbench — {spec['name']} ({profile_name})",
+                                       tables=report_tables(table, cap, published), figures=figures)}
+    paths = [path for path in [out_dir / f"{Path(suite).stem}_sweep.png"] if figures and path.is_file()]
+    for fmt in formats:
+        fmt = fmt.strip()
+        if fmt not in writers:
+            raise ValueError(f"unknown report format {fmt!r}; expected some of {', '.join(REPORT_FORMATS)}")
+        p = out_dir / f"{Path(suite).stem}.{fmt}"
+        p.write_text(writers[fmt](), encoding="utf-8")
+        paths.append(p)
+    if "md" in formats and echo:
+        echo(writers["md"]())
+    return paths

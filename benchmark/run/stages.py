@@ -1,0 +1,348 @@
+"""The stages of one cell: subset → artifacts → generate → select → metrics → train → record.
+
+Each stage is a small function of typed inputs (DESIGN.md, "Stages, artifacts and training
+integration"). Its output is stored under the content hash of those inputs plus the stage's code
+version in :data:`STAGE_VERSIONS` — bump a stage's number when its semantics change, so a fix is
+never masked by a stale cached result (the package version has not moved since the first commit and
+is not part of any key). Artifacts, synthetic sets, selections and synthetic-set metrics go to the
+shared store (``augbench.run.store``), classifier results to the run directory.
+
+A reader can follow one cell top to bottom in :func:`run_cell`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from augbench.run.hashing import content_hash
+from augbench.run.seeding import derive_seed
+from augbench.run.store import Store
+from augbench.run.suites import Cell, RunOptions, Suite, SuiteError, parse_method_entry
+
+STAGE_VERSIONS = {"generate": 2, "select": 1, "metrics": 2, "train": 1}
+# requests per model call when a run does not set ``--batch-size`` (images equal any other batch's
+# up to float noise; nox -s perf measures its speed-up over per-image calls at this size)
+GENERATION_BATCH = 32
+
+
+@dataclass
+class CellEnv:
+    """What every stage of a cell may use: the suite, options, models, stores and log."""
+
+    suite: Suite
+    opts: RunOptions
+    profile: Any
+    device: str
+    store: Store
+    run_store: Store
+    registry: Any
+    log: Callable[[str], None]
+    on_stage: Callable[[str], None] = field(default=lambda stage: None)
+
+
+# --- subset -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Subsets:
+    """The protocol's training subset and its split into a training part and a validation part."""
+
+    subset: Any
+    train_part: Any
+    val_part: Any | None
+
+
+def draw_subset(source, protocol: str, seed: int, shots: int | None = None, imbalance_factor: float | None = None):
+    """The protocol's training subset of ``source`` (METHODS_SPEC §6)."""
+    from augbench.protocols import subsets as P
+
+    if protocol in ("few_shot", "waterbirds"):
+        return P.few_shot(source, shots or 5, seed)
+    if protocol == "long_tail":
+        return P.long_tail(source, imbalance_factor or 100, seed)
+    if protocol == "full_data":
+        return P.full_data(source, seed)[0]
+    raise SuiteError(f"unknown protocol {protocol!r}")
+
+
+def subset_stage(cell: Cell, suite: Suite, source) -> Subsets:
+    """Draw the subset and carve the validation part (``selection = val_split``) from it.
+
+    Generators and artifacts only ever see the training part, so validation images never leak.
+    """
+    from augbench.protocols import subsets as P
+
+    params = dict(cell.protocol_params)
+    if cell.protocol == "full_data":  # P1's own random 20% validation split (METHODS_SPEC §5.5)
+        subset, val_part = P.full_data(source, cell.seed, suite.val_fraction)
+        return Subsets(subset, subset, val_part if suite.selection == "val_split" else None)
+    subset = draw_subset(source, cell.protocol, cell.seed, params.get("shots"), params.get("imbalance_factor"))
+    if suite.selection == "val_split":
+        train_part, val_part = P.validation_split(subset, suite.val_fraction, cell.seed)
+        return Subsets(subset, train_part, val_part)
+    return Subsets(subset, subset, None)
+
+
+# --- method -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """The cell's method: its offline part, batch mixer and how its synthetic images join training."""
+
+    method: Any
+    method_id: str
+    offline: Any | None
+    mixer: Any | None
+    training: Any | None  # contract.TrainingIntegration of the offline part; None without a synthetic set
+
+
+def resolve_method(cell: Cell, suite: Suite, registry) -> ResolvedMethod:
+    """Create the cell's method with the suite's parameters; a suite ``preset`` becomes part of the id, and
+    an entry's own parameters (``diff_ii(split_ratio=0.1)``) refine its offline part's."""
+    from augbench.contract import BatchMethod, OfflineMethod
+    from augbench.registry import Composition
+
+    method_id, row_params = parse_method_entry(cell.method)
+    parts, overrides = [], {}
+    for i, part in enumerate(method_id.split("+")):
+        family = part.split(".")[0]
+        params = {**suite.family_params(family), **(row_params if i == 0 else {})}
+        preset = params.pop("preset", None)
+        parts.append(f"{family}.{preset}" if preset and "." not in part else part)
+        overrides[family] = params
+    full_id = "+".join(parts)
+    method = registry.create(full_id, params=overrides if len(parts) > 1 else overrides[parts[0].split(".")[0]])
+    first, last = (method.parts if isinstance(method, Composition) else (method, method))
+    offline = first if isinstance(first, OfflineMethod) else None
+    mixer = last if isinstance(last, BatchMethod) and getattr(last, "family", "") != "original" else None
+    training = None
+    if offline is not None:
+        training = type(offline).card.training.with_overrides(suite.training_overrides(offline.family))
+    return ResolvedMethod(method, full_id, offline, mixer, training)
+
+
+# --- artifacts, generate, select, metrics -------------------------------------------------------------
+
+def method_context(env: CellEnv, source, artifacts: dict | None = None):
+    from augbench.contract import MethodContext
+
+    return MethodContext(profile=env.profile, source=source, device=env.device,
+                         batch_size=env.opts.batch_size or GENERATION_BATCH, artifacts=dict(artifacts or {}),
+                         cache_dir=env.store.root / "method-cache")
+
+
+def full_split_of(subsets: Subsets):
+    """The training part plus the validation part carved from it (the training part when there is none).
+
+    What a ``trained_on = "full_split"`` artifact learns from (P1's generator saw the images later held
+    out for validation, METHODS_SPEC §5.5): the protocol's subset when the validation part was carved
+    from it (few-shot, long-tail), else (``full_data``) a manifest of both parts.
+    """
+    from augbench.data.core import Subset
+
+    train, val = subsets.train_part, subsets.val_part
+    if val is None:
+        return train
+    if set(subsets.subset.image_ids) == set(train.image_ids) | set(val.image_ids):
+        return subsets.subset
+    return Subset(train.dataset, train.split, train.protocol, {**dict(train.params), "part": "train+val"},
+                  tuple(train.samples) + tuple(val.samples), revision=train.revision)
+
+
+def artifacts_stage(env: CellEnv, offline, source, train_part, full_split=None) -> dict:
+    """Build or reuse the artifacts ``offline`` declares, on the training part (leakage-guarded).
+
+    ``full_split`` (:func:`full_split_of`) is what ``trained_on = "full_split"`` specs are built on; the guard
+    refuses them unless the suite sets ``allow_foreign_artifacts = true``.
+    """
+    from augbench.run.artifacts import build_artifacts
+
+    ctx = method_context(env, source)
+    specs = offline.artifacts(train_part, ctx)
+    if specs:
+        env.on_stage("artifacts")
+    return build_artifacts(specs, train_part, ctx, env.store, allow_foreign=env.suite.allow_foreign_artifacts,
+                           allow_build=env.opts.build_artifacts, full_split=full_split)
+
+
+@dataclass(frozen=True)
+class SyntheticRef:
+    key: str
+    folder: Path
+    reused: bool
+    seconds: float
+
+
+def generate_stage(env: CellEnv, offline, source, train_part, seed: int, artifacts: dict) -> SyntheticRef:
+    """The offline method's synthetic set for the training part, shared by every run and suite."""
+    from augbench.synthetic.generate import MANIFEST, generate_synthetic_set
+
+    key = content_hash({"stage": "generate", "version": STAGE_VERSIONS["generate"], "method": offline.provenance(),
+                        "subset": train_part.manifest_hash, "profile": env.profile.name,
+                        "pipeline": env.profile.pipeline_key, "seed": seed,
+                        "artifacts": sorted(a.key for a in artifacts.values())})
+    t = time.time()
+
+    def build(folder: Path) -> None:
+        env.on_stage("generate")
+        env.log(f"  generating synthetic set {offline.id} -> {folder}")
+        generate_synthetic_set(offline, source, train_part, env.profile, seed, folder,
+                               batch_size=env.opts.batch_size or GENERATION_BATCH, device=env.device, artifacts=artifacts,
+                               cache_dir=env.store.root / "method-cache")
+
+    folder, reused = env.store.build_folder("synthetic", key, MANIFEST, build)
+    return SyntheticRef(key, folder, reused, time.time() - t)
+
+
+def select_stage(env: CellEnv, offline, source, synthetic: SyntheticRef, artifacts: dict) -> dict[str, Any]:
+    """Indices of the synthetic images kept by the method's whole-set filter (all, for most methods)."""
+    import numpy as np
+    from PIL import Image
+
+    from augbench.synthetic.generate import read_manifest
+
+    rows = read_manifest(synthetic.folder)
+    key = content_hash({"stage": "select", "version": STAGE_VERSIONS["select"], "synthetic": synthetic.key,
+                        "method": offline.provenance()})
+
+    def load_image(i: int):
+        with Image.open(synthetic.folder / rows[i]["file"]) as im:
+            return np.asarray(im.convert("RGB"))
+
+    def compute() -> dict[str, Any]:
+        env.on_stage("select")
+        kept = offline.select(rows, load_image, method_context(env, source, artifacts))
+        kept = list(range(len(rows))) if kept is None else sorted(int(i) for i in kept)
+        return {"key": key, "kept": kept, "generated": len(rows), "dropped": len(rows) - len(kept)}
+
+    value, _ = env.store.build_json("selections", key, compute)
+    return value
+
+
+def metrics_stage(env: CellEnv, synthetic_set, source, selection_key: str) -> dict[str, Any]:
+    """LPIPS diversity, CLIP score and (where the profile has an oracle) oracle fidelity of the selected
+    synthetic set (METHODS_SPEC §7.2, §7.3; DESIGN.md "Metrics")."""
+    from augbench.metrics import synthetic_sets as M
+
+    key = content_hash({"stage": "metrics", "version": STAGE_VERSIONS["metrics"], "selection": selection_key,
+                        "profile": env.profile.name, "clip": env.profile.clip_key})
+
+    def compute() -> dict[str, Any]:
+        env.on_stage("metrics")
+        labels = synthetic_set.class_of()
+        t = time.time()
+        lp = M.lpips_diversity(synthetic_set.images, labels, profile=env.profile, device=env.device)
+        cs = M.clip_score(synthetic_set.images, labels, source.card, profile=env.profile, device=env.device)
+        fid = M.profile_oracle_fidelity(synthetic_set.images, labels, env.profile, env.device)
+        return {"lpips": lp, "clip_score": cs, "oracle_fidelity": fid, "seconds": time.time() - t}
+
+    value, _ = env.store.build_json("metrics", key, compute)
+    return value
+
+
+# --- train ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """Everything the train stage depends on."""
+
+    cell: Cell
+    subsets: Subsets
+    source: Any
+    test_source: Any
+    synthetic: Any | None  # training.SyntheticSet
+    synthetic_key: str | None
+    resolved: ResolvedMethod
+    class_groups: dict[str, list[int]] | None
+
+
+def train_config(env: CellEnv, inputs: TrainInputs):
+    from augbench.training import TrainConfig, get_recipe
+
+    suite, cell = env.suite, inputs.cell
+    recipe = get_recipe(suite.recipe, dataset=cell.dataset, epochs=env.opts.epochs or suite.epochs,
+                        image_budget=env.opts.image_budget or suite.image_budget)
+    integration = inputs.resolved.training
+    mode = {"replacement_mode": integration.replacement_mode,
+            "replacement_p": float(integration.replacement_p)} if integration else {}
+    return TrainConfig(recipe=recipe, seed=cell.seed, selection=suite.selection, device=env.device,
+                       dataset=cell.dataset, input_size=env.profile.classifier_size, **mode)
+
+
+def train_key(env: CellEnv, inputs: TrainInputs, cfg) -> str:
+    from augbench.protocols import subsets as P
+
+    config = cfg.to_dict()
+    if inputs.synthetic is None:  # §4's modes only mix real and synthetic images: no retraining without them
+        config.pop("replacement_mode", None)
+        config.pop("replacement_p", None)
+    s, integration = inputs.subsets, inputs.resolved.training
+    return content_hash({
+        "stage": "train", "version": STAGE_VERSIONS["train"], "cell": inputs.cell.to_dict(),
+        "subset": s.subset.manifest_hash, "train_subset": s.train_part.manifest_hash,
+        "val": s.val_part.manifest_hash if s.val_part else None, "synthetic": inputs.synthetic_key,
+        "labels": integration.to_dict() if integration and inputs.synthetic is not None else None,
+        "mixer": inputs.resolved.mixer.provenance() if inputs.resolved.mixer else None, "train": config,
+        "classifier": [env.profile.classifier, env.profile.classifier_weights],
+        "test": [inputs.test_source.card.id, P.default_test_split(inputs.test_source)],
+        "class_groups": inputs.class_groups,
+    })
+
+
+def train_stage(env: CellEnv, inputs: TrainInputs) -> tuple[dict[str, Any], str, bool]:
+    """Train the classifier on real (+ synthetic) images and evaluate it; cached in the run directory."""
+    cfg = train_config(env, inputs)
+    key = train_key(env, inputs, cfg)
+
+    def compute() -> dict[str, Any]:
+        env.on_stage("train")
+        t = time.time()
+        result = _train(env, inputs, cfg)
+        result["seconds"] = time.time() - t
+        return result
+
+    value, reused = env.run_store.build_json("train", key, compute)
+    return value, key, reused
+
+
+def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
+    import dataclasses
+
+    import torch
+
+    from augbench.training.backbones import create_classifier
+    from augbench.protocols import subsets as P
+    from augbench.data.image_cache import IMAGES
+    from augbench.training import LabeledImages, train_classifier
+
+    cell, s, source, test_source = inputs.cell, inputs.subsets, inputs.source, inputs.test_source
+    with torch.random.fork_rng(devices=[]):  # the new head's init comes from the cell seed, not global state
+        torch.manual_seed(derive_seed(cell.seed, "classifier-init", cell.dataset) % (2**63))
+        classifier = create_classifier(env.profile.classifier, source.num_classes, env.profile.classifier_weights)
+    cfg = dataclasses.replace(cfg, mean=classifier.mean, std=classifier.std)
+    train = LabeledImages(IMAGES.get(source, s.train_part.image_ids), s.train_part.labels,
+                          image_ids=s.train_part.image_ids)
+    val = LabeledImages(IMAGES.get(source, s.val_part.image_ids), s.val_part.labels) if s.val_part else None
+    test_samples = test_source.samples(P.default_test_split(test_source))
+    groups = [x.attrs.get("group") for x in test_samples] if cell.protocol == "waterbirds" else None
+    test = LabeledImages(IMAGES.get(test_source, [x.image_id for x in test_samples]), [x.label for x in test_samples],
+                         groups=groups)
+    n_synthetic = len(inputs.synthetic) if inputs.synthetic is not None else 0
+    epoch_length = len(train) + (n_synthetic if cfg.replacement_mode == "concat" else 0)
+    env.log(f"  training {env.profile.classifier} ({cfg.recipe.name}, {cfg.recipe.num_epochs(epoch_length)} epochs) "
+            f"on {len(train)} real"
+            + (f" + {len(inputs.synthetic)} synthetic ({cfg.replacement_mode})" if inputs.synthetic is not None else "")
+            + " images")
+    out = train_classifier(classifier.model, train, num_classes=source.num_classes, config=cfg, test=test, val=val,
+                           synthetic=inputs.synthetic, mixer=inputs.resolved.mixer, class_groups=inputs.class_groups)
+    result = out.to_dict()
+    result.pop("model", None)
+    return result
+
+
+__all__ = ["STAGE_VERSIONS", "CellEnv", "ResolvedMethod", "Subsets", "SyntheticRef", "TrainInputs",
+           "artifacts_stage", "draw_subset", "full_split_of", "generate_stage", "metrics_stage", "resolve_method",
+           "select_stage", "subset_stage", "train_stage"]

@@ -1,0 +1,364 @@
+"""Suites, cells and run options: the typed, torch-free description of a run (DESIGN.md, "Data flow").
+
+A *suite* (``benchmark/suites/<name>.toml``) declares datasets, protocol parameters, methods, seeds,
+the classifier recipe and how synthetic data joins training; ``[profiles.<name>]`` overlays it for a
+profile, and ``[profiles.<p>.methods_params.<family>]`` / ``[profiles.<p>.training.<family>]`` refine
+the suite's tables key by key. A ``methods`` entry may carry its own parameters, ``diff_ii(split_ratio=0.1)``
+(TOML values, :func:`parse_method_entry`), so one family with several values gives several rows (a
+parameter sweep, METHODS_SPEC §9.6); they refine ``[methods_params.<family>]`` of the part that makes the
+synthetic set, and the entry as written is the row's name. :func:`load_suite` parses the file into a frozen :class:`Suite` and
+rejects unknown keys with a did-you-mean before any cell runs (a typo such as ``replacment_mode``
+used to be ignored silently); :func:`validate_suite` then checks what needs the registry and the
+dataset cards (method families and presets, datasets, recipes).
+
+This module imports nothing heavy, so the CLI, the reports and the executors can use it freely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+PROTOCOLS = ("few_shot", "long_tail", "waterbirds", "full_data")
+EXECUTORS = ("local", "ray")
+
+# Keys of [training] / [training.<family>] (METHODS_SPEC §4); the values are checked by
+# augbench.contract.TrainingIntegration when a cell resolves them.
+TRAINING_KEYS = ("replacement_mode", "replacement_p", "labels", "label_gamma", "label_sigma")
+
+
+class SuiteError(ValueError):
+    """A suite spec is missing or invalid (the message says what was expected and how to fix it)."""
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` when ``name`` is close to one of ``known``, else ``""``."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_method_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"diff_ii(split_ratio=0.1)"`` -> ``("diff_ii", {"split_ratio": 0.1})``; a plain id has no parameters.
+
+    The parentheses hold the body of a TOML inline table (``key = value`` pairs, commas between), so values
+    are TOML: ``0.1``, ``"slerp"``, ``true``. The parameters apply to the first part of a composition
+    (the offline method): ``diff_ii(split_ratio=1.0)+cutmix``.
+    """
+    text = str(entry).strip()
+    if "(" not in text and ")" not in text:
+        return text, {}
+    head, sep, rest = text.partition("(")
+    body, close, tail = rest.rpartition(")")
+    example = "e.g. diff_ii(split_ratio=0.1) or diff_ii.cl_only(interpolation=\"slerp\")"
+    if not head.strip() or not close or (tail and not tail.startswith("+")) or "+" in head:
+        raise SuiteError(f"method entry {entry!r}: expected id(key=value, ...) with TOML values after the "
+                         f"offline method's id, {example}")
+    try:
+        params = tomllib.loads(f"p = {{{body}}}")["p"] if body.strip() else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"method entry {entry!r}: the parameters are not key = value pairs with TOML values "
+                         f"({exc}); {example}") from exc
+    return head.strip() + tail, params
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A suite with its profile overlay applied (field names are the TOML keys of ``[suite]``).
+
+    ``methods_params[family]`` overrides a method's config (``preset`` selects a preset);
+    ``training`` holds suite-wide defaults for how synthetic images join training (keys of
+    :data:`TRAINING_KEYS`) and, under a family name, that family's overrides — both on top of the
+    defaults the method's card declares (METHODS_SPEC §4).
+    """
+
+    name: str
+    protocol: str
+    datasets: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    description: str = ""
+    table: str = ""
+    test_dataset: str | None = None
+    shots: tuple[int, ...] = (5,)
+    imbalance_factors: tuple[float, ...] = (100, 20, 10)
+    recipe: str = "embedded"
+    epochs: int | None = None
+    # training images per run (the recipe's ``image_budget``: epochs = budget / epoch length); None =
+    # the recipe's own (embedded: 6000)
+    image_budget: int | None = None
+    selection: str = "val_split"
+    val_fraction: float = 0.2
+    methods_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+    published: tuple[str, ...] = ()
+    class_group_thresholds: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    allow_foreign_artifacts: bool = False
+    profile: str = "embedded"
+    path: str = ""
+
+    @property
+    def table_kind(self) -> str:
+        return self.table or self.protocol
+
+    def family_params(self, family: str) -> dict[str, Any]:
+        return dict(self.methods_params.get(family, {}))
+
+    def training_overrides(self, family: str) -> dict[str, Any]:
+        """Suite-wide ``[training]`` values, then ``[training.<family>]`` on top."""
+        base = {k: v for k, v in self.training.items() if k in TRAINING_KEYS}
+        return {**base, **dict(self.training.get(family, {}))}
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(dataclasses.asdict(self))
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+_SUITE_FIELDS = {f.name for f in dataclasses.fields(Suite)} - {"profile", "path"}
+_TOP_LEVEL = ("suite", "methods_params", "training", "profiles")
+
+
+def list_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def suite_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SUITES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise SuiteError(f"unknown suite {str(name_or_path)!r}{did_you_mean(str(name_or_path), list_suites())}; "
+                         f"built-in suites: {', '.join(list_suites())} (or pass the path of a suite TOML file)")
+    return path
+
+
+def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
+    """The suite with the profile's overlay applied; unknown keys raise one ``SuiteError``."""
+    path = suite_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML: {exc}") from exc
+    problems = _unknown(raw, _TOP_LEVEL, "top-level table")
+    overlay = dict(raw.get("profiles", {}).get(profile, {}))
+    methods_params = _merge_tables(raw.get("methods_params", {}), overlay.pop("methods_params", {}))
+    training = _merge_training(raw.get("training", {}), overlay.pop("training", {}))
+    values = {**raw.get("suite", {}), **overlay}
+    problems += [_unknown_suite_key(key) for key in values if key not in _SUITE_FIELDS]
+    problems += _unknown({k: v for k, v in training.items() if not isinstance(v, Mapping)}, TRAINING_KEYS,
+                         "key in [training]")
+    for family, table in training.items():
+        if isinstance(table, Mapping):
+            problems += _unknown(table, TRAINING_KEYS, f"key in [training.{family}]")
+    for key in ("protocol", "datasets", "methods", "seeds"):
+        if key not in values:
+            problems.append(f"[suite] needs {key!r}")
+    if values.get("protocol") is not None and values["protocol"] not in PROTOCOLS:
+        problems.append(f"unknown protocol {values['protocol']!r}{did_you_mean(values['protocol'], PROTOCOLS)}; "
+                        f"expected one of {', '.join(PROTOCOLS)}")
+    for entry in values.get("methods", []):
+        try:
+            parse_method_entry(entry)
+        except SuiteError as exc:
+            problems.append(str(exc))
+    if len(set(values.get("methods", []))) != len(values.get("methods", [])):
+        problems.append("[suite] methods lists an entry twice (each entry is one table row)")
+    if problems:
+        raise SuiteError(f"{path} (profile {profile}): " + "; ".join(problems))
+    values.setdefault("name", path.stem)
+    for key in ("datasets", "methods", "seeds", "shots", "imbalance_factors", "published"):
+        if key in values:
+            values[key] = tuple(values[key])
+    values["class_group_thresholds"] = {k: tuple(v) for k, v in values.get("class_group_thresholds", {}).items()}
+    return Suite(**values, methods_params=methods_params, training=training, profile=profile, path=str(path))
+
+
+def _unknown(table: Mapping[str, Any], known, what: str) -> list[str]:
+    return [f"unknown {what} {key!r}{did_you_mean(key, sorted(known))}" for key in table if key not in known]
+
+
+def _unknown_suite_key(key: str) -> str:
+    """Training keys moved from [suite] to [training] (per family since harness v2): say where they go."""
+    training_hint = did_you_mean(key, TRAINING_KEYS)
+    if training_hint:
+        return (f"unknown key in [suite] {key!r}: how synthetic images join training is set in [training] "
+                f"(all methods) or [training.<family>]{training_hint}")
+    return f"unknown key in [suite] {key!r}{did_you_mean(key, sorted(_SUITE_FIELDS))}"
+
+
+def _merge_tables(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``overlay[family]`` refines ``base[family]`` key by key."""
+    return {family: {**base.get(family, {}), **overlay.get(family, {})} for family in {*base, *overlay}}
+
+
+def _merge_training(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for key in {*base, *overlay}:
+        b, o = base.get(key), overlay.get(key)
+        if isinstance(b, Mapping) or isinstance(o, Mapping):
+            merged[key] = {**(b or {}), **(o or {})}
+        else:
+            merged[key] = o if key in overlay else b
+    return merged
+
+
+def validate_suite(suite: Suite, registry, datasets_dir=None) -> None:
+    """Check what the TOML alone cannot: method ids and presets, parameter names, datasets, recipes.
+
+    Every problem is collected and raised as one ``SuiteError`` (with did-you-mean hints), before any
+    cell runs.
+    """
+    from augbench.data.cards import CardError, list_cards
+    from augbench.contract import ConfigError
+    from augbench.registry import RegistryError
+
+    problems: list[str] = []
+    families: set[str] = set()
+    for entry in suite.methods:
+        try:
+            method_id, row_params = parse_method_entry(entry)
+            resolved = registry.resolve(method_id)
+        except (RegistryError, SuiteError) as exc:
+            problems.append(str(exc))
+            continue
+        families.update(family for family, _, _ in resolved)
+        if row_params:  # the row's parameters on top of [methods_params.<family>] of its offline part
+            family, preset, cls = resolved[0]
+            params = suite.family_params(family)
+            suite_preset = params.pop("preset", None)
+            try:
+                cls.build_config(preset or suite_preset, {**params, **row_params})
+            except ConfigError as exc:
+                problems.append(f"method entry {entry!r}: {exc}")
+    for family, params in suite.methods_params.items():
+        if family not in registry:
+            problems.append(f"[methods_params.{family}]: unknown method family{did_you_mean(family, registry.names())}")
+            continue
+        try:
+            cls = registry.get_class(family)
+            overrides = {k: v for k, v in params.items() if k != "preset"}
+            cls.build_config(params.get("preset"), overrides)
+        except ConfigError as exc:
+            problems.append(f"[methods_params.{family}]: {exc}")
+    for family, table in suite.training.items():
+        if isinstance(table, Mapping) and family not in registry:
+            problems.append(f"[training.{family}]: unknown method family{did_you_mean(family, registry.names())}")
+    try:
+        known = [card.id for card in list_cards(datasets_dir)]
+    except CardError as exc:
+        problems.append(str(exc))
+        known = []
+    for dataset in (*suite.datasets, *([suite.test_dataset] if suite.test_dataset else [])):
+        if known and dataset not in known:
+            problems.append(f"unknown dataset {dataset!r}{did_you_mean(dataset, known)}; cards: {', '.join(known)}")
+    from augbench.training import RECIPES, SELECTION_RULES
+
+    if suite.recipe not in RECIPES:
+        problems.append(f"unknown recipe {suite.recipe!r}{did_you_mean(suite.recipe, list(RECIPES))}; "
+                        f"expected one of {', '.join(RECIPES)}")
+    if suite.selection not in SELECTION_RULES:
+        problems.append(f"unknown selection {suite.selection!r}{did_you_mean(suite.selection, SELECTION_RULES)}; "
+                        f"expected one of {', '.join(SELECTION_RULES)}")
+    for key in ("epochs", "image_budget"):
+        value = getattr(suite, key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            problems.append(f"{key} = {value!r}: expected a whole number >= 1 (or leave it out for the recipe's)")
+    if problems:
+        raise SuiteError(f"{suite.path} (profile {suite.profile}): " + "; ".join(problems))
+
+
+# --- run options and cells ---------------------------------------------------------------------------
+
+@dataclass
+class RunOptions:
+    """What ``augbench run`` was asked to do (CLI flags; ``None`` = the suite's value)."""
+
+    suite: str
+    profile: str = "embedded"
+    methods: list[str] | None = None
+    seeds: list[int] | None = None
+    run_dir: str | None = None
+    cache_dir: str | None = None
+    executor: str = "local"
+    # local executor: >1 runs the subset groups on a pool of this many processes (cores split among them);
+    # "auto": augbench.run.runner.resolve_workers
+    workers: int | str = 1
+    data_root: str | None = None
+    datasets_dir: str | None = None
+    device: str | None = None
+    datasets: list[str] | None = None
+    shots: list[int] | None = None
+    epochs: int | None = None
+    image_budget: int | None = None
+    batch_size: int | None = None
+    progress: bool = True
+    # False (--no-build-artifacts): a missing artifact is an error instead of a build (e.g. on a GPU-less
+    # login node, where concept learning would take hours)
+    build_artifacts: bool = True
+    # --executor ray: cluster address (None: RAY_ADDRESS or a local instance) and resources per task
+    ray_address: str | None = None
+    ray_cpus_per_task: float = 1
+    ray_gpus_per_task: float = 0
+    log: Any = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: dataset × protocol parameters × method × seed."""
+
+    suite: str
+    profile: str
+    dataset: str
+    protocol: str
+    protocol_params: tuple[tuple[str, Any], ...]
+    method: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        params = "-".join(f"{k}{v}" for k, v in self.protocol_params)
+        return f"{self.dataset}.{self.protocol}.{params}.{self.method}.seed{self.seed}".replace("/", "_")
+
+    @property
+    def subset_group(self) -> tuple:
+        """Cells with the same group train on the same real subset (and share its stages)."""
+        return (self.dataset, self.protocol, self.protocol_params, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "profile": self.profile, "dataset": self.dataset, "protocol": self.protocol,
+                "protocol_params": dict(self.protocol_params), "method": self.method, "seed": self.seed}
+
+
+def plan_cells(suite: Suite, opts: RunOptions) -> list[Cell]:
+    """The grid of cells, in the order they run (datasets, protocol parameters, methods, seeds)."""
+    datasets = opts.datasets or suite.datasets
+    methods = opts.methods or suite.methods
+    seeds = opts.seeds if opts.seeds is not None else suite.seeds
+    if suite.protocol in ("few_shot", "waterbirds"):
+        grid = [(("shots", k),) for k in (opts.shots or suite.shots)]
+    elif suite.protocol == "long_tail":
+        grid = [(("imbalance_factor", f),) for f in suite.imbalance_factors]
+    else:  # full_data
+        grid = [()]
+    return [Cell(suite.name, opts.profile, d, suite.protocol, params, m, s)
+            for d in datasets for params in grid for m in methods for s in seeds]
+
+
+def default_run_dir(suite: str, profile: str) -> Path:
+    return Path("runs") / f"{Path(suite).stem}-{profile}"
+
+
+__all__ = ["EXECUTORS", "PROTOCOLS", "Cell", "RunOptions", "Suite", "SuiteError", "default_run_dir",
+           "did_you_mean", "list_suites", "load_suite", "parse_method_entry", "plan_cells", "validate_suite"]
