@@ -60,7 +60,7 @@ def benchmark(session: nox.Session) -> None:
     install_project(session, "report")
     args = session.posargs or ["--suite", "few_shot"]
     # serial by default: on 2 cores `--workers 2` measured no faster (a cell's training took 50 s on one
-    # thread per worker vs 22 s on two threads) and twice the memory (README, "Running faster")
+    # thread per worker vs 22 s on two threads) and twice the memory (docs/performance.md, "Running faster")
     session.run("augbench", "run", *args, env=offline_env())
     report_args = list(_forwarded(args, {"--suite", "--run-dir", "--profile"}))
     session.run("augbench", "report", *report_args, env=offline_env())
@@ -79,7 +79,8 @@ def _forwarded(args: list[str], shared: set[str]):
 
 @nox.session(reuse_venv=True)
 def report(session: nox.Session) -> None:
-    """Render tables from existing result records: ``nox -s report -- --suite few_shot``."""
+    """Render a run's tables from its suite.json and records: ``nox -s report -- --run-dir runs/few_shot-sd15``
+    (or ``-- --suite few_shot`` for ``runs/few_shot-embedded``)."""
     install_project(session, "report")
     session.run("augbench", "report", *(session.posargs or ["--suite", "few_shot"]), env=offline_env())
 
@@ -98,3 +99,10 @@ def perf(session: nox.Session) -> None:
     """Print performance ratios (batched vs per-image generation, Gram LPIPS vs pairwise, ...)."""
     install_project(session, "test")
     session.run("python", "-m", "tools.perf", *session.posargs, env=offline_env())
+
+
+@nox.session(reuse_venv=True)
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/methods.md from the method registry (``-- --check``: exit 1 if it is stale)."""
+    install_project(session)
+    session.run("python", "-m", "augbench.reporting.method_docs", *session.posargs, env=offline_env())

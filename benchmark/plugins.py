@@ -26,8 +26,9 @@ import difflib
 import importlib
 import importlib.metadata as importlib_metadata
 import re
+import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -48,6 +49,8 @@ IN_PROCESS = "<in-process>"
 BUILT_IN = "augbench"
 #: how close a name must be to be suggested (difflib ratio); one cutoff for every "did you mean"
 SUGGESTION_CUTOFF = 0.6
+#: the names a registry accepts unless it says otherwise
+SNAKE_CASE = r"^[a-z][a-z0-9_]*$"
 
 
 class RegistryError(LookupError):
@@ -69,16 +72,31 @@ class PluginLoadError(RegistryError):
     """An entry's target failed to import or is not what the registry holds."""
 
 
-def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:
-    """``" Did you mean 'x', 'y'?"`` for the known names close to ``name``, else ``""``.
+def did_you_mean(name: str, known: Iterable[str], n: int = 1) -> str:
+    """``" (did you mean 'x'?)"`` for the known name closest to ``name``, else ``""``.
 
-    The one suggestion rule of the project (unknown methods, protocols, suite keys, dataset cards,
-    config parameters all use it), so a typo gets the same help everywhere. A suggestion equal to
-    ``name`` itself is never made (a key in the wrong table is a placement error, not a typo).
+    The one suggestion rule of the project (unknown methods, presets, protocols, suite keys, dataset
+    cards, artifact kinds, config parameters all use it), so a typo gets the same help everywhere:
+    difflib's ratio with one cutoff (:data:`SUGGESTION_CUTOFF`), then, when nothing is that close, a
+    shortened or lengthened spelling (``prob`` for ``probability``). A suggestion equal to ``name``
+    itself is never made (a key in the wrong table is a placement error, not a typo). The text goes
+    right after the quoted name: ``f"unknown method {name!r}{did_you_mean(name, known)}"``.
+
+    Args:
+        name: what the user wrote.
+        known: the valid names.
+        n: at most this many suggestions (``" (did you mean 'a' or 'b'?)"``).
     """
-    close = [c for c in difflib.get_close_matches(name, list(known), n=n + 1, cutoff=SUGGESTION_CUTOFF)
-             if c != name][:n]
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    name = str(name)
+    candidates = sorted({str(k) for k in known} - {name})
+    close = difflib.get_close_matches(name, candidates, n=n, cutoff=SUGGESTION_CUTOFF)
+    if not close and len(name) >= 3:
+        close = [k for k in candidates if len(k) >= 3 and (name.startswith(k) or k.startswith(name))][:n]
+    if not close:
+        return ""
+    quoted = [repr(c) for c in close]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f" (did you mean {listed}?)"
 
 
 def import_target(value: str) -> Any:
@@ -120,6 +138,36 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _scan(distributions: Iterable[Any]) -> list[tuple[str, str | None, Any]]:
+    """``(distribution name, version, entry point)`` of every entry point, each distribution once.
+
+    The same distribution can be visible twice on ``sys.path`` (an editable install and a build
+    directory); ``importlib.metadata.entry_points()`` keeps the first, so do we.
+    """
+    out, seen = [], set()
+    for dist in distributions:
+        dname = _dist_name(dist)
+        if _normalize(dname) in seen:
+            continue
+        seen.add(_normalize(dname))
+        out.extend((dname, getattr(dist, "version", None), ep) for ep in dist.entry_points)
+    return out
+
+
+_INSTALLED: dict[tuple[str, ...], list[tuple[str, str | None, Any]]] = {}
+_INSTALLED_LOCK = threading.Lock()
+
+
+def _installed_entry_points() -> list[tuple[str, str | None, Any]]:
+    """:func:`_scan` of the installed distributions, read once per ``sys.path`` and shared by every
+    registry (reading the metadata takes ~80 ms; methods, kinds, readers, profiles ... each need it)."""
+    key = tuple(sys.path)
+    with _INSTALLED_LOCK:
+        if key not in _INSTALLED:
+            _INSTALLED[key] = _scan(importlib_metadata.distributions())
+        return _INSTALLED[key]
+
+
 class Registry(Generic[T]):
     """A lazy, thread-safe registry of named ``T`` from entry points, built-ins and registrations.
 
@@ -129,10 +177,13 @@ class Registry(Generic[T]):
         builtins: ``{name: "module:attr" | object}`` the harness ships outside any entry-point group.
         discover: read entry points on first use (``False``: only built-ins and ``register``).
         distributions: callable returning the distributions to scan (default
-            ``importlib.metadata.distributions``); each needs ``metadata["Name"]``, ``version`` and
-            ``entry_points``. Tests inject fakes here (pluggy's monkeypatch style).
-        validate: called with ``(name, obj)`` after a target is imported; raises ``TypeError`` or
-            ``ValueError`` when the object is not a ``T`` (reported as :class:`PluginLoadError`).
+            ``importlib.metadata.distributions``, read once per process for all registries); each needs
+            ``metadata["Name"]``, ``version`` and ``entry_points``. Tests inject fakes here (pluggy's
+            monkeypatch style).
+        adapt: called with ``(name, obj)`` after a target is imported; returns the ``T`` to hold (e.g. a
+            module's table of builders turned into the entry for ``name``). Default: the object itself.
+        validate: called with ``(name, obj)`` after ``adapt``; raises ``TypeError`` or ``ValueError``
+            when the object is not a ``T`` (reported as :class:`PluginLoadError`).
         name_pattern: the names this registry accepts (default lowercase snake_case).
         hint: appended to the unknown-name message (e.g. how a third party registers one).
 
@@ -142,6 +193,10 @@ class Registry(Generic[T]):
         ['ddim']
     """
 
+    #: what an unknown name / a name provided twice raises (a subclass names its own kind in tracebacks)
+    unknown_error: type[UnknownNameError] = UnknownNameError
+    duplicate_error: type[DuplicateNameError] = DuplicateNameError
+
     def __init__(
         self,
         what: str,
@@ -150,14 +205,16 @@ class Registry(Generic[T]):
         builtins: Mapping[str, Any] | None = None,
         discover: bool = True,
         distributions: Callable[[], Iterable[Any]] | None = None,
+        adapt: Callable[[str, Any], T] | None = None,
         validate: Callable[[str, Any], None] | None = None,
-        name_pattern: str = r"^[a-z][a-z0-9_]*$",
+        name_pattern: str = SNAKE_CASE,
         hint: str = "",
     ):
         self.what = what
         self.group = group
         self._discover = discover and group is not None
-        self._distributions = distributions or importlib_metadata.distributions
+        self._distributions = distributions
+        self._adapt = adapt
         self._validate = validate
         self._name_re = re.compile(name_pattern)
         self._hint = hint or (f" Third parties register one through the {group!r} entry-point group." if group else "")
@@ -177,18 +234,10 @@ class Registry(Generic[T]):
         with self._lock:
             if self._discovered:
                 return
-            seen: set[str] = set()
-            for dist in self._distributions():
-                dname = _dist_name(dist)
-                # the same distribution can be visible twice on sys.path (an editable install and a build
-                # directory); importlib.metadata.entry_points() keeps the first, so do we
-                if _normalize(dname) in seen:
-                    continue
-                seen.add(_normalize(dname))
-                for ep in dist.entry_points:
-                    if ep.group == self.group:
-                        self._add(Entry(ep.name, dname, ep.value, getattr(dist, "version", None)), ep,
-                                  from_entry_point=True)
+            found = _installed_entry_points() if self._distributions is None else _scan(self._distributions())
+            for dname, version, ep in found:
+                if ep.group == self.group:
+                    self._add(Entry(ep.name, dname, ep.value, version), ep, from_entry_point=True)
             self._discovered = True
 
     @staticmethod
@@ -199,13 +248,14 @@ class Registry(Generic[T]):
 
     def _add(self, entry: Entry, target: Any, replace: bool = False, from_entry_point: bool = False) -> None:
         if not self._name_re.match(entry.name):
-            raise RegistryError(f"{self.what} name {entry.name!r} from {entry.distribution} does not match "
-                                f"{self._name_re.pattern} (lowercase snake_case)")
+            expected = "lowercase snake_case" if self._name_re.pattern == SNAKE_CASE else self._name_re.pattern
+            raise RegistryError(f"{self.what} name {entry.name!r} from {entry.distribution} is not valid: "
+                                f"expected {expected}")
         old = self._entries.get(entry.name)
         if old is not None and from_entry_point and old.distribution == BUILT_IN and old.value == entry.value:
             return  # our own built-in, also declared in our entry-point group: one entry
         if old is not None and not replace:
-            raise DuplicateNameError(
+            raise self.duplicate_error(
                 f"{self.what} {entry.name!r} is provided twice: by {old.distribution!r} ({old.value}) and by "
                 f"{entry.distribution!r} ({entry.value}). Uninstall one of them or rename the entry point"
                 + (f" in the {self.group!r} group." if self.group else ".")
@@ -257,13 +307,13 @@ class Registry(Generic[T]):
         """
         self._ensure_discovered()
         if name not in self._entries:
-            raise UnknownNameError(self.unknown_message(name))
+            raise self.unknown_error(self.unknown_message(name))
         return self._entries[name]
 
     def unknown_message(self, name: str, known: Iterable[str] | None = None, what: str | None = None) -> str:
         """The one-line message for an unknown ``name`` among ``known`` (default: this registry's names)."""
         known = sorted(self._entries if known is None else known)
-        return (f"unknown {what or self.what} {name!r}.{did_you_mean(name, known)} "
+        return (f"unknown {what or self.what} {name!r}{did_you_mean(name, known)}. "
                 f"Known: {', '.join(known) or '(none)'}.{self._hint}")
 
     # -- loading --------------------------------------------------------------------------------
@@ -288,6 +338,8 @@ class Registry(Generic[T]):
                     obj = target.load()
                 else:
                     obj = target
+                if self._adapt is not None:
+                    obj = self._adapt(name, obj)
             except Exception as exc:
                 raise PluginLoadError(
                     f"{self.what} {name!r} from {entry.distribution!r} failed to load {entry.value!r}"
@@ -305,3 +357,29 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         """``(name, object)`` for every entry (imports every target)."""
         return [(n, self.get(n)) for n in self.names()]
+
+    # -- dict-style access: the registries that replaced plain dicts (``RECIPES``, ``PROFILES``,
+    # ``ARTIFACT_KINDS``) keep their callers ------------------------------------------------------
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __setitem__(self, name: str, target: T) -> None:
+        """``register(name, target, replace=True)``: an in-process override (notebooks, studies)."""
+        self.register(name, target, replace=True)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def keys(self) -> list[str]:
+        return self.names()
+
+    def pop(self, name: str, *default: Any) -> Any:
+        """Unregister ``name`` and return its object (``default`` when there is none)."""
+        if name not in self.names():
+            if default:
+                return default[0]
+            raise self.unknown_error(self.unknown_message(name))
+        obj = self.get(name)
+        self.unregister(name)
+        return obj

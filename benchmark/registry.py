@@ -4,15 +4,13 @@ Every method, built-in or third-party, is discovered the same way: an entry poin
 ``augbench.methods`` whose name is the family id and whose value is ``"module:Class"`` (DESIGN.md,
 "Registration"). Our own ``pyproject.toml`` declares the built-ins there.
 
-* **Lazy** (lm-eval's ``Registry`` with ``EntryPoint`` placeholders): listing reads distribution
-  metadata only; a method module is imported on first ``get_class``/``create``/``describe``. Method
-  modules in turn import heavy libraries (diffusers) only when they generate, so even
-  ``describe_all()`` imports no diffusers.
-* **Provenance** (pluggy's ``list_plugin_distinfo``): each entry remembers the distribution that
-  supplied it. The same family name from two distributions raises ``DuplicateMethodError`` naming
-  both (timm only warns; we refuse).
-* **Ids** are ``family`` or ``family.preset`` (timm's ``arch.tag``); presets are config overlays the
-  method class declares. Unknown names raise ``UnknownMethodError`` with "did you mean" suggestions.
+The registry is the project's one generic :class:`augbench.plugins.Registry` (lazy: listing reads
+distribution metadata only and a method module is imported on first ``get_class``/``create``/
+``describe``; provenance: the same family from two distributions raises ``DuplicateMethodError``
+naming both; one did-you-mean), plus what only methods have:
+
+* **Ids** are ``family`` or ``family.preset`` (timm's ``arch.tag``; :mod:`augbench.method_ids`);
+  presets are config overlays the method class declares. Unknown names raise ``UnknownMethodError``.
 * **Compositions** ``offline+batch`` (e.g. ``sd_random+cutmix``, METHODS_SPEC §3.2): a synthetic set
   trained with a batch mixer, resolved into a ``Composition``.
 * Tests use a fresh ``Registry(discover=False)`` and ``register`` classes in-process, or inject fake
@@ -21,16 +19,13 @@ Every method, built-in or third-party, is discovered the same way: an entry poin
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.metadata as importlib_metadata
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from augbench import plugins
 from augbench.contract import KINDS, BatchMethod, ConfigError, Method, OfflineMethod
+from augbench.method_ids import parse_method_id
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -45,59 +40,28 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "augbench.methods"
-IN_PROCESS = "<in-process>"
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+IN_PROCESS = plugins.IN_PROCESS
+
+# The method registry's errors are the generic registry's (one hierarchy, one message style), under
+# names that say "method" in a traceback.
+RegistryError = plugins.RegistryError
+MethodEntry = plugins.Entry
 
 
-class RegistryError(LookupError):
-    """A method could not be registered or resolved."""
+class UnknownMethodError(plugins.UnknownNameError):
+    """No method with that name (the message suggests the closest one)."""
 
 
-class UnknownMethodError(RegistryError, KeyError):
-    """No method with that name (the message suggests close matches)."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
-
-
-class DuplicateMethodError(RegistryError):
+class DuplicateMethodError(plugins.DuplicateNameError):
     """Two distributions provide the same method family name."""
 
 
-@dataclass(frozen=True)
-class MethodEntry:
-    """One registered method family, before (or after) its class is imported.
-
-    Attributes:
-        name: family id (entry-point name).
-        distribution: distribution that supplied it (``<in-process>`` for ``register``).
-        value: ``"module:attr"`` (for in-process classes, their qualified name).
-        version: the distribution's version, when known.
-    """
-
-    name: str
-    distribution: str
-    value: str
-    version: str | None = None
-
-
-def parse_method_id(method_id: str) -> list[tuple[str, str | None]]:
-    """Split ``"a.p+b"`` into ``[("a", "p"), ("b", None)]``.
-
-    Raises:
-        RegistryError: empty parts or malformed names.
-    """
-    parts = []
-    for raw in method_id.split("+"):
-        part = raw.strip()
-        family, _, preset = part.partition(".")
-        if not family or not _NAME_RE.match(family) or (preset is not None and "." in preset):
-            raise RegistryError(
-                f"malformed method id {method_id!r}: expected 'family', 'family.preset' or a composition "
-                "'offline+batch' (lowercase snake_case names)"
-            )
-        parts.append((family, preset or None))
-    return parts
+def _check_method_class(family: str, obj: Any) -> None:
+    """The ``validate`` hook: an entry must be a ``BatchMethod``/``OfflineMethod`` subclass of a known kind."""
+    if not (isinstance(obj, type) and issubclass(obj, (BatchMethod, OfflineMethod))):
+        raise TypeError(f"not a BatchMethod or OfflineMethod subclass (got {obj!r})")
+    if obj.kind not in KINDS:
+        raise TypeError(f"kind {obj.kind!r} is not one of {KINDS}")
 
 
 class Composition:
@@ -141,20 +105,8 @@ class Composition:
         return f"Composition(offline={self.offline!r}, batch={self.batch!r})"
 
 
-def _dist_name(dist: Any) -> str:
-    try:
-        name = dist.metadata["Name"]
-    except Exception:  # noqa: BLE001 - broken metadata: fall back to the attribute
-        name = None
-    return str(name or getattr(dist, "name", None) or "<unknown>")
-
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-class Registry:
-    """A lazy, thread-safe registry of augmentation methods.
+class Registry(plugins.Registry[type[Method]]):
+    """A lazy, thread-safe registry of augmentation methods (a ``plugins.Registry`` of method classes).
 
     Args:
         group: entry-point group to discover.
@@ -166,10 +118,13 @@ class Registry:
     Example:
         >>> reg = Registry()
         >>> reg.names()[:2]
-        ['cutmix', 'mixup']
+        ['cutmix', 'da_fusion']
         >>> reg.create("cutmix.diffii_code").config.prob
         0.3
     """
+
+    unknown_error = UnknownMethodError
+    duplicate_error = DuplicateMethodError
 
     def __init__(
         self,
@@ -178,94 +133,12 @@ class Registry:
         discover: bool = True,
         distributions: Callable[[], Iterable[Any]] | None = None,
     ):
-        self.group = group
-        self._discover = discover
-        self._distributions = distributions or importlib_metadata.distributions
-        self._entries: dict[str, MethodEntry] = {}
-        self._targets: dict[str, Any] = {}  # name -> EntryPoint | "module:attr" | class
-        self._classes: dict[str, type[Method]] = {}
-        self._discovered = False
-        self._lock = threading.RLock()
-
-    # -- discovery ------------------------------------------------------------------------------
-
-    def _ensure_discovered(self) -> None:
-        if self._discovered or not self._discover:
-            return
-        with self._lock:
-            if self._discovered:
-                return
-            seen_dists: set[str] = set()
-            for dist in self._distributions():
-                dname = _dist_name(dist)
-                # The same distribution can be visible twice on sys.path (e.g. an editable install and
-                # a build directory); importlib.metadata.entry_points() keeps the first, so do we.
-                key = _normalize(dname)
-                if key in seen_dists:
-                    continue
-                seen_dists.add(key)
-                for ep in dist.entry_points:
-                    if ep.group != self.group:
-                        continue
-                    self._add(
-                        MethodEntry(ep.name, dname, ep.value, getattr(dist, "version", None)),
-                        ep,
-                    )
-            self._discovered = True
-
-    def _add(self, entry: MethodEntry, target: Any, replace: bool = False) -> None:
-        if not _NAME_RE.match(entry.name):
-            raise RegistryError(
-                f"method name {entry.name!r} from {entry.distribution} is not lowercase snake_case "
-                "(ids are 'family' or 'family.preset')"
-            )
-        old = self._entries.get(entry.name)
-        if old is not None and not replace:
-            raise DuplicateMethodError(
-                f"method {entry.name!r} is provided by two distributions: {old.distribution!r} "
-                f"({old.value}) and {entry.distribution!r} ({entry.value}). Uninstall one of them or "
-                "rename the entry point in the augbench.methods group."
-            )
-        self._entries[entry.name] = entry
-        self._targets[entry.name] = target
-        self._classes.pop(entry.name, None)
-
-    def register(
-        self,
-        name: str,
-        target: type[Method] | str,
-        *,
-        distribution: str = IN_PROCESS,
-        replace: bool = False,
-    ) -> None:
-        """Register a method class (or a lazy ``"module:attr"`` string) in-process.
-
-        Args:
-            name: family id (lowercase snake_case).
-            target: the class or ``"module:Class"``.
-            distribution: recorded as the supplying distribution.
-            replace: allow replacing an existing name.
-
-        Raises:
-            DuplicateMethodError: ``name`` exists and ``replace`` is false.
-        """
-        self._ensure_discovered()
-        with self._lock:
-            value = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
-            self._add(MethodEntry(name, distribution, value), target, replace=replace)
-
-    # -- listing (no imports) -------------------------------------------------------------------
-
-    def entries(self) -> list[MethodEntry]:
-        """All registered families, sorted by name; imports no method module."""
-        self._ensure_discovered()
-        return [self._entries[n] for n in sorted(self._entries)]
-
-    def names(self) -> list[str]:
-        """Family names, sorted; imports no method module."""
-        return [e.name for e in self.entries()]
+        super().__init__("method", group, discover=discover, distributions=distributions,
+                         validate=_check_method_class,
+                         hint=f" Third-party methods register through the {group!r} entry-point group.")
 
     def __contains__(self, method_id: object) -> bool:
+        """Whether ``method_id`` (a family, ``family.preset`` or a composition) resolves."""
         if not isinstance(method_id, str):
             return False
         try:
@@ -274,23 +147,6 @@ class Registry:
             return False
         return True
 
-    def entry(self, family: str) -> MethodEntry:
-        self._ensure_discovered()
-        if family not in self._entries:
-            raise UnknownMethodError(self._unknown_message(family, list(self._entries), "method"))
-        return self._entries[family]
-
-    @staticmethod
-    def _unknown_message(name: str, known: list[str], what: str) -> str:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        return (
-            f"unknown {what} {name!r}.{hint} Known: {', '.join(sorted(known)) or '(none)'}. "
-            f"Third-party methods register through the {ENTRY_POINT_GROUP!r} entry-point group."
-        )
-
-    # -- loading --------------------------------------------------------------------------------
-
     def get_class(self, family: str) -> type[Method]:
         """The method class of ``family`` (imports its module on first use).
 
@@ -298,35 +154,7 @@ class Registry:
             UnknownMethodError: no such family.
             RegistryError: the entry point does not load or is not a ``BatchMethod``/``OfflineMethod``.
         """
-        entry = self.entry(family)
-        with self._lock:
-            if family in self._classes:
-                return self._classes[family]
-            target = self._targets[family]
-            try:
-                if isinstance(target, str):
-                    module, _, attr = target.partition(":")
-                    obj: Any = importlib.import_module(module)
-                    for part in attr.split("."):
-                        obj = getattr(obj, part)
-                elif isinstance(target, type):
-                    obj = target
-                else:  # EntryPoint
-                    obj = target.load()
-            except Exception as exc:
-                raise RegistryError(
-                    f"method {family!r} from {entry.distribution!r} failed to load {entry.value!r}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if not (isinstance(obj, type) and issubclass(obj, (BatchMethod, OfflineMethod))):
-                raise RegistryError(
-                    f"method {family!r} from {entry.distribution!r} ({entry.value}) is not a BatchMethod or "
-                    f"OfflineMethod subclass (got {obj!r})"
-                )
-            if obj.kind not in KINDS:
-                raise RegistryError(f"method {family!r}: kind {obj.kind!r} is not one of {KINDS}")
-            self._classes[family] = obj
-            return obj
+        return self.get(family)
 
     def presets(self, family: str) -> list[str]:
         """Preset names of ``family`` (imports its module)."""
@@ -354,7 +182,7 @@ class Registry:
             cls = self.get_class(family)
             if preset is not None and preset not in cls.presets:
                 known = [f"{family}.{p}" for p in cls.presets]
-                raise UnknownMethodError(self._unknown_message(f"{family}.{preset}", known, "preset"))
+                raise UnknownMethodError(self.unknown_message(f"{family}.{preset}", known, "preset"))
             out.append((family, preset, cls))
         if len(out) > 1:
             kinds = [c.kind for _, _, c in out]

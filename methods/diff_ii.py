@@ -81,6 +81,7 @@ from augbench.contract import (
     one_hot,
     param,
 )
+from augbench.plugins import did_you_mean
 from augbench.run.seeding import derive_seed, make_generator
 
 if TYPE_CHECKING:
@@ -293,15 +294,11 @@ class DiffIIConfig(MethodConfig):
             raise ConfigError(f"split_ratio must be 'auto' or a number in [0, 1] (the share of denoising steps, from "
                               f"t = T down, that use the suffixed prompt; METHODS_SPEC §3.10.3); got {s!r}")
         if self.interpolation not in INTERPOLATIONS:
-            from augbench.run.suites import did_you_mean
-
             raise ConfigError(f"unknown interpolation {self.interpolation!r}{did_you_mean(self.interpolation, INTERPOLATIONS)}"
                               f"; expected one of {', '.join(INTERPOLATIONS)} (METHODS_SPEC §3.10.2)")
         from augbench.diffusion.suffixes import SUFFIX_SOURCES
 
         if self.suffix_source != "auto" and self.suffix_source not in SUFFIX_SOURCES:
-            from augbench.run.suites import did_you_mean
-
             raise ConfigError(f"unknown suffix_source {self.suffix_source!r}"
                               f"{did_you_mean(self.suffix_source, ('auto', *SUFFIX_SOURCES))}; expected auto or one of "
                               f"{', '.join(SUFFIX_SOURCES)}")

@@ -37,9 +37,9 @@ from augbench.contract import (
     TrainingIntegration,
     param,
 )
-from augbench.synthetic.generate import GenerateError
 from augbench.diffusion.sampling import ALLOCATIONS, plan_text_to_image, run_text_to_image, sampler_settings
 from augbench.run.seeding import derive_seed
+from augbench.synthetic.generate import GenerateError
 
 if TYPE_CHECKING:
     from augbench.data.core import Subset
@@ -204,7 +204,7 @@ def _clip_probabilities(ctx: MethodContext, images: list[np.ndarray], texts: lis
     """Softmax over ``texts`` of the profile's CLIP logits (``logit_scale`` × cosine), ``[N, len(texts)]``."""
     import torch
 
-    from augbench.metrics.synthetic_sets import profile_clip_scorer
+    from augbench.metrics.clip import profile_clip_scorer
 
     scorer = profile_clip_scorer(ctx.profile, ctx.device)
     logits = scorer.model.logit_scale.exp().item() * (scorer.image_features(images) @ scorer.text_features(texts).T)

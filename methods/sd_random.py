@@ -48,7 +48,13 @@ from augbench.contract import (
     TrainingIntegration,
     param,
 )
-from augbench.diffusion.sampling import ALLOCATIONS, allocate, plan_text_to_image, run_text_to_image, sampler_settings
+from augbench.diffusion.sampling import (
+    ALLOCATIONS,
+    allocate,
+    plan_text_to_image,
+    run_text_to_image,
+    sampler_settings,
+)
 
 if TYPE_CHECKING:
     from augbench.data.core import Subset
@@ -154,7 +160,9 @@ class SDRandom(OfflineMethod):
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
         """Batched text-to-image; one ``SyntheticSample`` per request, in order."""
-        from augbench.diffusion.concepts import prompting_pipeline  # diffusers is imported only when generating
+        from augbench.diffusion.concepts import (
+            prompting_pipeline,  # diffusers is imported only when generating
+        )
 
         if not requests:
             return []

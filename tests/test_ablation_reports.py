@@ -7,20 +7,14 @@ import csv
 import json
 
 import pytest
+from record_builders import artifact, cell_record, synthetic_set
 from report_parsing import html_tables, markdown_tables
 
+from augbench.registry import default_registry
 from augbench.reporting.plots import sweep_points, swept_parameter
 from augbench.reporting.published import PublishedError, load_published
-from augbench.registry import default_registry
-from augbench.reporting.tables import (
-    ORACLE_MARK,
-    build_table,
-    caption,
-    render_suite_report,
-    to_csv,
-    to_latex,
-    to_markdown,
-)
+from augbench.reporting.run_report import render_suite_report
+from augbench.reporting.tables import ORACLE_MARK, build_table, caption, to_csv, to_latex, to_markdown
 from augbench.run.suites import load_suite, validate_suite
 
 PRESETS = ["diff_ii.vanilla_t2i", "diff_ii.cl_only", "diff_ii.cl_li", "diff_ii.cl_li_td", "diff_ii.cl_si",
@@ -28,14 +22,10 @@ PRESETS = ["diff_ii.vanilla_t2i", "diff_ii.cl_only", "diff_ii.cl_li", "diff_ii.c
 
 
 def _record(method, top1, lpips=None, clip=None, seed=0, dataset="aircraft", oracle=False, params=None):
-    artifacts = [{"kind": "lora_ti", "recipe": {}, "foreign": False}]
-    artifacts.append({"kind": "suffixes", "foreign": False,
-                      "recipe": {"source": "world", "oracle_captioner": True} if oracle else {"source": "file"}})
-    return {"cell": {"method": method, "seed": seed, "dataset": dataset, "protocol_params": {"shots": 5}},
-            "method": {"method": method.split("(")[0], "params": params or {}},
-            "metrics": {"top1": top1}, "selection": "val_split", "profile": "sd15", "artifacts": artifacts,
-            "synthetic": {"key": f"k-{method}-{seed}", "metrics": {
-                "lpips": {"value": lpips, "metric": "lpips_alex"}, "clip_score": {"value": clip}}}}
+    recipe = {"source": "world", "oracle_captioner": True} if oracle else {"source": "file"}
+    return cell_record(method, seed, dataset=dataset, metrics={"top1": top1}, profile="sd15", method_params=params,
+                       artifacts=[artifact("lora_ti"), artifact("suffixes", **recipe)],
+                       synthetic=synthetic_set(lpips, clip, key=f"k-{method}-{seed}"))
 
 
 def test_p2_tab4_is_transcribed_with_its_lpips_column():
@@ -113,10 +103,8 @@ def test_sweep_suite_report_embeds_the_plot_and_writes_a_png(tmp_path):
     suite = tmp_path / "sweep.toml"
     suite.write_text('[suite]\nprotocol = "few_shot"\ntable = "sweep"\ndatasets = ["aircraft"]\nseeds = [0]\n'
                      f'methods = {json.dumps(SWEEP)}\n')
-    (tmp_path / "records").mkdir()
     for i, m in enumerate(SWEEP):
-        rec = _record(m, 40.0, lpips=10.0 * i, clip=30.0 - i)
-        (tmp_path / "records" / f"{i}.json").write_text(json.dumps(rec))
+        _record(m, 40.0, lpips=10.0 * i, clip=30.0 - i).write(tmp_path)
     paths = render_suite_report(str(suite), tmp_path, profile="sd15", echo=None)
     png = tmp_path / "reports" / "sweep_sweep.png"
     assert png in paths and png.read_bytes()[:4] == b"\x89PNG"

@@ -1,7 +1,7 @@
 """The committed world models do their jobs (not only load with the right shapes), and the CLI
 handlers of ``generate`` and ``world`` pass their options through.
 
-Quality floors are far below the world check's targets (README, "The embedded world") and far above
+Quality floors are far below the world check's targets (docs/world.md) and far above
 what a broken or swapped checkpoint gives, so they catch a bad commit without pinning a build.
 """
 

@@ -19,14 +19,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from augbench.run.artifacts import ArtifactError, artifact_key, build_artifacts
-from augbench.diffusion.concepts import formats
-from augbench.diffusion.concepts.adapted import concept_prompt, load_adapted_pipeline
 from augbench.cli.concepts import import_folder
-from augbench.diffusion.concepts.recipes import RECIPES, concept_recipe
 from augbench.contract import ArtifactSpec, ConfigError, MethodContext, PipelineCache
 from augbench.data.core import Subset
+from augbench.diffusion.concepts import formats
+from augbench.diffusion.concepts.adapted import concept_prompt, load_adapted_pipeline
+from augbench.diffusion.concepts.recipes import RECIPES, concept_recipe
 from augbench.diffusion.pipelines import load_warm_pipeline, pipeline_view, text_to_image
+from augbench.run.artifacts import ArtifactError, artifact_key, build_artifacts
 from augbench.run.seeding import make_generator
 from augbench.run.store import Store
 from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
@@ -278,7 +278,8 @@ def test_cli_build_trains_on_the_cells_training_part(mini, tmp_path, capsys):
                               source).train_part
     spec = ArtifactSpec("ti", concept_recipe("ti", "embedded", steps=1, batch_size=1))
     assert info["key"] == artifact_key(spec, train_part, get_profile("embedded").pipeline_key)
-    assert info["trained_on"] == {"hash": train_part.manifest_hash, "size": 16}
+    # suites and `concepts build` both default to last_epoch: the whole 4 × 5-shot subset is the training part
+    assert info["trained_on"] == {"hash": train_part.manifest_hash, "size": 20}
     meta = json.loads((Path(info["folder"]) / "artifact.json").read_text())
     assert meta["trained_on"]["ids"] == train_part.image_ids
     assert main([*argv[:2], "--kind", "lorati", *argv[4:]]) == 2

@@ -1,4 +1,4 @@
-"""Method contract pieces: configs, presets, requests, samples, contexts (benchmark/contract.py)."""
+"""Method contract pieces: configs, presets, requests, samples, contexts (benchmark/contract/)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_presets_and_ids():
     assert m.id == "m.big" and m.config == _Cfg(alpha=3.0, sizes=(4, 8), mode="b")
     assert _M().id == "m" and _M(method_id="m.custom").id == "m.custom"
     assert m.provenance() == {"method": "m.big", "preset": "big", "params": m.config.to_dict()}
-    with pytest.raises(ConfigError, match="no preset 'bgi'.*Did you mean: big"):
+    with pytest.raises(ConfigError, match=r"no preset 'bgi' \(did you mean 'big'\?\)\. Presets: "):
         _M(preset="bgi")
     with pytest.raises(ConfigError, match="either a config or preset"):
         _M(config=_Cfg(), alpha=1.0)
@@ -125,3 +125,16 @@ def test_tiny_source_is_deterministic():
     assert [s.image_id for s in src.samples("train")] == ["train/0/0", "train/0/1", "train/1/0"]
     a, b = src.load_image("train/0/1"), TinySource().load_image("train/0/1")
     assert np.array_equal(np.asarray(a), np.asarray(b)) and a.size == (16, 16)
+
+
+def test_one_one_hot_and_one_list_of_replacement_modes_shared_with_training():
+    from augbench.contract import REPLACEMENT_MODES, one_hot
+    from augbench.diffusion.cache import PipelineCache as DiffusionSideCache
+    from augbench.training import losses, replacement
+
+    assert losses.one_hot is one_hot and replacement.REPLACEMENT_MODES is REPLACEMENT_MODES
+    assert PipelineCache is DiffusionSideCache  # the warm-model cache lives on the diffusion side
+    label = one_hot(2, 4)  # a SyntheticSample's hard label
+    assert label.dtype == np.float64 and label.tolist() == [0.0, 0.0, 1.0, 0.0]
+    targets = one_hot(torch.tensor([1, 0]), 3)  # training targets
+    assert targets.dtype == torch.float32 and targets.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]

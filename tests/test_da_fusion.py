@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from augbench.run.artifacts import build_artifacts
 from augbench.contract import ConfigError, MethodContext, PipelineCache
-from augbench.run.profiles import get_profile
 from augbench.registry import default_registry
+from augbench.run.artifacts import build_artifacts
+from augbench.run.profiles import get_profile
 from augbench.run.store import Store
 from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
 

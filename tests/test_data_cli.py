@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from fixtures_real import make_cub, make_waterbirds, real_classes, small_card, tar_gz
 
-from augbench.data import Subset, open_dataset
 from augbench.cli.data import add_data_commands, main
-from augbench.protocols.subsets import few_shot, long_tail
+from augbench.data import Subset, open_dataset
+from augbench.protocols.few_shot import few_shot
+from augbench.protocols.long_tail import long_tail
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,7 +99,7 @@ def test_subset_waterbirds(root, capsys):
 
 def test_subset_errors_are_explained(root, capsys):
     assert main(["data", "subset", "cub", "--protocol", "few_shot", "--seed", "0", "--data-root", str(root)]) == 2
-    assert "needs --shots" in capsys.readouterr().err
+    assert "--protocol few_shot needs --shots K" in capsys.readouterr().err
     assert main(["data", "subset", "cub", "--protocol", "few_shot", "--shots", "5", "--seed", "0",
                  "--data-root", str(root)]) == 2
     assert "fewer than 5 images" in capsys.readouterr().err
@@ -106,7 +107,35 @@ def test_subset_errors_are_explained(root, capsys):
                  "--data-root", str(root / "missing")]) == 2
     assert "CUB_200_2011/" in capsys.readouterr().err
     assert main(["data", "subset", "cubb", "--protocol", "few_shot", "--shots", "1", "--seed", "0"]) == 2
-    assert "Did you mean: cub" in capsys.readouterr().err
+    assert "unknown dataset 'cubb' (did you mean 'cub'?)" in capsys.readouterr().err
+
+
+def test_subset_draws_what_a_run_draws(capsys):
+    """`data subset` and `augbench run` call the same protocol object: the Waterbirds training subset
+    (the few-shot draw of the card's train_dataset) and its test split are the run's (METHODS_SPEC §6.3)."""
+    from augbench.run.stages import subset_stage
+    from augbench.run.suites import Cell, Suite
+
+    out = run_json(capsys, "data", "subset", "toywaterbirds", "--protocol", "waterbirds", "--seed", "2", "--json")
+    birds, water = open_dataset("toybirds"), open_dataset("toywaterbirds")
+    suite = Suite(name="s", protocol="waterbirds", datasets=("toybirds",), methods=(), seeds=(2,),
+                  test_dataset="toywaterbirds", selection="last_epoch")
+    run = subset_stage(Cell("s", "embedded", "toybirds", "waterbirds", (("shots", 5),), "original", 2), suite, birds,
+                       water)
+    train, test = out["subsets"]
+    assert (train["dataset"], train["manifest_hash"]) == ("toybirds", run.subset.manifest_hash)
+    assert (test["dataset"], test["split"], test["total"]) == ("toywaterbirds", "test", len(run.test.subset.samples))
+
+
+def test_subset_refuses_an_unknown_protocol_or_a_flag_it_does_not_know(root, capsys):
+    assert main(["data", "subset", "cub", "--protocol", "few_shoot", "--shots", "1", "--seed", "0",
+                 "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown protocol 'few_shoot' (did you mean 'few_shot'?)" in err and "half_split" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["data", "subset", "cub", "--protocol", "few_shot", "--param", "shots", "--seed", "0",
+                 "--data-root", str(root)]) == 2
+    assert "--param 'shots': expected NAME=VALUE" in capsys.readouterr().err
 
 
 def test_manifest_hash_is_independent_of_the_process_and_pythonhashseed(root):

@@ -15,24 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from augbench.data.cards import DatasetCard
 from augbench.data import DataError, ImageSource, Sample, Subset
-from augbench.protocols.subsets import (
+from augbench.data.cards import DatasetCard
+from augbench.protocols.few_shot import few_shot
+from augbench.protocols.full_data import full_data
+from augbench.protocols.long_tail import class_groups, long_tail, long_tail_counts, shot_thresholds
+from augbench.protocols.metrics import class_group_accuracy, mean_accuracy_by_class_group, per_class_accuracy
+from augbench.protocols.splits import default_train_split, half_split, validation_split
+from augbench.protocols.waterbirds import (
     WATERBIRDS_COLUMNS,
     WATERBIRDS_GROUP_NAMES,
     WATERBIRDS_TABLE_COLUMNS,
-    class_group_accuracy,
-    class_groups,
-    default_train_split,
-    few_shot,
-    full_data,
-    half_split,
-    long_tail,
-    long_tail_counts,
-    mean_accuracy_by_class_group,
-    per_class_accuracy,
-    shot_thresholds,
-    validation_split,
     waterbirds_group,
 )
 
@@ -266,6 +259,23 @@ def test_flower_lt_starts_from_diff_mix_half_split():
     assert set(lt.image_ids) <= set(train.image_ids)
 
 
+def test_flower_lt_is_tested_on_the_other_half():
+    """METHODS_SPEC §6.2 "Test sets": Flower-LT's balanced test set is Diff-Mix's held-out half, not the
+    official test split (which overlaps the half the long-tail subset is drawn from)."""
+    from augbench.protocols.base import evaluation_key
+    from augbench.protocols.long_tail import LongTail
+
+    src = from_counts([40, 58, 41, 46, 87, 40, 49], interleave=True, split="all",
+                      raw={"protocols": {"long_tail": {"base": "half_split", "base_split": "all"}}})
+    draw = LongTail().draw(src, 7, {"imbalance_factor": 10})
+    assert draw.test.subset.image_ids == half_split(src, 7)[1].image_ids and not draw.test.whole_split
+    assert not set(draw.test.subset.image_ids) & set(draw.train.image_ids)
+    assert evaluation_key(draw.test) == ["mem", "all", draw.test.subset.manifest_hash]
+    assert list(draw.parts()) == ["train", "test"]
+    cub_like = from_counts([12] * 6)
+    assert evaluation_key(LongTail().draw(cub_like, 7, {"imbalance_factor": 10}).test) == ["mem", "test"]
+
+
 # --- full data and validation splits (§5.5) -----------------------------------------------------------
 
 
@@ -311,7 +321,7 @@ def test_subset_manifest_roundtrip(tmp_path):
 def test_protocols_run_on_the_embedded_world():
     """The protocols use only the ImageSource interface, so the world's toy datasets work too."""
     from augbench.data import open_dataset
-    from augbench.protocols.subsets import waterbirds
+    from augbench.protocols.waterbirds import waterbirds
 
     birds, water = open_dataset("toybirds"), open_dataset("toywaterbirds")
     sub = few_shot(birds, 5, 0)

@@ -12,12 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from augbench.run.artifacts import build_artifacts
 from augbench.contract import ConfigError, MethodContext, PipelineCache
 from augbench.data.core import Subset
-from augbench.registry import default_registry
-from augbench.run.store import Store
-from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile
 from augbench.methods.diff_ii import (
     circle_point,
     class_budgets,
@@ -33,6 +29,10 @@ from augbench.methods.diff_ii import (
     suffixed_steps,
     theta_between,
 )
+from augbench.registry import default_registry
+from augbench.run.artifacts import build_artifacts
+from augbench.run.store import Store
+from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile
 
 WORLD_SCHEDULER = Path(__file__).resolve().parents[1] / "benchmark/world/weights/sd/scheduler/scheduler_config.json"
 

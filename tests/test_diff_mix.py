@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from augbench.contract import ConfigError, MethodContext, PipelineCache, TrainingIntegration
-from augbench.registry import default_registry
 from augbench.diffusion.sampling import plan_translations
+from augbench.registry import default_registry
 from augbench.synthetic.loading import diff_mix_label, label_vector
 from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
 

@@ -21,8 +21,8 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from augbench.diffusion import pipelines as D
 from augbench.contract import MethodContext, PipelineCache
+from augbench.diffusion import pipelines as D
 from augbench.run.profiles import PROFILES
 from augbench.run.seeding import make_generator as gen
 from augbench.testing import cached_tiny_sd_pipeline, tiny_profile

@@ -1,4 +1,4 @@
-"""``generate_synthetic_set``: manifest, images, byte-identical reruns, resume (benchmark/generate.py)."""
+"""``generate_synthetic_set``: manifest, images, byte-identical reruns, resume, artifacts (augbench.synthetic.generate)."""
 
 from __future__ import annotations
 
@@ -153,3 +153,71 @@ def test_a_request_that_keeps_failing_names_method_class_and_seed(setup, tmp_pat
     with pytest.raises(GenerateError, match=r"sometimes_blank produced a blank image for request 2 \(class 'Tiny_class_1', seed \d+\) 4 times"):
         _gen(setup, tmp_path / "b", method="sometimes_blank", registry=reg)
     assert not (tmp_path / "b" / "manifest.jsonl").exists()  # never marked complete
+
+
+def _class_mean_method(family, artifact_path=None):
+    """An offline method that declares a ``class_mean`` artifact and draws noisy class means from it."""
+    import numpy as np
+
+    from augbench.contract import (
+        ArtifactSpec,
+        GenerationRequest,
+        MethodCard,
+        OfflineMethod,
+        SyntheticSample,
+        one_hot,
+    )
+
+    class Method(OfflineMethod):
+        card = MethodCard(summary="noisy class-mean images (test method)")
+        reused: list = []
+
+        def artifacts(self, subset, ctx):
+            return [ArtifactSpec("class_mean", {"size": 8}, path=artifact_path)]
+
+        def setup(self, subset, ctx):
+            Method.reused.append(ctx.artifacts["class_mean"].reused)
+
+        def plan(self, subset, budget, seed, *, ctx=None):
+            return [GenerationRequest(index=i, seed=self.request_seed(seed, i), target_class=label)
+                    for i, label in enumerate(subset.labels)]
+
+        def generate(self, requests, ctx):
+            means = np.load(ctx.artifacts["class_mean"].path("class_mean.npy"))
+            noisy = [means[r.target_class] + np.random.default_rng(r.seed).normal(0, 8, (8, 8, 3)) for r in requests]
+            return [SyntheticSample(np.clip(image, 0, 255).astype(np.uint8), one_hot(r.target_class, ctx.num_classes),
+                                    self.sample_provenance(r))
+                    for image, r in zip(noisy, requests, strict=True)]
+
+    Method.family = family
+    return Method
+
+
+def test_declared_artifacts_are_built_in_the_runners_store_reused_and_leakage_guarded(setup, tmp_path, monkeypatch):
+    from augbench.contract import ArtifactSpec
+    from augbench.registry import Registry
+    from augbench.run.artifacts import ArtifactError, artifact_key
+
+    monkeypatch.setenv("AUGBENCH_CACHE", str(tmp_path / "cache"))
+    _, subset, profile, _ = setup
+    method = _class_mean_method("class_mean_images")
+    reg = Registry(discover=False)
+    reg.register("class_mean_images", method)
+    a = _gen(setup, tmp_path / "a", method="class_mean_images", registry=reg)
+    _gen(setup, tmp_path / "b", method="class_mean_images", registry=reg)
+    key = artifact_key(ArtifactSpec("class_mean", {"size": 8}), subset, profile.pipeline_key)  # the runner's key
+    assert json.loads((a / "generation.json").read_text())["artifacts"] == [key]
+    built = tmp_path / "cache" / "artifacts" / key
+    assert (built / "artifact.json").is_file() and method.reused == [False, True]  # one build, then reused
+
+    foreign = tmp_path / "foreign"  # the same artifact, but it claims to have seen an image outside the subset
+    foreign.mkdir()
+    for f in built.iterdir():
+        (foreign / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((foreign / "artifact.json").read_text())
+    meta["trained_on"]["ids"].append("a-test-image")
+    (foreign / "artifact.json").write_text(json.dumps(meta))
+    reg.register("class_mean_foreign", _class_mean_method("class_mean_foreign", str(foreign)))
+    with pytest.raises(ArtifactError, match="a-test-image.*allow_foreign_artifacts"):
+        _gen(setup, tmp_path / "c", method="class_mean_foreign", registry=reg)
+    assert not (tmp_path / "c" / "manifest.jsonl").exists()

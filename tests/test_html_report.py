@@ -9,10 +9,11 @@ import re
 
 import pytest
 from PIL import Image
+from record_builders import cell_record, synthetic_set, write_records
 from report_parsing import html_tables
 
 from augbench.reporting import html as html_report
-from augbench.reporting.tables import render_suite_report
+from augbench.reporting.run_report import render_suite_report
 
 CLASSES = ["Red Finch", "Blue Gull", "Green Tern"]
 
@@ -30,10 +31,8 @@ def _write_synthetic_set(directory, per_class=2, size=16):
 
 
 def _record(method, seed, top1, shots=5, synthetic=None, losses=(2.0, 1.0)):
-    return {"cell": {"method": method, "seed": seed, "dataset": "toybirds", "protocol": "few_shot",
-                     "protocol_params": {"shots": shots}, "suite": "few_shot", "profile": "embedded"},
-            "metrics": {"top1": top1}, "selection": "val_split", "profile": "embedded", "synthetic": synthetic,
-            "history": [{"epoch": i + 1, "train_loss": v} for i, v in enumerate(losses)]}
+    return cell_record(method, seed, params={"shots": shots}, metrics={"top1": top1}, synthetic=synthetic,
+                       history=[{"epoch": i + 1, "train_loss": v} for i, v in enumerate(losses)])
 
 
 def _run_dir(tmp_path, with_set=True):
@@ -42,12 +41,11 @@ def _run_dir(tmp_path, with_set=True):
     if with_set:
         _write_synthetic_set(run_dir / "cache" / "synthetic" / "abc123")
     # "dir" as recorded by a run started elsewhere: the page must find the set by its key
-    syn = {"key": "abc123", "dir": "/elsewhere/cache/synthetic/abc123", "size": 6,
-           "metrics": {"lpips": {"value": 30.0, "metric": "lpips_effnet_uncalibrated"}, "clip_score": {"value": 60.0}}}
-    records = [_record("original", 0, 50.0), _record("original", 1, 54.0),
-               _record("sd_random", 0, 58.0, synthetic=syn), _record("sd_random+mixup", 0, 57.0, synthetic=syn)]
-    for i, rec in enumerate(records):
-        (run_dir / "records" / f"{i}.json").write_text(json.dumps(rec), encoding="utf-8")
+    syn = synthetic_set(30.0, 60.0, key="abc123", lpips_metric="lpips_effnet_uncalibrated")
+    assert syn["dir"] != str(run_dir / "cache" / "synthetic" / "abc123")
+    write_records(run_dir, [_record("original", 0, 50.0), _record("original", 1, 54.0),
+                            _record("sd_random", 0, 58.0, synthetic=syn),
+                            _record("sd_random+mixup", 0, 57.0, synthetic=syn)])
     return run_dir
 
 

@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from augbench.contract import ArtifactSpec, MethodContext, PipelineCache
+from augbench.data.core import Subset
+from augbench.diffusion.inversion import INVERSION_KIND, inversion_recipe, load_inversion_pool
+from augbench.registry import default_registry
 from augbench.run.artifacts import (
     ARTIFACT_KINDS,
     ArtifactError,
@@ -13,10 +17,6 @@ from augbench.run.artifacts import (
     build_artifacts,
     register_artifact_kind,
 )
-from augbench.contract import ArtifactSpec, MethodContext, PipelineCache
-from augbench.data.core import Subset
-from augbench.diffusion.inversion import INVERSION_KIND, inversion_recipe, load_inversion_pool
-from augbench.registry import default_registry
 from augbench.run.store import Store
 from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,21 +14,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from augbench.training.backbones import WeightsNotFoundError
 from augbench.data.cards import load_card
-from augbench.metrics.synthetic_sets import (
+from augbench.metrics.clip import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
     CLIPScorer,
     _features_tensor,
+    clip_normalize,
     clip_score,
-    effnet_perceptual,
-    lpips_alex,
-    lpips_diversity,
-    lpips_pairwise_naive,
-    oracle_fidelity,
 )
+from augbench.metrics.fidelity import oracle_fidelity
+from augbench.metrics.perceptual import effnet_perceptual, lpips_alex, lpips_diversity, lpips_pairwise_naive
 from augbench.run.profiles import WORLD_WEIGHTS, get_profile
 from augbench.run.seeding import make_generator
 from augbench.testing import save_tiny_clip
+from augbench.training.backbones import WeightsNotFoundError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -184,6 +185,35 @@ def test_clip_preprocessing_matches_clip_image_processor(tiny_clip_dir):
     assert (mine - ref).abs().mean() < 0.02
 
 
+def test_clip_normalize_is_the_processors_normalisation_and_what_the_scorer_feeds_at_input_size(tiny_clip_dir):
+    from transformers import CLIPImageProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN as HF_MEAN
+    from transformers.image_utils import OPENAI_CLIP_STD as HF_STD
+
+    assert (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD) == (tuple(HF_MEAN), tuple(HF_STD))
+    x = _images(3, size=32, seed=6)
+    proc = CLIPImageProcessor(do_resize=False, do_center_crop=False)
+    ref = proc(images=[i.permute(1, 2, 0).numpy() for i in x], return_tensors="pt")["pixel_values"]
+    assert (clip_normalize(x) - ref).abs().max() < 1e-5
+    scorer = CLIPScorer.from_pretrained(tiny_clip_dir)
+    assert scorer.image_size == 32  # images already at the input size: neither resized nor cropped
+    assert torch.equal(scorer.preprocess(x), clip_normalize(x, scorer.mean, scorer.std))
+
+
+def test_synthetic_set_metrics_are_the_three_metrics_of_the_profile(tiny_clip_dir):
+    from augbench.metrics import synthetic_set_metrics
+
+    profile = get_profile("embedded").with_overrides(clip=str(tiny_clip_dir))
+    card, x, labels = load_card("toybirds"), _images(4, size=32, seed=7), [0, 1, 0, 1]
+    res = synthetic_set_metrics(x, labels, card, profile)
+    assert res["lpips"] == lpips_diversity(x, labels, profile=profile)
+    assert res["clip_score"] == clip_score(x, labels, card, profile=profile)
+    assert res["lpips"]["metric"] == "lpips_effnet_uncalibrated" and res["lpips"]["n_pairs"] == 2
+    if profile.oracle and (Path(profile.oracle) / "config.json").is_file():
+        assert res["oracle_fidelity"]["metric"] == "oracle_fidelity" and res["oracle_fidelity"]["n"] == 4
+    assert synthetic_set_metrics(x, labels, card, dataclasses.replace(profile, oracle=None))["oracle_fidelity"] is None
+
+
 class _TensorFeatures(torch.nn.Module):
     """A CLIPModel whose ``get_*_features`` return tensors, as torchmetrics 1.x expects (transformers 5
     returns model outputs)."""
@@ -202,7 +232,7 @@ class _TensorFeatures(torch.nn.Module):
 @pytest.mark.skipif(not (WORLD_WEIGHTS / "clip" / "config.json").is_file(), reason="needs the committed world CLIP")
 def test_clip_score_equals_torchmetrics_where_torchmetrics_is_faithful():
     """Per image, at the CLIP's input size, in float32, torchmetrics' clip_score and ours agree; its
-    CLIPScore module clamps the mean instead of each image (why ours stays: augbench.metrics.synthetic_sets docstring)."""
+    CLIPScore module clamps the mean instead of each image (why ours stays: augbench.metrics.clip docstring)."""
     pytest.importorskip("torchmetrics")
     from torchmetrics.functional.multimodal.clip_score import clip_score as torchmetrics_clip_score
     from torchmetrics.multimodal.clip_score import CLIPScore

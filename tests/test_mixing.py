@@ -7,9 +7,17 @@ import math
 import pytest
 import torch
 
-from augbench.run.seeding import make_generator
-from augbench.methods.mixing import CutMix, CutMixParams, MixUp, MixUpParams, cutmix_box, sample_beta, sample_partners
+from augbench.methods.mixing import (
+    CutMix,
+    CutMixParams,
+    MixUp,
+    MixUpParams,
+    cutmix_box,
+    sample_beta,
+    sample_partners,
+)
 from augbench.methods.original import Original
+from augbench.run.seeding import make_generator
 
 # The contract mixin runs over every registered id in tests/test_registered_methods.py.
 

@@ -10,10 +10,10 @@ import torch
 
 from augbench.contract import ConfigError, MethodContext, PipelineCache
 from augbench.diffusion.pipelines import NoiseStep
+from augbench.methods.noisecutmix import cutmix_box, latent_mask, mixed_noise_denoise, pixel_mask
 from augbench.registry import Composition, default_registry
 from augbench.run.seeding import make_generator
 from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
-from augbench.methods.noisecutmix import cutmix_box, latent_mask, mixed_noise_denoise, pixel_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -256,12 +256,12 @@ def test_generated_batches_match_and_labels_follow_the_plan():
 # --- P1's full-split concepts through the leakage guard (METHODS_SPEC §5.5) --------------------------------
 
 def test_full_split_of_joins_the_training_and_validation_parts():
-    from augbench.protocols import subsets as P
+    from augbench.protocols.splits import validation_split
     from augbench.run.stages import Subsets, full_split_of
 
     source = TinySource(per_class={"train": [5, 5, 5]})
     subset = tiny_subset(source)
-    train, val = P.validation_split(subset, 0.2, 0)
+    train, val = validation_split(subset, 0.2, 0)
     assert full_split_of(Subsets(subset, train, val)) is subset
     assert full_split_of(Subsets(subset, subset, None)) is subset
     joined = full_split_of(Subsets(train, train, val))  # full_data: the subset is the training part
@@ -281,13 +281,13 @@ def _env(store_root: Path, allow_foreign: bool):
 
 
 def test_p1_full_split_is_refused_unless_foreign_artifacts_are_allowed_then_flagged(tmp_path):
+    from augbench.protocols.splits import validation_split
     from augbench.run.artifacts import ArtifactError
-    from augbench.protocols import subsets as P
     from augbench.run.stages import Subsets, artifacts_stage, full_split_of
 
     source = TinySource(per_class={"train": [3, 3, 3]})
     subset = tiny_subset(source)
-    train, val = P.validation_split(subset, 0.34, 0)
+    train, val = validation_split(subset, 0.34, 0)
     full = full_split_of(Subsets(subset, train, val))
     method = default_registry().create("noisecutmix.p1_full_split", {"concept_steps": 2})
     with pytest.raises(ArtifactError, match="allow_foreign_artifacts") as refused:

@@ -4,14 +4,15 @@ claims hold, their method ids are ours, and reports render them beside our numbe
 from __future__ import annotations
 
 import csv
-import json
 
 import pytest
+from record_builders import cell_record
 from report_parsing import html_tables, markdown_tables
 
-from augbench.reporting.published import PUBLISHED_DIR, PublishedError, list_published, load_published
 from augbench.registry import default_registry
-from augbench.reporting.tables import build_table, render_suite_report, to_csv, to_latex, to_markdown
+from augbench.reporting.published import PUBLISHED_DIR, PublishedError, list_published, load_published
+from augbench.reporting.run_report import render_suite_report
+from augbench.reporting.tables import build_table, to_csv, to_latex, to_markdown
 
 TABLES = {"p1_tab1": "full_data", "p2_tab1_resnet50": "few_shot", "p2_tab1_vitb16": "few_shot",
           "p2_tab2": "long_tail", "p2_tab3": "waterbirds", "p2_tab4": "few_shot"}
@@ -109,9 +110,8 @@ def test_method_ids_are_registered_or_planned():
 
 def _records(method, accs, dataset_params):
     """One synthetic record per (dataset, protocol params) with top-1 ``accs[i]``."""
-    return [{"cell": {"method": method, "seed": 0, "dataset": dataset, "protocol_params": params},
-             "metrics": {"top1": acc}, "selection": "max_test", "profile": "sd15", "synthetic": None}
-            for acc, (dataset, params) in zip(accs, dataset_params)]
+    return [cell_record(method, 0, dataset=dataset, params=params, metrics={"top1": acc}, selection="max_test",
+                        profile="sd15") for acc, (dataset, params) in zip(accs, dataset_params)]
 
 
 def test_markdown_shows_matching_published_columns_only():
@@ -153,9 +153,8 @@ def test_suite_report_renders_waterbirds_side_by_side(tmp_path):
                      '[profiles.sd15]\npublished = ["p2_tab3"]\n')
     groups = {"00": 40.0, "11": 30.0, "01": 36.0, "10": 26.0}
     record = _records("original", [33.0], [("cub", {"shots": 5})])[0]
-    record["metrics"].update(groups=groups, worst_group=26.0, pooled=33.0)
-    (tmp_path / "records").mkdir()
-    (tmp_path / "records" / "cell.json").write_text(json.dumps(record))
+    record.metrics.update(groups=groups, worst_group=26.0, pooled=33.0)
+    record.write(tmp_path)
     md_path, tex_path, csv_path, html_path = render_suite_report(str(suite), tmp_path, profile="sd15", echo=None)
     ours, paper = markdown_tables(md_path.read_text())
     assert ours[1][:6] == ["original", "40.00", "30.00", "36.00", "26.00", "33.00"]

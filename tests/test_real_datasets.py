@@ -24,11 +24,12 @@ from fixtures_real import (
     write_jpeg,
 )
 
-from augbench.data.cards import load_card
 from augbench.data import DataError, open_dataset
-from augbench.protocols.subsets import few_shot, waterbirds, waterbirds_metrics
-from augbench.data.readers import CUBSource, WaterbirdsSource
+from augbench.data.cards import load_card
+from augbench.data.readers.birds import CUBSource, WaterbirdsSource
 from augbench.data.verify import verify_dataset
+from augbench.protocols.few_shot import few_shot
+from augbench.protocols.waterbirds import waterbirds, waterbirds_metrics
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +265,7 @@ def test_torchvision_readers_need_their_folder_name(tmp_path):
 
 def test_waterbirds_labels_groups_and_logged_counts(tmp_path, caplog):
     _, expected = make_waterbirds(tmp_path)
-    with caplog.at_level(logging.INFO, logger="augbench.data.readers"):
+    with caplog.at_level(logging.INFO, logger="augbench.data.readers.birds"):
         src = open_dataset("waterbirds", tmp_path)
     assert isinstance(src, WaterbirdsSource)
     assert src.split_names() == ["train", "val", "test"]

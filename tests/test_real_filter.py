@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from augbench.contract import MethodContext, PipelineCache
+from augbench.methods.real_filter import RealFilter, RealFilterError
 from augbench.registry import default_registry
 from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile, tiny_subset
-from augbench.methods.real_filter import RealFilter, RealFilterError
 
 
 @pytest.fixture(scope="module")

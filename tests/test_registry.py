@@ -191,14 +191,26 @@ def test_parse_method_id():
     assert parse_method_id("cutmix") == [("cutmix", None)]
     assert parse_method_id("cutmix.diffii_code") == [("cutmix", "diffii_code")]
     assert parse_method_id("sd_random.p1_article+mixup") == [("sd_random", "p1_article"), ("mixup", None)]
-    for bad in ("", "CutMix", "a..b", "a.b.c", "+cutmix", "cut mix"):
+    for bad in ("", "CutMix", "a..b", "a.b.c", "+cutmix", "cut mix", "cutmix.", "cutmix.Paper"):
         with pytest.raises(RegistryError, match="malformed"):
             parse_method_id(bad)
 
 
+def test_one_id_parser_for_families_and_formatting():
+    from augbench.method_ids import format_method_id, method_family
+
+    for method_id in ("cutmix", "cutmix.diffii_code", "sd_random.p1_article+mixup"):
+        assert format_method_id(parse_method_id(method_id)) == method_id
+    assert format_method_id(parse_method_id(" sd_random + cutmix ")) == "sd_random+cutmix"
+    assert method_family("diff_mix.uniform_strength") == "diff_mix"
+    assert method_family("diff_ii(split_ratio=0.1)+cutmix") == "diff_ii"  # a suite entry's parameters
+    with pytest.raises(ValueError, match="malformed"):  # also a ValueError, for config-style callers
+        method_family("Diff_II")
+
+
 def test_unknown_family_did_you_mean():
     reg = Registry()
-    with pytest.raises(UnknownMethodError, match=r"unknown method 'cutmx'\. Did you mean: cutmix"):
+    with pytest.raises(UnknownMethodError, match=r"unknown method 'cutmx' \(did you mean 'cutmix'\?\)\. Known: "):
         reg.create("cutmx")
     with pytest.raises(KeyError):  # also a KeyError, for dict-like callers
         reg.get_class("sd_randon")
@@ -207,7 +219,7 @@ def test_unknown_family_did_you_mean():
 
 def test_unknown_preset_did_you_mean():
     reg = Registry()
-    with pytest.raises(UnknownMethodError, match=r"Did you mean: cutmix\.diffii_code"):
+    with pytest.raises(UnknownMethodError, match=r"unknown preset 'cutmix.difii_code' \(did you mean 'cutmix\.diffii_code'\?\)"):
         reg.create("cutmix.difii_code")
 
 
@@ -273,6 +285,6 @@ def test_invalid_compositions():
         reg.create("sd_random+cutmix+mixup")
     with pytest.raises(ConfigError, match="keyed by family"):
         reg.create("sd_random+cutmix", {"prob": 0.1})
-    with pytest.raises(UnknownMethodError, match="Did you mean: cutmix"):
+    with pytest.raises(UnknownMethodError, match="did you mean 'cutmix'"):
         reg.create("sd_random+cutmux")
 

@@ -7,17 +7,23 @@ import csv
 import math
 
 import pytest
+from record_builders import artifact, cell_record, synthetic_set, training
 from report_parsing import markdown_tables
 
-from augbench.reporting.tables import build_table, caption, csv_frame, to_csv, to_latex, to_markdown
+from augbench.reporting.tables import (
+    build_table,
+    caption,
+    csv_frame,
+    replacement_mode,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
 
 
 def _record(method, seed, dataset="toybirds", params=None, metrics=None, lpips=None, clip=None, **extra):
-    synthetic = None
-    if lpips is not None or clip is not None:
-        synthetic = {"metrics": {"lpips": {"value": lpips, "metric": "lpips_alex"}, "clip_score": {"value": clip}}}
-    return {"cell": {"method": method, "seed": seed, "dataset": dataset, "protocol_params": params or {"shots": 5}},
-            "metrics": metrics, "selection": "val_split", "profile": "embedded", "synthetic": synthetic, **extra}
+    synthetic = synthetic_set(lpips, clip) if lpips is not None or clip is not None else None
+    return cell_record(method, seed, dataset=dataset, params=params, metrics=metrics, synthetic=synthetic, **extra)
 
 
 def _groups(ll, ww, lw, wl):
@@ -111,18 +117,15 @@ def test_long_tail_table_orders_imbalance_factors_and_reports_class_groups():
 
 
 def test_caption_states_replacement_mode_per_family_and_flags_foreign_artifacts():
-    foreign = [{"kind": "lora_ti", "foreign": True}]
+    foreign = [artifact("lora_ti", foreign=True)]
     records = [
         _record("original", 0, metrics={"top1": 50.0}),
-        # record format 2 keeps the mode in "training", format 1 in the train config
-        _record("sd_random", 0, metrics={"top1": 52.0}, lpips=20.0, training={"replacement_mode": "concat"}),
-        _record("sd_random+cutmix", 0, metrics={"top1": 53.0}, lpips=20.0,
-                train={"config": {"replacement_mode": "concat", "replacement_p": 0.5}}),
+        _record("sd_random", 0, metrics={"top1": 52.0}, lpips=20.0, training=training("concat")),
+        _record("sd_random+cutmix", 0, metrics={"top1": 53.0}, lpips=20.0, training=training("concat", 0.5)),
         _record("diff_mix.uniform_strength", 0, params={"shots": 10}, metrics={"top1": 58.0}, lpips=25.0,
-                training={"replacement_mode": "global_pool", "replacement_p": 0.1}, artifacts=foreign),
+                training=training("global_pool", 0.1), artifacts=foreign),
         _record("diff_mix.uniform_strength", 0, metrics={"top1": 55.0}, lpips=25.0,
-                training={"replacement_mode": "global_pool", "replacement_p": 0.1},
-                artifacts=[{"kind": "lora_ti", "foreign": False}]),
+                training=training("global_pool", 0.1), artifacts=[artifact("lora_ti")]),
     ]
     table = build_table("few_shot", records)
     assert table.replacement_modes == {"sd_random": ["concat"], "diff_mix": ["global_pool (p = 0.1)"]}
@@ -146,7 +149,7 @@ def test_unknown_table_kind_is_an_error():
 
 def test_oracle_fidelity_gets_a_column_when_the_profile_has_an_oracle():
     def with_fid(rec, value):
-        rec["synthetic"]["metrics"]["oracle_fidelity"] = {"value": value}
+        rec.synthetic["metrics"]["oracle_fidelity"] = {"metric": "oracle_fidelity", "value": value}
         return rec
 
     records = [_record("original", 0, metrics={"top1": 50.0}),
@@ -165,9 +168,9 @@ def test_oracle_fidelity_gets_a_column_when_the_profile_has_an_oracle():
 def test_caption_names_the_artifacts_each_method_used():
     records = [_record("original", 0, metrics={"top1": 50.0}),
                _record("da_fusion", 0, metrics={"top1": 52.0}, lpips=20.0, clip=30.0,
-                       artifacts=[{"kind": "ti", "key": "k1", "foreign": False}]),
+                       artifacts=[artifact("ti")]),
                _record("diff_gen", 0, metrics={"top1": 51.0}, lpips=20.0, clip=30.0,
-                       artifacts=[{"kind": "lora_ti", "key": "k2", "foreign": False}])]
+                       artifacts=[artifact("lora_ti")])]
     table = build_table("few_shot", records)
     text = caption(table, {"name": "few_shot"}, "embedded")
     assert "da_fusion: ti; diff_gen: lora_ti" in text
@@ -205,3 +208,11 @@ def test_one_seed_caption_says_smoke_test_and_no_interval_column():
     [rows] = markdown_tables(to_markdown(table, "cap"))
     assert "Δ paired (95% CI)" not in rows[0]
     assert "ONE SEED: a smoke test" in caption(table, {"name": "few_shot"}, "embedded")
+
+
+def test_replacement_mode_reads_the_records_training_and_only_with_a_synthetic_set():
+    with_set = _record("sd_random", 0, metrics={"top1": 1.0}, lpips=1.0, training=training("same_class", 0.25))
+    assert replacement_mode(with_set) == "same_class (p = 0.25)"
+    assert replacement_mode(_record("sd_random", 0, lpips=1.0, training=training("concat", 0.25))) == "concat"
+    # a real-only cell has nothing to replace, whatever the suite's defaults
+    assert replacement_mode(_record("original", 0, training=training("same_class"))) is None

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 from report_parsing import markdown_tables
 
-from augbench.run import runner
-
-from augbench.run import suites
 from augbench.cli.main import main
-from augbench.run.profiles import WORLD_WEIGHTS
 from augbench.registry import default_registry
+from augbench.run import runner, suites
+from augbench.run.profiles import WORLD_WEIGHTS
 
 pytestmark = pytest.mark.skipif(not (WORLD_WEIGHTS / "sd" / "model_index.json").exists(),
                                 reason="needs the committed world models")

@@ -10,6 +10,7 @@ import torch
 
 from augbench.contract import MethodContext, PipelineCache
 from augbench.data.core import Sample, Subset
+from augbench.methods.sd_random import SDRandom, allocate
 from augbench.registry import Registry
 from augbench.run.seeding import derive_seed, make_generator
 from augbench.testing import (
@@ -18,7 +19,6 @@ from augbench.testing import (
     tiny_profile,
     tiny_subset,
 )
-from augbench.methods.sd_random import SDRandom, allocate
 
 
 @pytest.fixture(scope="module")

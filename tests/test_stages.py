@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from augbench import registry as registry_module
-from augbench.run import runner
 from augbench.contract import (
     ArtifactSpec,
     GenerationRequest,
@@ -29,6 +28,7 @@ from augbench.contract import (
     param,
 )
 from augbench.registry import Registry
+from augbench.run import runner
 from augbench.run.suites import RunOptions
 
 
@@ -81,7 +81,9 @@ def with_test_method(monkeypatch):
 def _suite(tmp_path: Path, methods: list[str], extra: str = "") -> Path:
     path = tmp_path / "artifact_suite.toml"
     path.write_text(f'[suite]\nname = "artifact_suite"\nprotocol = "few_shot"\ndatasets = ["minibirds"]\nshots = [5]\n'
-                    f'seeds = [0]\nmethods = {json.dumps(methods)}\nrecipe = "embedded"\nepochs = 1\n{extra}')
+                    f'seeds = [0]\nmethods = {json.dumps(methods)}\nrecipe = "embedded"\nepochs = 1\n'
+                    # val_split: artifacts must see the training part only (20 images minus the 4 validation ones)
+                    f'selection = "val_split"\n{extra}')
     return path
 
 

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from augbench.run.artifacts import artifact_key, build_artifacts
 from augbench.contract import ConfigError, MethodContext
 from augbench.data import open_dataset
-from augbench.protocols import subsets as P
-from augbench.run.profiles import get_profile
-from augbench.run.store import Store
+from augbench.data.core import Subset
 from augbench.diffusion.suffixes import (
     LLM_ENV,
     SUMMARISERS,
@@ -26,6 +23,10 @@ from augbench.diffusion.suffixes import (
     summary_messages,
     world_suffixes,
 )
+from augbench.protocols.few_shot import few_shot
+from augbench.run.artifacts import artifact_key, build_artifacts
+from augbench.run.profiles import get_profile
+from augbench.run.store import Store
 from augbench.testing import TinySource, block_network, tiny_card, tiny_subset
 from augbench.world.render import CONTEXTS
 
@@ -103,7 +104,7 @@ def test_world_suffixes_are_the_scene_phrases_most_frequent_first():
 
 def test_world_source_reads_the_cells_own_training_captions(tmp_path):
     source = open_dataset("toybirds")
-    subset = P.few_shot(source, 5, seed=0)
+    subset = few_shot(source, 5, seed=0)
     ctx = MethodContext(profile=get_profile("embedded"), source=source)
     spec = suffix_spec("world", profile=ctx.profile)
     assert spec.recipe["oracle_captioner"] is True
@@ -114,7 +115,7 @@ def test_world_source_reads_the_cells_own_training_captions(tmp_path):
     counts = [contexts.count(s) for s in suffixes]
     assert counts == sorted(counts, reverse=True)
     # a tiny subset of three images gives only its own scenes
-    small = P.Subset(subset.dataset, subset.split, "manual", {}, subset.samples[:3])
+    small = Subset(subset.dataset, subset.split, "manual", {}, subset.samples[:3])
     own = read_suffixes(build_artifacts([spec], small, ctx, Store(tmp_path / "store"))["suffixes"])
     assert set(own) == {s.attrs["context"] for s in small.samples}
     assert json.loads(artifact.path("suffixes.json").read_text())["oracle_captioner"] is True

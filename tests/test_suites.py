@@ -115,3 +115,59 @@ def test_a_bad_image_budget_is_refused_before_any_cell(tmp_path, value):
     suite = load_suite(_suite(tmp_path, HEAD + f"image_budget = {value}\n"))
     with pytest.raises(SuiteError, match="image_budget = .*expected a whole number >= 1"):
         validate_suite(suite, default_registry())
+
+
+# --- protocols (augbench.protocols objects, issue 22 item 1) -------------------------------------------
+
+@pytest.mark.parametrize("extra, expected", [
+    ('imbalance_factors = [100]\n', "[suite] 'imbalance_factors': protocol 'few_shot' does not take it; its "
+                                    "parameters: shots"),
+    ('shots = [0]\n', "shots = (0,): expected a non-empty list of positive whole numbers"),
+])
+def test_a_protocol_parameter_the_protocol_does_not_take_or_a_bad_value_is_refused(tmp_path, extra, expected):
+    with pytest.raises(SuiteError) as info:
+        load_suite(_suite(tmp_path, HEAD + extra))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_unknown_protocol_is_refused_with_a_suggestion_and_exit_2(tmp_path, capsys):
+    path = _suite(tmp_path, HEAD.replace('"few_shot"', '"few_shto"'))
+    with pytest.raises(SuiteError, match=r"unknown protocol 'few_shto' \(did you mean 'few_shot'\?\)"):
+        load_suite(path)
+    assert main(["run", "--suite", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown protocol 'few_shto'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_plugin_protocol_that_does_not_import_fails_the_suite_in_one_line(tmp_path, capsys):
+    from augbench.protocols import PROTOCOLS
+
+    PROTOCOLS.register("broken_protocol", "no_such_module_xyz:Protocol", distribution="augbench-broken")
+    try:
+        path = _suite(tmp_path, HEAD.replace('"few_shot"', '"broken_protocol"'))
+        assert main(["run", "--suite", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    finally:
+        PROTOCOLS.unregister("broken_protocol")
+    err = capsys.readouterr().err
+    assert "'broken_protocol' from 'augbench-broken' failed to load" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_key_in_the_wrong_table_is_told_where_it_belongs(tmp_path):
+    with pytest.raises(SuiteError) as info:
+        load_suite(_suite(tmp_path, HEAD + 'replacement_mode = "concat"\n'))
+    assert "'replacement_mode' belongs in [training] (all methods) or [training.<family>], not in [suite]" \
+        in str(info.value)
+    assert "did you mean" not in str(info.value)
+    with pytest.raises(SuiteError, match=r"'seeds' belongs in \[suite\], not in \[training.sd_random\]"):
+        load_suite(_suite(tmp_path, HEAD + '[training.sd_random]\nseeds = [1]\n'))
+
+
+def test_the_grid_is_the_protocols_and_shots_only_where_it_takes_them(tmp_path):
+    suite = load_suite(_suite(tmp_path, HEAD.replace('"few_shot"', '"long_tail"') + "imbalance_factors = [10, 100]\n"))
+    assert [c.protocol_params for c in plan_cells(suite, RunOptions(suite="s"))][::2] == [
+        (("imbalance_factor", 10),), (("imbalance_factor", 100),)]
+    with pytest.raises(SuiteError, match="--shots: protocol 'long_tail' does not take shots"):
+        plan_cells(suite, RunOptions(suite="s", shots=[5]))
+    few = load_suite(_suite(tmp_path, HEAD))
+    assert {c.protocol_params for c in plan_cells(few, RunOptions(suite="s", shots=[1, 2]))} == {
+        (("shots", 1),), (("shots", 2),)}

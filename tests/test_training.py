@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from augbench.protocols.subsets import class_group_accuracy
+from augbench.protocols.metrics import class_group_accuracy
 from augbench.run.seeding import make_generator
 from augbench.training import (
     DEFAULT_REPLACEMENT_MODE,

@@ -132,7 +132,7 @@ def test_world_subsets_carry_the_render_version_and_real_manifests_do_not():
     """Cached results are keyed on manifests of ids: a change of the drawing code must change them."""
     import dataclasses
 
-    from augbench.protocols.subsets import few_shot
+    from augbench.protocols.few_shot import few_shot
     from augbench.world.render import RENDER_VERSION
 
     subset = few_shot(open_dataset("toybirds"), 2, seed=0)

@@ -27,6 +27,8 @@ def test_smoke_build_writes_loadable_pipeline_clip_and_oracle(smoke_world):
 
     out, record = smoke_world
     assert record["config"]["unet_steps"] == 2 and (out / "build.json").exists()
+    # the run records' package versions plus the renderer's and the tokenizer vocabulary's
+    assert {"torch", "diffusers", "transformers", "augbench", "pillow", "open_clip_torch"} <= set(record["versions"])
     for stage in ("clip", "vae", "unet", "oracle"):
         assert np.isfinite(record["stats"][stage]["final_loss"])
     pipe = StableDiffusionPipeline.from_pretrained(str(out / "sd"), local_files_only=True, torch_dtype=torch.float32)
@@ -118,24 +120,25 @@ def test_data_parallel_training_matches_one_process(stage):
     Compared by outputs, not weights: a conv bias ahead of a one-channel GroupNorm gets a gradient
     of pure rounding noise, which Adam's first steps turn into +-lr either way without any effect.
     """
-    from augbench.world import build as B
+    from augbench.world.build.unet import make_unet, train_unet
+    from augbench.world.build.vae import make_vae, train_vae
 
     cfg = dataclasses.replace(BuildConfig.smoke(), vae_steps=3, unet_steps=3)
     gen = torch.Generator().manual_seed(0)
     if stage == "vae":
         images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen)
-        probe = B.to_unit(images[:4])
-        train = lambda c: B.train_vae(c, images, log=lambda s: None)  # noqa: E731
+        probe = build_module.to_unit(images[:4])
+        train = lambda c: train_vae(c, images, log=lambda s: None)  # noqa: E731
         run = lambda m: m(probe, sample_posterior=False).sample  # noqa: E731
     else:
         lat = torch.randn(32, cfg.vae_latent_channels, 8, 8, generator=gen)
         text = torch.randn(16, 77, cfg.text_hidden, generator=gen)
-        train = lambda c: B.train_unet(c, lat, lat.abs() * 0.1, 1.3, text, text[0], log=lambda s: None)  # noqa: E731
+        train = lambda c: train_unet(c, lat, lat.abs() * 0.1, 1.3, text, text[0], log=lambda s: None)  # noqa: E731
         run = lambda m: m(lat[:4], torch.tensor([10, 300, 600, 900]), encoder_hidden_states=text[:4]).sample  # noqa: E731
     outputs, losses = [], []
     with torch.no_grad():
         torch.manual_seed(0)
-        untrained = run((B.make_vae if stage == "vae" else B.make_unet)(cfg).eval())
+        untrained = run((make_vae if stage == "vae" else make_unet)(cfg).eval())
     for processes in (1, 2, 2):
         torch.manual_seed(0)  # the freshly built model's init, as build() seeds it
         model, stats = train(dataclasses.replace(cfg, processes=processes))
@@ -150,11 +153,11 @@ def test_data_parallel_training_matches_one_process(stage):
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused():
-    from augbench.world import build as B
+    from augbench.world.build.parallel import batch_slice, num_processes
 
     cfg = dataclasses.replace(BuildConfig.smoke(), unet_batch=6, processes=4)
     with pytest.raises(ValueError, match="does not split over 4 processes"):
-        B._batch_slice(cfg.unet_batch, 0, B.num_processes(cfg))
+        batch_slice(cfg.unet_batch, 0, num_processes(cfg))
 
 
 def test_world_check_runs_on_smoke_models(smoke_world, tmp_path):
@@ -218,20 +221,20 @@ def test_build_options_latent_channels_v_prediction_min_snr_and_perceptual(tmp_p
 
 
 def test_standardize_latents_keeps_reconstructions_and_whitens_channels():
-    from augbench.world import build as B
+    from augbench.world.build.vae import encode_latents, make_vae, standardize_latents
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(BuildConfig.smoke(), vae_latent_channels=8)
-    vae = B.make_vae(cfg).eval()
+    vae = make_vae(cfg).eval()
     with torch.no_grad():  # a VAE whose latents are off-centre and unevenly scaled per channel
         vae.quant_conv.bias[:8] += torch.linspace(-2, 2, 8)
         vae.quant_conv.weight[:8] *= torch.linspace(0.2, 3, 8).view(-1, 1, 1, 1)
     images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    x = B.to_unit(images)
+    x = build_module.to_unit(images)
     with torch.no_grad():
         before = vae(x, sample_posterior=False).sample
-        lat_mean, lat_std = B.encode_latents(vae, images)
-        new_mean, new_std = B.standardize_latents(vae, lat_mean, lat_std)
+        lat_mean, lat_std = encode_latents(vae, images)
+        new_mean, new_std = standardize_latents(vae, lat_mean, lat_std)
         after = vae(x, sample_posterior=False).sample
         post = vae.encode(x).latent_dist
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
@@ -263,16 +266,16 @@ def test_recipes_are_named():
 
 def _interrupt_unet_after(monkeypatch, steps: int):
     """Make the UNet loop die right after it checkpointed ``steps`` steps (a killed build)."""
-    from augbench.world import build as build_module
+    from augbench.world.build.loops import LoopCheckpoint
 
-    real_save = build_module.LoopCheckpoint.maybe_save
+    real_save = LoopCheckpoint.maybe_save
 
     def save_then_die(self, done, total, modules, *args, **kwargs):
         real_save(self, done, total, modules, *args, **kwargs)
         if done == steps and "unet" in modules:
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(build_module.LoopCheckpoint, "maybe_save", save_then_die)
+    monkeypatch.setattr(LoopCheckpoint, "maybe_save", save_then_die)
 
 
 def test_resumed_build_equals_an_uninterrupted_one(smoke_world, tmp_path, monkeypatch):
@@ -366,7 +369,8 @@ def test_recipe_v4_requires_the_world_it_continues(tmp_path):
 
 def test_contrastive_loss_is_clip_loss_and_hard_negative_columns_only_add_image_to_text_terms():
     from augbench.diffusion.tokenizer import build_clip_tokenizer
-    from augbench.world.build import _contrastive_loss, clip_pixel_values, make_clip
+    from augbench.metrics.clip import clip_normalize
+    from augbench.world.build.clip import _contrastive_loss, make_clip
 
     cfg = BuildConfig.smoke()
     tokenizer = build_clip_tokenizer(model_max_length=77)
@@ -374,7 +378,7 @@ def test_contrastive_loss_is_clip_loss_and_hard_negative_columns_only_add_image_
     model = make_clip(cfg, tokenizer).eval()
     tok = tokenizer([f"a photo of a {c} bird" for c in ("red", "blue", "green", "black", "white", "grey")],
                     padding=True, return_tensors="pt")
-    pixels = clip_pixel_values(torch.randint(0, 256, (6, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8))
+    pixels = clip_normalize(torch.randint(0, 256, (6, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8))
     with torch.no_grad():
         out = model(**tok, pixel_values=pixels, return_loss=True)
     logits = out.logits_per_image
@@ -409,7 +413,7 @@ def test_a_data_parallel_worker_ends_when_its_build_is_killed(tmp_path):
     import time
 
     child_pid = tmp_path / "child.pid"
-    worker = ("import os, sys, time; from augbench.world.build import exit_with_parent; exit_with_parent(0.1); "
+    worker = ("import os, sys, time; from augbench.world.build.parallel import exit_with_parent; exit_with_parent(0.1); "
               "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)")
     build_process = ("import subprocess, sys, time; "
                      f"subprocess.Popen([sys.executable, '-c', {worker!r}, sys.argv[1]]); time.sleep(60)")

@@ -53,7 +53,7 @@ def lpips_gram_vs_naive(n: int = 32, size: int = 64, repeats: int = 1, device: s
     Returns:
         Times of both methods, their ratio (naive / Gram, i.e. the speed-up) and the max difference.
     """
-    from augbench.metrics.synthetic_sets import lpips_alex, lpips_pairwise_naive
+    from augbench.metrics.perceptual import lpips_alex, lpips_pairwise_naive
     from augbench.run.seeding import make_generator
 
     with torch.random.fork_rng():
@@ -304,7 +304,7 @@ HEADLINES = {
 
 
 def summary_table(results: list[dict[str, Any]]) -> str:
-    """One Markdown table of every section's headline ratio (the README's performance table)."""
+    """One Markdown table of every section's headline ratio (docs/performance.md's table)."""
     lines = ["| section | compares | value | target |", "|---|---|---|---|"]
     for res in results:
         key, what, target = HEADLINES[res["section"]]

@@ -91,10 +91,10 @@ def _summarise(run_dir: Path, recipe: str) -> dict:
     seconds = []
     for path in run_dir.glob("records/**/*.json"):
         record = read_record(path)
-        train = record.get("train") or {}
+        train = record.train  # a CellRecord (augbench.run.records)
         if (train.get("config") or {}).get("recipe", {}).get("name") != recipe:
             continue
-        by_shot.setdefault(record["cell"]["protocol_params"]["shots"], []).append(record["metrics"]["top1"])
+        by_shot.setdefault(record.cell["protocol_params"]["shots"], []).append(record.metrics["top1"])
         seconds.append(train.get("timings", {}).get("total", float("nan")))
     out = {f"{k}-shot": f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f} (n={len(v)})"
            for k, v in sorted(by_shot.items())}

@@ -47,13 +47,16 @@ def add_concepts_commands(subparsers: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="train a concept artifact on a cell's training part (as the runner would)")
     b.add_argument("--kind", required=True, help=f"one of {', '.join(CONCEPT_KINDS)}")
     b.add_argument("--dataset", required=True, help="card id, e.g. toybirds or cub")
-    b.add_argument("--protocol", default="few_shot", choices=["few_shot", "long_tail", "waterbirds", "full_data"])
-    b.add_argument("--shots", type=int, default=5, help="k for few_shot / waterbirds (default 5)")
-    b.add_argument("--imbalance-factor", type=float, default=100, help="IF for long_tail (default 100)")
+    b.add_argument("--protocol", default="few_shot",
+                   help="a registered protocol: few_shot (default), long_tail, waterbirds, full_data or a plugin's")
+    b.add_argument("--shots", type=int, default=5, help="k, where the protocol takes shots (default 5)")
+    b.add_argument("--imbalance-factor", type=float, default=100,
+                   help="IF, where the protocol takes imbalance factors (default 100)")
     b.add_argument("--seed", type=int, default=0, help="the cell's seed (subset and validation split)")
     b.add_argument("--profile", default="embedded", choices=["embedded", "sd15"])
-    b.add_argument("--selection", default="val_split",
-                   help="the suite's selection rule: val_split (default) trains on the subset minus its validation part")
+    b.add_argument("--selection", default="last_epoch",
+                   help="the suite's selection rule (default last_epoch, as suites; val_split trains on the subset minus "
+                        "its validation part)")
     b.add_argument("--val-fraction", type=float, default=0.2, help="the suite's validation share (default 0.2)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     b.add_argument("--cache-dir", default=None, help="shared store (default: $AUGBENCH_CACHE or ~/.cache/augbench)")
@@ -88,7 +91,7 @@ def _check_kind(kind: str) -> None:
     from augbench.contract import ConfigError
 
     if kind not in CONCEPT_KINDS:
-        from augbench.run.suites import did_you_mean
+        from augbench.plugins import did_you_mean
 
         raise ConfigError(f"unknown concept kind {kind!r}{did_you_mean(kind, CONCEPT_KINDS)}; "
                           f"choices: {', '.join(CONCEPT_KINDS)}")
@@ -101,32 +104,31 @@ def _cache(args: argparse.Namespace) -> Path:
 
 
 def build_for_cell(kind: str, dataset: str, protocol: str, seed: int, *, shots: int | None = None,
-                   imbalance_factor: float | None = None, profile: str = "embedded", selection: str = "val_split",
+                   imbalance_factor: float | None = None, profile: str = "embedded", selection: str = "last_epoch",
                    val_fraction: float = 0.2, overrides: dict[str, Any] | None = None, cache_dir: Path | None = None,
                    device: str | None = None, data_root: str | None = None, datasets_dir: str | None = None):
     """Build (or reuse) ``kind`` for one cell's training part in the shared store; returns the ``Artifact``."""
     import torch
 
-    from augbench.run.artifacts import build_artifacts
-    from augbench.diffusion.concepts.recipes import concept_recipe
-    from augbench.contract import ArtifactSpec, MethodContext
+    from augbench.contract import ArtifactSpec, ConfigError, MethodContext
     from augbench.data import open_dataset
+    from augbench.diffusion.concepts.recipes import concept_recipe
+    from augbench.protocols.base import ProtocolError
+    from augbench.run.artifacts import build_artifacts
     from augbench.run.profiles import get_profile
     from augbench.run.stages import subset_stage
     from augbench.run.store import Store, default_cache_root
     from augbench.run.suites import Cell, Suite
 
     _check_kind(kind)
-    if protocol in ("few_shot", "waterbirds"):
-        params: tuple = (("shots", int(shots or 5)),)
-    elif protocol == "long_tail":
-        f = float(imbalance_factor or 100)
-        params = (("imbalance_factor", int(f) if f.is_integer() else f),)
-    else:
-        params = ()
     source = open_dataset(dataset, data_root, datasets_dir)
     suite = Suite(name="concepts", protocol=protocol, datasets=(dataset,), methods=(), seeds=(seed,),
                   selection=selection, val_fraction=val_fraction, profile=profile)
+    try:  # the cell's setting as the runner's grid spells it (IF 100.0 -> 100)
+        params = suite.protocol_object().setting({"shots": shots or 5, "imbalance_factor": imbalance_factor or 100},
+                                                 source)
+    except ProtocolError as exc:
+        raise ConfigError(f"--protocol {protocol}: {exc}") from None
     cell = Cell("concepts", profile, dataset, protocol, params, "", seed)
     train_part = subset_stage(cell, suite, source).train_part
     prof = get_profile(profile)
@@ -201,9 +203,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def import_folder(folder: Path, kind: str, manifest: Path | None, base_model: str = "", force: bool = False) -> Path:
     """Write ``folder/artifact.json`` for a reference-format checkpoint trained on ``manifest``'s images."""
-    from augbench.run.artifacts import FORMAT, ArtifactError
-    from augbench.diffusion.concepts import formats
     from augbench.data.core import Subset
+    from augbench.diffusion.concepts import formats
+    from augbench.run.artifacts import FORMAT, ArtifactError
     from augbench.run.hashing import file_sha256
     from augbench.run.store import write_json_atomic
 

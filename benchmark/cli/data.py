@@ -13,7 +13,8 @@ Commands (DESIGN.md, "Command-line contract"; USER_NEEDS §2):
   hash); datasets without one (Stanford Cars) print the manual steps.
 * ``augbench data subset D --protocol P [--shots K | --imbalance-factor IF] --seed S [--json]
   [--write DIR]`` — draw a protocol's subset and print its size, per-class counts and manifest hash;
-  ``--write`` saves the manifest so that others can reuse the exact images.
+  ``--write`` saves the manifest so that others can reuse the exact images. The protocol object
+  (``augbench.protocols``, built-in or a plugin's) draws it with the same code ``augbench run`` uses.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from augbench.data.cards import CardError, DatasetCard, list_cards, load_card
-from augbench.protocols import subsets as P
 from augbench.data.core import DataError, ImageSource, Subset, open_dataset, resolve_data_root
 from augbench.data.readers import data_status
-from augbench.run.suites import PROTOCOLS
+from augbench.plugins import RegistryError
+from augbench.protocols import PROTOCOLS, get_protocol, protocol_names
+from augbench.protocols.base import ProtocolDraw, ProtocolError
+from augbench.protocols.long_tail import ALLOWED_IMBALANCE_FACTORS
+from augbench.protocols.splits import half_split, protocol_settings
 
-# the suites' protocols plus P1's half split, which only `data subset` writes
-PROTOCOL_CHOICES = (*PROTOCOLS, "half_split")
+#: the command-line flag of each built-in cell parameter (a plugin protocol's: ``--param NAME=VALUE``)
+CELL_FLAGS = {"shots": "--shots K", "imbalance_factor": "--imbalance-factor IF (100, 50, 20 or 10)"}
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -51,13 +55,14 @@ def _opt(args: argparse.Namespace, name: str) -> Any:
 
 
 def _guarded(handler: Handler) -> Handler:
-    """Report ``DataError``/``CardError``/``ValueError`` as ``error: ...`` on stderr with exit status 2."""
+    """Report ``DataError``/``CardError``/``ValueError``/``RegistryError`` (an unknown protocol, a plugin
+    that does not import) as ``error: ...`` on stderr with exit status 2."""
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except (DataError, CardError, ValueError) as exc:
+        except (DataError, CardError, ValueError, RegistryError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
@@ -99,9 +104,13 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                                    "per-class counts and manifest hash.")
     s.add_argument("dataset", help="card id, e.g. cub (for --protocol waterbirds: the Waterbirds card)")
     _common(s)
-    s.add_argument("--protocol", required=True, choices=PROTOCOL_CHOICES)
+    s.add_argument("--protocol", required=True,
+                   help="few_shot, long_tail, waterbirds, full_data, a plugin's protocol, or half_split (Diff-Mix's "
+                        "Flowers split)")
     s.add_argument("--shots", type=int, help="k for few_shot / waterbirds")
-    s.add_argument("--imbalance-factor", type=int, choices=P.ALLOWED_IMBALANCE_FACTORS, help="IF for long_tail")
+    s.add_argument("--imbalance-factor", type=int, choices=ALLOWED_IMBALANCE_FACTORS, help="IF for long_tail")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a cell parameter of a plugin protocol (JSON value)")
     s.add_argument("--seed", type=int, required=True, help="subset seed (the trial index)")
     s.add_argument("--val-fraction", type=float, default=0.2, help="validation share for full_data (default 0.2)")
     s.add_argument("--split", help="split to draw from (default: the card's training split)")
@@ -198,6 +207,30 @@ def manifest_filename(subset: Subset) -> str:
     return f"{subset.dataset}.{subset.protocol}.{_slug(dict(subset.params))}" + (f".{part}" if part else "") + ".json"
 
 
+def _half_split_parts(source: ImageSource, seed: int, split: str | None) -> tuple[dict[str, Subset], dict[str, Any]]:
+    """Diff-Mix's 50% per-class Flowers split (METHODS_SPEC §8.1), the base of Flower-LT."""
+    base_split = split or protocol_settings(source, "long_tail").get("base_split", "all")
+    train, test = half_split(source, seed, split=base_split)
+    return {"train": train, "test": test}, {}
+
+
+#: subsets only ``data subset`` writes, next to the protocols' (no suite runs them)
+EXTRA_SUBSETS = {"half_split": _half_split_parts}
+
+
+def _cell_values(protocol, given: dict[str, Any], source: ImageSource):
+    """The cell's setting from the flags; a missing one is named by its flag."""
+    defaults = protocol.default_setting(source)
+    missing = [name for name in protocol.cell_parameters if given.get(name) is None and name not in defaults]
+    if missing:
+        flags = ", ".join(CELL_FLAGS.get(name, f"--param {name}=VALUE") for name in missing)
+        raise ValueError(f"--protocol {protocol.name} needs {flags}")
+    try:
+        return protocol.setting(given, source)
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def draw_subsets(
     source: ImageSource,
     protocol: str,
@@ -207,39 +240,29 @@ def draw_subsets(
     val_fraction: float = 0.2,
     split: str | None = None,
     train_source: ImageSource | None = None,
+    params: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Subset], dict[str, Any]]:
-    """The named subsets a protocol produces, plus extra facts to print (class groups, group counts)."""
-    extra: dict[str, Any] = {}
-    if protocol == "few_shot":
-        if shots is None:
-            raise ValueError("--protocol few_shot needs --shots K")
-        return {"train": P.few_shot(source, shots, seed, split=split)}, extra
-    if protocol == "long_tail":
-        if imbalance_factor is None:
-            raise ValueError("--protocol long_tail needs --imbalance-factor IF (100, 50, 20 or 10)")
-        subset = P.long_tail(source, imbalance_factor, seed, split=split)
-        many_above, few_below = P.shot_thresholds(source)
-        groups = P.class_groups(subset.class_counts(source.num_classes), many_above, few_below)
-        extra["class_groups"] = {
-            "thresholds": {"many_above": many_above, "few_below": few_below},
-            "counts": {k: len(v) for k, v in groups.items()},
-        }
-        return {"train": subset}, extra
-    if protocol == "full_data":
-        train, val = P.full_data(source, seed, val_fraction=val_fraction, split=split)
-        return {"train": train, "val": val}, extra
-    if protocol == "half_split":
-        base_split = split or P.protocol_settings(source, "long_tail").get("base_split", "all")
-        train, test = P.half_split(source, seed, split=base_split)
-        return {"train": train, "test": test}, extra
-    if protocol == "waterbirds":
-        if train_source is None:
-            raise ValueError("--protocol waterbirds needs the training dataset (--train-dataset)")
-        k = shots or int(P.protocol_settings(source, "waterbirds").get("shots", 5))
-        wb = P.waterbirds(train_source, source, seed, shots=k, test_split=split)
-        extra["test_groups"] = {P.WATERBIRDS_GROUP_NAMES[g]: n for g, n in wb.group_counts.items()}
-        return {"train": wb.train, "test": wb.test}, extra
-    raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOL_CHOICES)}")
+    """The named subsets a protocol produces, plus extra facts to print (class groups, group counts).
+
+    ``source`` is the dataset named on the command line; with ``train_source`` (Waterbirds: the CUB
+    card the Waterbirds card names) it is the test dataset and ``split`` its test split, otherwise
+    ``split`` is the training split. The protocol object draws them (``Protocol.draw``, as a run does).
+    """
+    if protocol in EXTRA_SUBSETS:
+        return EXTRA_SUBSETS[protocol](source, seed, split)
+    if protocol not in PROTOCOLS:
+        raise RegistryError(PROTOCOLS.unknown_message(protocol, [*protocol_names(), *EXTRA_SUBSETS]))
+    cls = get_protocol(protocol)
+    try:
+        proto = cls.from_values({"val_fraction": val_fraction} if "val_fraction" in cls.parameters() else {})
+    except ProtocolError as exc:
+        raise ValueError(f"--val-fraction: {exc}") from None
+    setting = _cell_values(proto, {"shots": shots, "imbalance_factor": imbalance_factor, **(params or {})}, source)
+    trains_elsewhere = train_source is not None and train_source is not source
+    draw: ProtocolDraw = proto.draw(train_source if trains_elsewhere else source, seed, dict(setting),
+                                    test_source=source, split=None if trains_elsewhere else split,
+                                    test_split=split if trains_elsewhere else None)
+    return draw.parts(), dict(draw.facts)
 
 
 def _describe(name: str, subset: Subset, card: DatasetCard) -> dict[str, Any]:
@@ -257,6 +280,20 @@ def _describe(name: str, subset: Subset, card: DatasetCard) -> dict[str, Any]:
     }
 
 
+def _params(items: list[str]) -> dict[str, Any]:
+    """``--param NAME=VALUE`` pairs, values read as JSON when they parse (``5``, ``0.5``, ``"x"``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE")
+        try:
+            out[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.strip()] = value
+    return out
+
+
 @_guarded
 def cmd_subset(args: argparse.Namespace) -> int:
     """``augbench data subset D --protocol P ...``: print (and optionally write) the manifests."""
@@ -264,19 +301,18 @@ def cmd_subset(args: argparse.Namespace) -> int:
     root = _opt(args, "data_root")
     source = open_dataset(args.dataset, root, datasets_dir)
     train_source = None
-    if args.protocol == "waterbirds":
-        train_id = args.train_dataset or P.protocol_settings(source, "waterbirds").get("train_dataset")
-        if not train_id:
-            raise ValueError(f"{args.dataset}: no [protocols.waterbirds] train_dataset on the card; pass --train-dataset")
-        train_source = open_dataset(train_id, root, datasets_dir)
+    if args.protocol in PROTOCOLS:  # a protocol whose cells train elsewhere (Waterbirds -> CUB)
+        train_id = args.train_dataset or get_protocol(args.protocol).training_dataset(source)
+        if train_id and train_id != source.card.id:
+            train_source = open_dataset(train_id, root, datasets_dir)
     subsets, extra = draw_subsets(
         source, args.protocol, args.seed, shots=args.shots, imbalance_factor=args.imbalance_factor,
-        val_fraction=args.val_fraction, split=args.split, train_source=train_source,
+        val_fraction=args.val_fraction, split=args.split, train_source=train_source, params=_params(args.param),
     )
+    cards = {source.card.id: source.card, **({train_source.card.id: train_source.card} if train_source else {})}
     described = []
     for name, subset in subsets.items():
-        card = train_source.card if (train_source is not None and name == "train") else source.card
-        info = _describe(name, subset, card)
+        info = _describe(name, subset, cards.get(subset.dataset, source.card))
         if args.write:
             info["file"] = str(subset.write(Path(args.write) / manifest_filename(subset)))
         described.append(info)

@@ -4,7 +4,7 @@ A *source* (``ImageSource``) exposes the official splits of one dataset as lists
 (image id, integer label, extra attributes such as the Waterbirds group) and loads images by id.
 Real datasets are read from their official layouts (``augbench.data.readers``); the embedded
 world's datasets are rendered procedurally (``augbench.world``). Protocols
-(``augbench.protocols.subsets``) turn a split into a ``Subset``: an ordered manifest of image ids
+(``augbench.protocols``) turn a split into a ``Subset``: an ordered manifest of image ids
 whose hash goes into every result (USER_NEEDS §2.5).
 """
 

@@ -10,7 +10,6 @@ augbench: the checkout's ``datasets/`` folder, or its copy inside an installed w
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from augbench.plugins import did_you_mean
 from augbench.shipped_data import shipped_data_dir
 
 _NUMERIC_PREFIX = re.compile(r"^\d+\.")
@@ -119,10 +119,9 @@ def load_card(dataset_id: str, datasets_dir=None) -> DatasetCard:
     """The card named ``dataset_id``; an unknown id lists the known ones and suggests close matches."""
     files = _card_files(search_path(datasets_dir))
     if dataset_id not in files:
-        close = difflib.get_close_matches(dataset_id, list(files), n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise CardError(
-            f"unknown dataset {dataset_id!r}.{hint} Known datasets: {', '.join(sorted(files)) or '(none)'}. "
+            f"unknown dataset {dataset_id!r}{did_you_mean(dataset_id, files)}. "
+            f"Known datasets: {', '.join(sorted(files)) or '(none)'}. "
             f"Cards are searched in: {', '.join(str(d) for d in search_path(datasets_dir))}."
         )
     return parse_card(files[dataset_id])

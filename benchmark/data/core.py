@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from abc import ABC, abstractmethod
@@ -14,6 +13,7 @@ from typing import Any
 from PIL import Image
 
 from augbench.data.cards import DatasetCard, load_card
+from augbench.plugins import Registry, UnknownNameError
 from augbench.run.hashing import canonical_json, content_hash
 
 DATA_ROOT_ENV = "AUGBENCH_DATA"
@@ -153,32 +153,41 @@ class Subset:
 # --- readers -------------------------------------------------------------------------------------
 
 ReaderFactory = Callable[[DatasetCard, "Path | None"], ImageSource]
-_READERS: dict[str, str | ReaderFactory] = {
-    # reader id -> "module:callable", imported on first use
-    "cub": "augbench.data.readers:CUBSource",
-    "aircraft": "augbench.data.readers:AircraftSource",
-    "cars": "augbench.data.readers:CarsSource",
-    "pets": "augbench.data.readers:PetsSource",
-    "flowers": "augbench.data.readers:FlowersSource",
-    "waterbirds": "augbench.data.readers:WaterbirdsSource",
-    "world": "augbench.world.datasets:WorldSource",
-}
+
+
+def _check_reader(reader_id: str, factory: Any) -> None:
+    if not callable(factory):
+        raise TypeError(f"expected a callable (card, data_root) -> ImageSource, got {factory!r}")
+
+
+#: The readers a card's ``reader`` names (imported on first use); third parties add one through the
+#: ``augbench.readers`` entry-point group or :func:`register_reader`.
+READERS: Registry[ReaderFactory] = Registry(
+    "dataset reader",
+    "augbench.readers",
+    builtins={
+        "cub": "augbench.data.readers.birds:CUBSource",
+        "aircraft": "augbench.data.readers.vehicles:AircraftSource",
+        "cars": "augbench.data.readers.vehicles:CarsSource",
+        "pets": "augbench.data.readers.oxford:PetsSource",
+        "flowers": "augbench.data.readers.oxford:FlowersSource",
+        "waterbirds": "augbench.data.readers.birds:WaterbirdsSource",
+        "world": "augbench.world.datasets:WorldSource",
+    },
+    validate=_check_reader,
+)
 
 
 def register_reader(reader_id: str, factory: str | ReaderFactory) -> None:
-    """Register a reader (a callable ``(card, data_root) -> ImageSource`` or a ``module:attr`` string)."""
-    _READERS[reader_id] = factory
+    """Register (or replace) a reader: a callable ``(card, data_root) -> ImageSource`` or a ``module:attr`` string."""
+    READERS.register(reader_id, factory, replace=True)
 
 
 def _reader(reader_id: str) -> ReaderFactory:
-    entry = _READERS.get(reader_id)
-    if entry is None:
-        raise DataError(f"no reader {reader_id!r}; known readers: {', '.join(sorted(_READERS))}")
-    if isinstance(entry, str):
-        module, attr = entry.split(":")
-        entry = getattr(importlib.import_module(module), attr)
-        _READERS[reader_id] = entry
-    return entry
+    try:
+        return READERS.get(reader_id)
+    except UnknownNameError as exc:
+        raise DataError(str(exc)) from None
 
 
 def resolve_data_root(data_root: str | Path | None) -> Path | None:

@@ -28,7 +28,7 @@ Echo = Callable[[str], None]
 
 def manual_instructions(card: DatasetCard) -> str:
     """The card's instructions and expected tree, for datasets that cannot be fetched."""
-    from augbench.data.readers import expected_tree, how_to_obtain
+    from augbench.data.readers.layout import expected_tree, how_to_obtain
 
     return f"{how_to_obtain(card)}\n\nExpected layout:\n{expected_tree(card)}"
 

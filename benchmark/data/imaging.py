@@ -6,7 +6,7 @@ Keeping images uint8 until the last moment is what lets training decode every im
 random crops on the device (PERF_NOTES §6 item 11).
 
 It depends on torch (and numpy only to read PIL images) and on nothing else in the harness, so both
-``augbench.training`` and ``augbench.metrics.synthetic_sets`` can use it without importing each other.
+``augbench.training`` and ``augbench.metrics`` can use it without importing each other.
 """
 
 from __future__ import annotations

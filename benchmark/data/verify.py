@@ -16,14 +16,9 @@ from typing import Any
 
 from augbench.data.cards import DatasetCard
 from augbench.data.core import DataError, ImageSource, open_dataset, resolve_data_root
-from augbench.data.readers import (
-    IMAGE_SUFFIXES,
-    OfficialSource,
-    WaterbirdsSource,
-    check_required,
-    locate_dataset,
-    open_image,
-)
+from augbench.data.readers.birds import WaterbirdsSource
+from augbench.data.readers.layout import check_required, locate_dataset
+from augbench.data.readers.official import IMAGE_SUFFIXES, OfficialSource, open_image
 
 MAX_LISTED = 10
 HASH_ALGORITHMS = ("sha256", "md5")
@@ -131,28 +126,43 @@ def verify_dataset(
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is False when any check failed.
     """
-    root = resolve_data_root(data_root)
     report = VerifyReport(card.id, card.name)
-    if source is None and card.kind != "embedded":
+    if source is None:
+        source = _open_checked(card, resolve_data_root(data_root), report)
+        if source is None:
+            return report
+    if isinstance(source, OfficialSource):
+        report.root = str(source.root)
+        report.add("ok", source.class_check)
+    _verify_split_counts(card, source, report)
+    if isinstance(source, WaterbirdsSource):
+        _verify_group_counts(card, source, report)
+    if isinstance(source, OfficialSource):
+        _verify_image_files(source, report, check_images)
+        _verify_checksums(card, source, report)
+    return report
+
+
+def _open_checked(card: DatasetCard, root: Path | None, report: VerifyReport) -> ImageSource | None:
+    """The dataset opened by its reader after the layout check; None (the failure added) when either fails."""
+    if card.kind != "embedded":
         try:
             folder = locate_dataset(card, root)
             report.root = str(folder)
             check_required(card, folder)
         except DataError as exc:
             report.add("fail", "layout", str(exc))
-            return report
+            return None
         report.add("ok", "layout: every required file is present")
-    if source is None:
-        try:
-            source = open_dataset(card, root)
-        except DataError as exc:
-            report.add("fail", "reading the official files", str(exc))
-            return report
-    if isinstance(source, OfficialSource):
-        report.root = str(source.root)
-        report.add("ok", source.class_check)
+    try:
+        return open_dataset(card, root)
+    except DataError as exc:
+        report.add("fail", "reading the official files", str(exc))
+        return None
 
-    # counts against the card
+
+def _verify_split_counts(card: DatasetCard, source: ImageSource, report: VerifyReport) -> None:
+    """The number of images of every split against the card's ``[splits]``."""
     available = source.split_names()
     for split, expected in card.splits.items():
         if split not in available:
@@ -166,52 +176,55 @@ def verify_dataset(
             report.add("fail", f"split {split!r}: {actual:,} images, the card says {expected:,}",
                        "an incomplete or different copy of the dataset; re-extract or re-download it" if first else "")
 
-    if isinstance(source, WaterbirdsSource):
-        expected_groups = card.raw.get("waterbirds", {}).get("group_counts", {})
-        for split in source.split_names():
-            got = source.group_counts(split)
-            want = {str(k): int(v) for k, v in expected_groups.get(split, {}).items()}
-            text = ", ".join(f"{k}: {v:,}" for k, v in got.items())
-            if not want:
-                report.add("ok", f"groups of {split!r} (y, place): {text}")
-            elif got == want:
-                report.add("ok", f"groups of {split!r} (y, place): {text} (as the card says)")
-            else:
-                report.add("fail", f"groups of {split!r} (y, place): {text}",
-                           "card: " + ", ".join(f"{k}: {v:,}" for k, v in want.items()))
 
-    if isinstance(source, OfficialSource):
-        paths = source.image_paths()
-        missing = sorted(str(p) for p in paths.values() if not p.is_file())
-        if missing:
-            report.add("fail", f"{len(missing):,} listed image file(s) missing", _listed(missing))
+def _verify_group_counts(card: DatasetCard, source: WaterbirdsSource, report: VerifyReport) -> None:
+    """Waterbirds' four (y, place) group counts of every split against the card's ``[waterbirds]`` table."""
+    expected_groups = card.raw.get("waterbirds", {}).get("group_counts", {})
+    for split in source.split_names():
+        got = source.group_counts(split)
+        want = {str(k): int(v) for k, v in expected_groups.get(split, {}).items()}
+        text = ", ".join(f"{k}: {v:,}" for k, v in got.items())
+        if not want:
+            report.add("ok", f"groups of {split!r} (y, place): {text}")
+        elif got == want:
+            report.add("ok", f"groups of {split!r} (y, place): {text} (as the card says)")
         else:
-            report.add("ok", f"all {len(paths):,} listed image files exist")
-        listed = {p.resolve() for p in paths.values()}
-        extra: list[str] = []
-        for folder in source.image_dirs():
-            if folder.is_dir():
-                extra.extend(
-                    str(p) for p in sorted(folder.rglob("*"))
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in listed
-                )
-        if extra:
-            report.add("warn", f"{len(extra):,} image file(s) in the image folders are not listed by any split", _listed(extra))
-        if check_images:
-            bad = []
-            for image_id in sorted(paths):
-                if not paths[image_id].is_file():
-                    continue
-                try:
-                    open_image(paths[image_id])
-                except DataError as exc:
-                    bad.append(str(exc).split(". Re-extract")[0])
-            if bad:
-                report.add("fail", f"{len(bad):,} image(s) cannot be decoded", _listed(bad))
-            else:
-                report.add("ok", f"all {len(paths):,} images decode")
-        _verify_checksums(card, source, report)
-    return report
+            report.add("fail", f"groups of {split!r} (y, place): {text}",
+                       "card: " + ", ".join(f"{k}: {v:,}" for k, v in want.items()))
+
+
+def _verify_image_files(source: OfficialSource, report: VerifyReport, check_images: bool) -> None:
+    """Every listed image file exists, no unlisted image sits in the image folders, and (optionally) all decode."""
+    paths = source.image_paths()
+    missing = sorted(str(p) for p in paths.values() if not p.is_file())
+    if missing:
+        report.add("fail", f"{len(missing):,} listed image file(s) missing", _listed(missing))
+    else:
+        report.add("ok", f"all {len(paths):,} listed image files exist")
+    listed = {p.resolve() for p in paths.values()}
+    extra: list[str] = []
+    for folder in source.image_dirs():
+        if folder.is_dir():
+            extra.extend(
+                str(p) for p in sorted(folder.rglob("*"))
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in listed
+            )
+    if extra:
+        report.add("warn", f"{len(extra):,} image file(s) in the image folders are not listed by any split", _listed(extra))
+    if not check_images:
+        return
+    bad = []
+    for image_id in sorted(paths):
+        if not paths[image_id].is_file():
+            continue
+        try:
+            open_image(paths[image_id])
+        except DataError as exc:
+            bad.append(str(exc).split(". Re-extract")[0])
+    if bad:
+        report.add("fail", f"{len(bad):,} image(s) cannot be decoded", _listed(bad))
+    else:
+        report.add("ok", f"all {len(paths):,} images decode")
 
 
 def _verify_checksums(card: DatasetCard, source, report: VerifyReport) -> None:

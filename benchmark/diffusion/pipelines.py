@@ -46,16 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from diffusers import (
-    DDIMInverseScheduler,
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    PNDMScheduler,
-    StableDiffusionPipeline,
-)
+from diffusers import DDIMInverseScheduler, StableDiffusionPipeline
 from diffusers.pipelines import pipeline_utils as _pipeline_utils
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
+
+# the samplers live in their own registry module; re-exported here, where methods have always found them
+from augbench.diffusion.schedulers import SCHEDULERS, make_scheduler, scheduler_from_config
 
 if TYPE_CHECKING:
     from augbench.contract import MethodContext
@@ -82,14 +79,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# name -> (class, extra config). "dpmsolver++" is DPM-Solver++ multistep (METHODS_SPEC §3.1, §3.3).
-SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
-    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-    "ddim": (DDIMScheduler, {}),
-    "pndm": (PNDMScheduler, {}),
-}
-
 
 # diffusers renamed ``torch_dtype`` to ``dtype`` (the old name warns); support both ranges we pin.
 _DTYPE_KW = "dtype" if hasattr(_pipeline_utils, "_resolve_dtype") else "torch_dtype"
@@ -223,35 +212,6 @@ def load_warm_pipeline(ctx: MethodContext, artifact: str | None = None) -> WarmP
 
         return ctx.pipelines.get(key, adapted)
     return ctx.pipelines.get(key, lambda: WarmPipeline(_load_pipeline(profile, ctx.device, dtype), key))
-
-
-# SD v1.5's sampler settings (METHODS_SPEC §1.1) that a config saved by another scheduler class may
-# lack (the embedded world saves DPM-Solver's, which has no clip_sample / set_alpha_to_one /
-# skip_prk_steps); a missing key would otherwise take the class default (DDIM: clip_sample=True,
-# set_alpha_to_one=True; PNDM: PRK warm-up steps).
-SD15_SAMPLER_KEYS: dict[str, Any] = {"clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True}
-
-
-def _from_config(cls: type, base_config: Any, **extra: Any) -> Any:
-    """``cls.from_config(base_config, **extra)``, SD v1.5's values for keys the config lacks.
-
-    Keys ``cls`` does not take are dropped first (diffusers would warn about each of them).
-    """
-    accepted = inspect.signature(cls.__init__).parameters
-    config = {k: v for k, v in base_config.items() if k in accepted or k.startswith("_")}
-    missing = {k: v for k, v in SD15_SAMPLER_KEYS.items() if k in accepted and k not in config}
-    return cls.from_config(config, **{**missing, **extra})
-
-
-def make_scheduler(name: str, base_config: Any):
-    """A diffusers scheduler ``name`` built from the pipeline's scheduler config (never hand-written).
-
-    Keys of ``SD15_SAMPLER_KEYS`` that the config lacks take SD v1.5's values, not the class defaults.
-    """
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")
-    cls, extra = SCHEDULERS[name]
-    return _from_config(cls, base_config, **extra)
 
 
 def pipeline_view(warm: WarmPipeline, scheduler: str) -> StableDiffusionPipeline:
@@ -603,7 +563,7 @@ def ddim_invert(
     "trailing"), else "leading" (SD v1.5's, which DII inverts with; the embedded world's config says
     "linspace"). To reconstruct with ``denoise``, use a DDIM scheduler of the same spacing.
     """
-    inverse = _from_config(DDIMInverseScheduler, pipe.scheduler.config)
+    inverse = scheduler_from_config(DDIMInverseScheduler, pipe.scheduler.config)
     if inverse.config.timestep_spacing not in ("leading", "trailing"):
         inverse = DDIMInverseScheduler.from_config(inverse.config, timestep_spacing="leading")
     latents = _encode(pipe, _model_input(pipe, images, size, Image.LANCZOS), None)

@@ -30,6 +30,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from augbench.reporting.tables import table_layout
+from augbench.run.records import CellRecord
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
@@ -127,11 +130,17 @@ def edit_grid(syn_dir: Path, load_source, sources: int = 8, edits: int = 5, cell
     return grid
 
 
-def _source_loader(records: list[dict[str, Any]]):
+def _column_label(record: CellRecord) -> str:
+    """``toybirds (shots=5)``: the record's dataset and protocol parameters, as the tables label columns."""
+    params = ", ".join(f"{k}={v}" for k, v in record.cell["protocol_params"].items()) or "full"
+    return f"{record.cell['dataset']} ({params})"
+
+
+def _source_loader(records: Sequence[CellRecord]):
     """``image_id -> PIL image`` of the records' dataset (the first record's), opened lazily."""
     from augbench.data import open_dataset
 
-    dataset = records[0]["cell"]["dataset"] if records else None
+    dataset = records[0].cell["dataset"] if records else None
     state: dict[str, Any] = {}
 
     def load(image_id: str) -> Image.Image:
@@ -142,28 +151,25 @@ def _source_loader(records: list[dict[str, Any]]):
     return load
 
 
-def _synthetic_sets(records: list[dict[str, Any]], run_dir: Path) -> list[tuple[list[str], str, Path | None]]:
+def _synthetic_sets(records: Sequence[CellRecord], run_dir: Path) -> list[tuple[list[str], str, Path | None]]:
     """(methods, column label, directory or None when missing) of each distinct synthetic set, first
     seed per method and column; methods sharing a set (``sd_random`` and ``sd_random+cutmix``) share
     its entry. The directory is looked up under ``run_dir`` by its cache key, so a moved run directory
     still finds its sets."""
     first: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
     for rec in records:
-        syn = rec.get("synthetic")
-        if not syn:
+        if rec.synthetic is None:
             continue
-        cell = rec["cell"]
-        params = ", ".join(f"{k}={v}" for k, v in cell.get("protocol_params", {}).items()) or "full"
-        key = (cell["method"], f"{cell['dataset']} ({params})")
-        if key not in first or cell["seed"] < first[key][0]:
-            first[key] = (cell["seed"], syn)
+        key = (rec.cell["method"], _column_label(rec))
+        if key not in first or rec.cell["seed"] < first[key][0]:
+            first[key] = (rec.cell["seed"], rec.synthetic)
     by_set: dict[str, tuple[list[str], str, dict[str, Any]]] = {}
     for (method, column), (_, syn) in sorted(first.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        entry = by_set.setdefault(str(syn.get("key")), ([], column, syn))
+        entry = by_set.setdefault(syn["key"], ([], column, syn))
         entry[0].append(method)
     out = []
     for key, (methods, column, syn) in by_set.items():
-        candidates = [run_dir / "cache" / "synthetic" / key, Path(str(syn.get("dir", "")))]
+        candidates = [run_dir / "cache" / "synthetic" / key, Path(syn["dir"])]
         found = next((p for p in candidates if (p / "manifest.jsonl").is_file()), None)
         out.append((methods, column, found))
     return out
@@ -188,17 +194,15 @@ def _accuracy_plot(table, plt) -> Image.Image:
     return _figure_image(fig, plt)
 
 
-def _loss_plot(records: list[dict[str, Any]], table, plt) -> Image.Image | None:
+def _loss_plot(records: Sequence[CellRecord], table, plt) -> Image.Image | None:
     curves: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
-        cell = rec["cell"]
-        params = ", ".join(f"{k}={v}" for k, v in cell.get("protocol_params", {}).items()) or "full"
-        for h in rec.get("history") or []:
-            if h.get("train_loss") is not None:
-                curves[(f"{cell['dataset']} ({params})", cell["method"])][int(h["epoch"])].append(float(h["train_loss"]))
+        for h in rec.history or []:  # one entry per epoch (augbench.training.loop)
+            curves[(_column_label(rec), rec.cell["method"])][int(h["epoch"])].append(float(h["train_loss"]))
     if not curves:
         return None
-    columns = [c for c in (table.labels if table.kind != "waterbirds" else []) if any(k[0] == c for k in curves)]
+    per_column = table_layout(table.kind).columns_are_cells
+    columns = [c for c in (table.labels if per_column else []) if any(k[0] == c for k in curves)]
     columns = columns or sorted({k[0] for k in curves})
     # one colour per method across subplots and the accuracy plot: the table's row order
     order = list(table.methods)
@@ -239,7 +243,7 @@ def _pyplot():
     return plt
 
 
-def to_html(table, records: list[dict[str, Any]], run_dir: Path, title: str, tables: Sequence[tuple[Any, str]],
+def to_html(table, records: Sequence[CellRecord], run_dir: Path, title: str, tables: Sequence[tuple[Any, str]],
             grid_classes: int = 8, grid_per_class: int = 6, figures: Sequence[tuple[Image.Image, str]] = ()) -> str:
     """The whole page. ``table`` is the ``augbench.reporting.tables.ReportTable`` (for the plots); ``tables`` are
     the (DataFrame, caption) pairs of ``augbench.reporting.tables.report_tables``: ours, the class-group table,

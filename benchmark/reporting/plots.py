@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from augbench.run.records import CellRecord
 from augbench.run.suites import parse_method_entry
 
 __all__ = ["SweepPoint", "swept_parameter", "sweep_figure", "sweep_points"]
@@ -47,7 +48,7 @@ def swept_parameter(methods: Sequence[str]) -> str | None:
     return varied[0] if len(varied) == 1 else None
 
 
-def sweep_points(table: Any, records: Sequence[Mapping[str, Any]], parameter: str | None = None) -> list[SweepPoint]:
+def sweep_points(table: Any, records: Sequence[CellRecord], parameter: str | None = None) -> list[SweepPoint]:
     """The rows of ``table`` (``augbench.reporting.tables.ReportTable``) with a numeric value of ``parameter``
     (default :func:`swept_parameter`), sorted by it; a plain entry (``diff_ii``) takes the value its records'
     method parameters carry, and is left out when that is not a number (``auto``)."""
@@ -58,8 +59,7 @@ def sweep_points(table: Any, records: Sequence[Mapping[str, Any]], parameter: st
     for method in table.methods:
         value = _number(parse_method_entry(method)[1].get(parameter))
         if value is None:
-            recorded = {_number(((r.get("method") or {}).get("params") or {}).get(parameter))
-                        for r in records if r["cell"]["method"] == method}
+            recorded = {_number(r.method["params"].get(parameter)) for r in records if r.cell["method"] == method}
             value = next(iter(recorded)) if len(recorded) == 1 else None
         if value is not None:
             points.append(SweepPoint(method, value, float(table.summary.loc[method, "clip_score"]),

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from augbench.protocols import PROTOCOLS
 from augbench.shipped_data import shipped_data_dir
-from augbench.run.suites import PROTOCOLS
 
 PUBLISHED_DIR = shipped_data_dir("reports") / "published"
 
@@ -133,7 +133,7 @@ def load_published(table_id: str) -> PublishedTable:
     if raw["id"] != path.stem:
         raise PublishedError(f"{path}: id {raw['id']!r} differs from the file name")
     if raw["protocol"] not in PROTOCOLS:
-        raise PublishedError(f"{path}: unknown protocol {raw['protocol']!r}; expected one of {', '.join(PROTOCOLS)}")
+        raise PublishedError(f"{path}: {PROTOCOLS.unknown_message(raw['protocol'])}")
     columns = _columns(raw["columns"], path, "columns")
     averages = tuple(PublishedAverage(a["label"], _columns(a["columns"], path, f"averages {a['label']!r}"))
                      for a in raw.get("averages", []))

@@ -1,7 +1,8 @@
 """Paper-style tables from result records (DESIGN.md, "Results and reports").
 
-Reports read records only (no model, no GPU). The records become one pandas DataFrame per table, and
-every format is rendered from those frames by pandas: Markdown with ``DataFrame.to_markdown``
+Reports read records only (no model, no GPU): typed :class:`augbench.run.records.CellRecord` objects
+(``augbench.reporting.run_report`` reads a run directory's through the one reader). The records become
+one pandas DataFrame per table, and every format is rendered from those frames by pandas: Markdown with ``DataFrame.to_markdown``
 (tabulate), LaTeX with ``Styler.to_latex`` (booktabs rules), CSV with ``DataFrame.to_csv`` and the
 HTML page with ``Styler.to_html`` (``augbench.reporting.html``), so every format shows the same numbers.
 
@@ -32,7 +33,6 @@ METHODS_SPEC §9): a second table in Markdown, a second tabular in LaTeX, extra 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,27 +41,18 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from augbench.protocols.subsets import WATERBIRDS_TABLE_COLUMNS as WATERBIRDS_GROUPS
-from augbench.reporting.html import to_html
-from augbench.reporting.published import Column, PublishedTable, load_published
-from augbench.run.suites import default_run_dir, load_suite
+from augbench.method_ids import method_family  # re-exported: the family a replacement mode belongs to
+from augbench.plugins import UnknownNameError
+from augbench.protocols import get_protocol, protocol_names
+from augbench.protocols.base import TableLayout
+from augbench.protocols.long_tail import CLASS_GROUP_NAMES as CLASS_GROUPS
+from augbench.reporting.published import Column, PublishedTable
+from augbench.run.records import CellRecord
 from augbench.training.selection import SELECTION_NOTES as SELECTION_TEXT
 
 #: Formats ``augbench report`` writes by default (``--format`` picks a subset).
 REPORT_FORMATS = ("md", "tex", "csv", "html")
 
-#: Dataset part of the key of a summary column (Waterbirds' worst group and pooled accuracy).
-SUMMARY = "summary"
-
-#: Columns after ``Avg`` per table kind: (key, label), each the mean ± std over seeds of one record metric.
-EXTRA_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
-    "waterbirds": (((SUMMARY, "worst"), "Worst"), ((SUMMARY, "pooled"), "Pooled")),
-}
-
-#: Long-tail class groups (METHODS_SPEC §5.4) in the order they are printed.
-CLASS_GROUPS = ("many", "medium", "few")
-
-TABLE_KINDS = ("few_shot", "long_tail", "full_data", "waterbirds", "ablation", "sweep")
 #: Table kinds laid out as P2 Tab.4: LPIPS first, then accuracy, no Avg column.
 COMPONENT_KINDS = ("ablation", "sweep")
 
@@ -72,47 +63,13 @@ FOREIGN_MARK = "†"
 ORACLE_MARK = "‡"
 
 
-def load_records(run_dir: Path, profile: str | None = None) -> list[dict[str, Any]]:
-    records = []
-    for p in sorted((run_dir / "records").glob("*.json")):
-        rec = json.loads(p.read_text(encoding="utf-8"))
-        if profile is None or rec.get("profile") == profile:
-            records.append(rec)
-    return records
-
-
-def _setting(cell: Mapping[str, Any]) -> str:
-    """A cell's column setting: its protocol parameters (``shots=5``) or ``full``."""
-    return ", ".join(f"{k}={v}" for k, v in cell.get("protocol_params", {}).items()) or "full"
-
-
-def _setting_number(setting: str) -> float:
-    """The number in a setting (``shots=10`` -> 10), for numeric column order; 0 when there is none."""
-    digits = "".join(ch for ch in setting if ch.isdigit() or ch == ".")
-    try:
-        return float(digits)
-    except ValueError:
-        return 0.0
-
-
-def replacement_mode(record: Mapping[str, Any]) -> str | None:
-    """How the cell's synthetic images joined training (METHODS_SPEC §4), wherever the record keeps it:
-    ``training`` (record format 2), ``train.replacement_mode`` or ``train.config.replacement_mode`` (1)."""
-    if not record.get("synthetic"):
+def replacement_mode(record: CellRecord) -> str | None:
+    """How the cell's synthetic images joined training (METHODS_SPEC §4): the record's ``training``
+    mode, with its probability unless the mode is ``concat``; ``None`` without a synthetic set."""
+    if record.synthetic is None or record.training is None:
         return None  # without a synthetic set there is nothing to replace
-    train = record.get("train") or {}
-    for source in (record.get("training") or {}, train, train.get("config") or {}):
-        if source.get("replacement_mode"):
-            mode, p = source["replacement_mode"], source.get("replacement_p")
-            return mode if mode == "concat" or p is None else f"{mode} (p = {p:g})"
-    return None
-
-
-def method_family(method_id: str) -> str:
-    """``sd_random+cutmix`` -> ``sd_random``, ``diff_mix.uniform_strength`` -> ``diff_mix``,
-    ``diff_ii(split_ratio=0.1)`` -> ``diff_ii``: the family of the part that makes the synthetic set, which
-    is the part a replacement mode belongs to."""
-    return method_id.split("(", 1)[0].split("+", 1)[0].split(".", 1)[0]
+    mode = record.training["replacement_mode"]
+    return mode if mode == "concat" else f"{mode} (p = {record.training['replacement_p']:g})"
 
 
 @dataclass
@@ -205,20 +162,18 @@ class ReportTable:
         return " / ".join("—" if pd.isna(values.get(g, math.nan)) else f"{values[g]:.1f}" for g in CLASS_GROUPS)
 
 
-def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence[str] | None = None) -> ReportTable:
-    """The table a suite's ``table`` names, aggregated over seeds: ``few_shot`` / ``long_tail`` /
-    ``full_data`` (columns = dataset × setting) or ``waterbirds`` (columns = the four groups; records
-    without group metrics are skipped)."""
-    if kind not in TABLE_KINDS:
-        raise ValueError(f"unknown table {kind!r}; expected one of {', '.join(TABLE_KINDS)}")
-    if kind == "waterbirds":
-        records = [r for r in records if (r.get("metrics") or {}).get("groups")]
-    methods = list(dict.fromkeys(r["cell"]["method"] for r in records))
+def build_table(kind: str, records: Sequence[CellRecord], method_order: Sequence[str] | None = None) -> ReportTable:
+    """The table a suite's ``table`` names, aggregated over seeds, laid out by :func:`table_layout`:
+    ``few_shot`` / ``long_tail`` / ``full_data`` (columns = dataset × setting) or ``waterbirds``
+    (columns = the four groups; records without group metrics are skipped)."""
+    layout = table_layout(kind)
+    records = [r for r in records if layout.keeps(r.metrics)]
+    methods = list(dict.fromkeys(r.cell["method"] for r in records))
     if method_order:
         methods = [m for m in method_order if m in methods] + [m for m in methods if m not in method_order]
-    columns = _layout_columns(kind, records)
-    extra_columns = list(EXTRA_COLUMNS.get(kind, ()))
-    cells = (_measurements(kind, records)
+    columns = layout.columns([r.cell for r in records])
+    extra_columns = list(layout.extra_columns)
+    cells = (_measurements(layout, records)
              .groupby(["method", "dataset", "setting"], sort=False)["value"]
              .agg(mean="mean", std="std", n="count"))  # pandas' std is the sample std (ddof = 1)
     summary = pd.DataFrame(index=pd.Index(methods, name="method"))
@@ -229,83 +184,75 @@ def build_table(kind: str, records: list[dict[str, Any]], method_order: Sequence
         summary["avg"] = means.mean(axis=1, skipna=False)  # NaN unless every column has a value
     base = summary["avg"].get("original", math.nan)
     summary["delta"] = summary["avg"] - base  # NaN without an original row
-    summary = summary.join(_paired_differences(_measurements(kind, records), methods, columns))
+    summary = summary.join(_paired_differences(_measurements(layout, records), methods, columns))
     synthetic = _synthetic_metrics(records)
     for metric in ("lpips", "clip_score", "oracle_fidelity"):
         summary[metric] = synthetic[metric].groupby(synthetic["method"]).mean() if len(synthetic) else math.nan
-    seeds = sorted({r["cell"]["seed"] for r in records})
-    selection = sorted({r["selection"] for r in records if r.get("selection")})
+    seeds = sorted({r.cell["seed"] for r in records})
+    selection = sorted({r.selection for r in records})
     lpips_names = sorted({n for n in synthetic.get("lpips_name", []) if isinstance(n, str)})
     modes: dict[str, list[str]] = {}
     foreign: dict[str, list[str]] = {}
-    labels = [_label(kind, c) for c in columns]
+    labels = [layout.label(c) for c in columns]
     for rec in records:
-        cell = rec["cell"]
+        cell = rec.cell
         mode = replacement_mode(rec)
         if mode is not None and mode not in modes.setdefault(method_family(cell["method"]), []):
             modes[method_family(cell["method"])].append(mode)
-        if any(a.get("foreign") for a in rec.get("artifacts") or []):
-            label = _label(kind, (cell["dataset"], _setting(cell))) if kind != "waterbirds" else cell["dataset"]
+        if rec.uses_foreign_artifacts:
+            label = layout.foreign_label(cell)
             if label not in foreign.setdefault(cell["method"], []):
                 foreign[cell["method"]].append(label)
     return ReportTable(kind=kind, methods=methods, columns=columns, labels=labels, extra_columns=extra_columns,
-                       cells=cells, summary=summary, class_groups=_class_groups(records), seeds=seeds,
+                       cells=cells, summary=summary, class_groups=_class_groups(layout, records), seeds=seeds,
                        selection=selection, lpips_names=lpips_names,
                        replacement_modes={f: m for f, m in modes.items() if m}, foreign_artifacts=foreign,
                        artifacts=_artifact_kinds(records), oracle_captioner=_oracle_captioned(records, methods))
 
 
-def _oracle_captioned(records: list[dict[str, Any]], methods: Sequence[str]) -> list[str]:
+def _oracle_captioned(records: Sequence[CellRecord], methods: Sequence[str]) -> list[str]:
     """Methods (in row order) whose cells used suffixes from ground-truth captions (METHODS_SPEC §3.10.4)."""
-    flagged = {r["cell"]["method"] for r in records
-               if any((a.get("recipe") or {}).get("oracle_captioner") for a in r.get("artifacts") or [])}
+    flagged = {r.cell["method"] for r in records if any(a["recipe"].get("oracle_captioner") for a in r.artifacts)}
     return [m for m in methods if m in flagged]
 
 
-def _artifact_kinds(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+def _artifact_kinds(records: Sequence[CellRecord]) -> dict[str, list[str]]:
     kinds: dict[str, list[str]] = {}
     for rec in records:
-        for artifact in rec.get("artifacts") or []:
-            if artifact["kind"] not in kinds.setdefault(rec["cell"]["method"], []):
-                kinds[rec["cell"]["method"]].append(artifact["kind"])
+        for artifact in rec.artifacts:
+            if artifact["kind"] not in kinds.setdefault(rec.cell["method"], []):
+                kinds[rec.cell["method"]].append(artifact["kind"])
     return {m: k for m, k in kinds.items() if k}
 
 
-def _label(kind: str, column: Column) -> str:
-    return column[1] if kind == "waterbirds" else f"{column[0]} ({column[1]})"
+def table_layout(kind: str) -> TableLayout:
+    """The layout of a table kind: the protocol's own (``few_shot``, ``long_tail``, ``waterbirds``,
+    ``full_data`` or a plugin protocol's), or for the component tables (``ablation``, ``sweep``, P2
+    Tab.4) the default dataset × setting columns.
+
+    Raises:
+        ValueError: no such kind (the message lists the known ones).
+    """
+    if kind in COMPONENT_KINDS:
+        return TableLayout()
+    try:
+        return get_protocol(kind).table_layout
+    except UnknownNameError:
+        raise ValueError(f"unknown table {kind!r}; expected one of "
+                         f"{', '.join([*protocol_names(), *COMPONENT_KINDS])}") from None
 
 
-def _layout_columns(kind: str, records: list[dict[str, Any]]) -> list[Column]:
-    """The accuracy columns in the paper's order: Waterbirds' four groups (P2 Tab.3), long-tail
-    imbalance factors 100, 20, 10 per dataset (P2 Tab.2), otherwise datasets then settings ascending."""
-    if kind == "waterbirds":
-        return [("groups", label) for _, label in WATERBIRDS_GROUPS]
-    columns = list(dict.fromkeys((r["cell"]["dataset"], _setting(r["cell"])) for r in records))
-    sign = -1 if kind == "long_tail" else 1
-    return sorted(columns, key=lambda c: (c[0], sign * _setting_number(c[1]), c[1]))
-
-
-def _measurements(kind: str, records: list[dict[str, Any]]) -> pd.DataFrame:
+def _measurements(layout: TableLayout, records: Sequence[CellRecord]) -> pd.DataFrame:
     """One row per (record, table column): method, seed, dataset, setting, value."""
-    rows = []
-    for rec in records:
-        cell, metrics = rec["cell"], rec.get("metrics") or {}
-        key = (cell["method"], cell["seed"])
-        if kind == "waterbirds":
-            rows += [(*key, "groups", label, float(metrics["groups"][g]))
-                     for g, label in WATERBIRDS_GROUPS if g in metrics["groups"]]
-            rows += [(*key, SUMMARY, "worst", float(metrics["worst_group"])),
-                     (*key, SUMMARY, "pooled", float(metrics["pooled"]))]
-        elif metrics.get("top1") is not None:
-            rows.append((*key, cell["dataset"], _setting(cell), float(metrics["top1"])))
+    rows = [(rec.cell["method"], rec.cell["seed"], *value)
+            for rec in records for value in layout.measurements(rec.cell, rec.metrics)]
     return pd.DataFrame(rows, columns=["method", "seed", "dataset", "setting", "value"])
 
 
-def _class_groups(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Mean over seeds of each long-tail class group's accuracy, index ``(method, dataset, setting)``."""
-    rows = [(r["cell"]["method"], r["cell"]["dataset"], _setting(r["cell"]), group, float(value))
-            for r in records for group, value in ((r.get("metrics") or {}).get("class_groups") or {}).items()
-            if value is not None]
+def _class_groups(layout: TableLayout, records: Sequence[CellRecord]) -> pd.DataFrame:
+    """Mean over seeds of each class group's accuracy (long tail), index ``(method, dataset, setting)``."""
+    rows = [(r.cell["method"], r.cell["dataset"], layout.setting(r.cell), group, value)
+            for r in records for group, value in layout.class_group_values(r.metrics).items()]
     if not rows:
         return pd.DataFrame(columns=list(CLASS_GROUPS))
     frame = pd.DataFrame(rows, columns=["method", "dataset", "setting", "group", "value"])
@@ -313,17 +260,17 @@ def _class_groups(records: list[dict[str, Any]]) -> pd.DataFrame:
                              aggfunc="mean", sort=False).reindex(columns=list(CLASS_GROUPS))
 
 
-def _synthetic_metrics(records: list[dict[str, Any]]) -> pd.DataFrame:
+def _synthetic_metrics(records: Sequence[CellRecord]) -> pd.DataFrame:
     """One row per record with a synthetic set: method, LPIPS diversity (and its network), CLIP score."""
     rows = []
     for rec in records:
-        metrics = (rec.get("synthetic") or {}).get("metrics") or {}
-        lp, cs = metrics.get("lpips") or {}, metrics.get("clip_score") or {}
-        fid = metrics.get("oracle_fidelity") or {}
-        rows.append({"method": rec["cell"]["method"], "lpips": lp.get("value"), "clip_score": cs.get("value"),
-                     "oracle_fidelity": fid.get("value"),
-                     "lpips_name": (lp.get("metric") or lp.get("name") or "lpips") if lp.get("value") is not None
-                     else None})
+        if rec.synthetic is None:
+            continue  # no synthetic set, no synthetic-set metrics (the method's columns stay NaN)
+        metrics = rec.synthetic["metrics"]
+        lp, fid = metrics["lpips"], metrics["oracle_fidelity"]  # fidelity: None without an oracle (sd15)
+        rows.append({"method": rec.cell["method"], "lpips": lp["value"], "clip_score": metrics["clip_score"]["value"],
+                     "oracle_fidelity": fid["value"] if fid else None,
+                     "lpips_name": lp["metric"] if lp["value"] is not None else None})
     frame = pd.DataFrame(rows, columns=["method", "lpips", "clip_score", "oracle_fidelity", "lpips_name"])
     return frame.astype({"lpips": float, "clip_score": float, "oracle_fidelity": float})
 
@@ -349,14 +296,7 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
     lp = ", ".join(table.lpips_names) or "lpips"
     uncal = " (uncalibrated: distance of unit-normalised EfficientNet-Lite0 ImageNet features, not AlexNet LPIPS)" \
         if any("effnet" in n for n in table.lpips_names) else ""
-    what = {
-        "waterbirds": "Accuracy (%) per test group (bird type, background; L = land, W = water), "
-                      "Avg = unweighted mean of the four groups, Worst = worst group, Pooled = accuracy over all "
-                      "test images (METHODS_SPEC §6.3)",
-        "long_tail": "Top-1 accuracy (%) on the balanced test split, long-tail subsets built as in METHODS_SPEC §6.2; "
-                     "many / medium / few = mean per-class accuracy of classes with > 20, 5-20, < 5 training images "
-                     "(per-dataset thresholds from the suite, §5.4)",
-    }.get(table.kind, "Top-1 accuracy (%) on the test split")
+    what = table_layout(table.kind).caption
     text = (
         f"{spec.get('description') or spec['name']} — profile `{profile}`. {what}; "
         f"mean ± sample std (ddof=1) over trial seeds {table.seeds} (the seed sets the training subset, the "
@@ -584,7 +524,7 @@ def to_csv(table: ReportTable, published: Sequence[PublishedTable] = ()) -> str:
     return csv_frame(table, published).to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
-def sweep_figures(table: ReportTable, records: list[dict[str, Any]], png: Path) -> list[tuple[Any, str]]:
+def sweep_figures(table: ReportTable, records: Sequence[CellRecord], png: Path) -> list[tuple[Any, str]]:
     """A sweep table's plot of CLIP score and LPIPS against the swept parameter (P2 Fig.7, METHODS_SPEC §9.6),
     also written to ``png``; empty for other tables, without matplotlib or without synthetic-set metrics."""
     from augbench.reporting.plots import sweep_figure, sweep_points, swept_parameter
@@ -598,38 +538,3 @@ def sweep_figures(table: ReportTable, records: list[dict[str, Any]], png: Path) 
     cap = (f"CLIP score (left) and LPIPS diversity ×100 (right) of the synthetic set against {parameter} "
            f"(P2 Fig.7, METHODS_SPEC §9.6; paper: CLIP decreases slowly, LPIPS increases with s); also {png.name}.")
     return [(image, cap)]
-
-
-def render_suite_report(suite: str, run_dir: str | Path | None = None, formats=REPORT_FORMATS,
-                        profile: str | None = None, echo=print) -> list[Path]:
-    """Render ``suite``'s table from the records in ``run_dir``, followed by the published tables the
-    suite names in ``published`` (side by side, module docstring); returns the written files."""
-    profile_name = profile or "embedded"
-    run_dir = Path(run_dir) if run_dir else default_run_dir(suite, profile_name)
-    loaded = load_suite(suite, profile_name)
-    spec = {**loaded.to_dict(), "table": loaded.table_kind}
-    records = load_records(run_dir, profile)
-    if not records:
-        raise FileNotFoundError(f"no result records in {run_dir / 'records'}; run `augbench run --suite {suite}` first")
-    table = build_table(spec.get("table") or spec["protocol"], records, method_order=list(spec.get("methods", [])))
-    cap = caption(table, spec, records[0].get("profile", profile_name))
-    ids = spec.get("published", [])
-    published = [load_published(t) for t in ([ids] if isinstance(ids, str) else ids)]
-    out_dir = run_dir / "reports"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figures = sweep_figures(table, records, out_dir / f"{Path(suite).stem}_sweep.png")
-    writers = {"md": lambda: to_markdown(table, cap, published), "tex": lambda: to_latex(table, cap, published),
-               "csv": lambda: to_csv(table, published),
-               "html": lambda: to_html(table, records, run_dir, title=f"augbench — {spec['name']} ({profile_name})",
-                                       tables=report_tables(table, cap, published), figures=figures)}
-    paths = [path for path in [out_dir / f"{Path(suite).stem}_sweep.png"] if figures and path.is_file()]
-    for fmt in formats:
-        fmt = fmt.strip()
-        if fmt not in writers:
-            raise ValueError(f"unknown report format {fmt!r}; expected some of {', '.join(REPORT_FORMATS)}")
-        p = out_dir / f"{Path(suite).stem}.{fmt}"
-        p.write_text(writers[fmt](), encoding="utf-8")
-        paths.append(p)
-    if "md" in formats and echo:
-        echo(writers["md"]())
-    return paths

@@ -11,9 +11,11 @@ Leakage guard: an artifact trained on any image outside the cell's training part
 images, another subset, a full-split checkpoint) is refused with both manifests named, unless the suite
 sets ``allow_foreign_artifacts = true``; the record and the table caption then flag it.
 
-Kinds are registered with :func:`register_artifact_kind`. ``class_mean`` (the per-class mean image)
-is built in: a cheap, exact kind that exercises the whole path in tests and shows how a kind is written.
-The concept-learning kinds (``ti``, ``lora_ti``) and inversion pools register the same way.
+Kinds live in :data:`ARTIFACT_KINDS`, the project's one registry type (``augbench.plugins``): built-ins,
+the ``augbench.artifact_kinds`` entry-point group, and :func:`register_artifact_kind`. ``class_mean``
+(the per-class mean image) is a cheap, exact kind that exercises the whole path in tests and shows how a
+kind is written; the concept-learning kinds (``ti``, ``lora_ti``), Diff-II's inversion pool and suffixes
+are imported on first use.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from augbench.contract import ArtifactSpec, ConfigError, MethodContext
+from augbench.plugins import DuplicateNameError, Registry, UnknownNameError
 from augbench.run.hashing import content_hash, file_sha256
 from augbench.run.store import Store, write_json_atomic
 
@@ -54,13 +57,16 @@ class ArtifactKind:
     summary: str = ""
 
 
-ARTIFACT_KINDS: dict[str, ArtifactKind] = {}
-
-
 def register_artifact_kind(kind: ArtifactKind, replace: bool = False) -> ArtifactKind:
-    if kind.name in ARTIFACT_KINDS and not replace:
-        raise ArtifactError(f"artifact kind {kind.name!r} is already registered")
-    ARTIFACT_KINDS[kind.name] = kind
+    """Register ``kind`` in-process (third-party packages can use the ``augbench.artifact_kinds`` entry points).
+
+    Raises:
+        ArtifactError: a kind of that name exists and ``replace`` is false.
+    """
+    try:
+        ARTIFACT_KINDS.register(kind.name, kind, replace=replace)
+    except DuplicateNameError as exc:
+        raise ArtifactError(str(exc)) from None
     return kind
 
 
@@ -157,29 +163,11 @@ def guard(artifact: Artifact, train_part, allow_foreign: bool) -> Artifact:
     return Artifact(**{**artifact.__dict__, "foreign": True, "foreign_ids": foreign})
 
 
-# Modules whose ``BUILTIN_KINDS`` ({name: (builder, version, summary)}) are registered on first use, so
-# importing this module stays light and those modules never import it (no cycle).
-LAZY_KIND_MODULES = ["augbench.diffusion.concepts.kinds", "augbench.diffusion.inversion", "augbench.diffusion.suffixes"]
-
-
-def _register_concept_kinds() -> None:
-    """Register the lazily loaded kinds: ``ti``, ``lora_ti`` (augbench.diffusion.concepts), ``ddim_inversion``, ..."""
-    import importlib
-
-    for module in LAZY_KIND_MODULES:
-        for name, (build, version, summary) in importlib.import_module(module).BUILTIN_KINDS.items():
-            if name not in ARTIFACT_KINDS:
-                register_artifact_kind(ArtifactKind(name, build, version=version, summary=summary))
-
-
 def _kind(name: str) -> ArtifactKind:
-    _register_concept_kinds()
-    if name not in ARTIFACT_KINDS:
-        from augbench.run.suites import did_you_mean
-
-        raise ConfigError(f"unknown artifact kind {name!r}{did_you_mean(name, sorted(ARTIFACT_KINDS))}; "
-                          f"registered kinds: {', '.join(sorted(ARTIFACT_KINDS))}")
-    return ARTIFACT_KINDS[name]
+    try:
+        return ARTIFACT_KINDS.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _build(spec: ArtifactSpec, train_part, ctx: MethodContext, store: Store, allow_build: bool = True) -> Artifact:
@@ -267,8 +255,43 @@ def _build_class_mean(spec: ArtifactSpec, train_part, ctx: MethodContext, folder
     np.save(folder / "class_mean.npy", means.astype(np.float32))
 
 
-register_artifact_kind(ArtifactKind("class_mean", _build_class_mean, version=1,
-                                    summary="per-class mean image of the training part (tests, example)"))
+def _from_builtin_table(name: str, obj: Any) -> ArtifactKind:
+    """A lazily imported module's ``BUILTIN_KINDS`` (``{name: (builder, version, summary)}``) -> ``name``'s kind.
+
+    Those modules never import this one (no cycle), so they hand over plain tuples.
+    """
+    if isinstance(obj, Mapping):
+        if name not in obj:
+            raise ValueError(f"its BUILTIN_KINDS has no {name!r} (it has {', '.join(obj) or 'none'})")
+        build, version, summary = obj[name]
+        return ArtifactKind(name, build, version=version, summary=summary)
+    return obj
+
+
+def _check_kind(name: str, kind: Any) -> None:
+    if not isinstance(kind, ArtifactKind):
+        raise TypeError(f"expected an augbench.run.artifacts.ArtifactKind, got {kind!r}")
+    if kind.name != name:
+        raise ValueError(f"the kind registered as {name!r} calls itself {kind.name!r}")
+
+
+#: Every artifact kind. The diffusion kinds are listed by name and imported on first use (their modules
+#: import diffusers when a build runs): ``ti``, ``lora_ti`` (augbench.diffusion.concepts), Diff-II's
+#: ``ddim_inversion`` pool and ``suffixes``.
+ARTIFACT_KINDS: Registry[ArtifactKind] = Registry(
+    "artifact kind",
+    "augbench.artifact_kinds",
+    builtins={
+        "class_mean": ArtifactKind("class_mean", _build_class_mean, version=1,
+                                   summary="per-class mean image of the training part (tests, example)"),
+        "ti": "augbench.diffusion.concepts.kinds:BUILTIN_KINDS",
+        "lora_ti": "augbench.diffusion.concepts.kinds:BUILTIN_KINDS",
+        "ddim_inversion": "augbench.diffusion.inversion:BUILTIN_KINDS",
+        "suffixes": "augbench.diffusion.suffixes:BUILTIN_KINDS",
+    },
+    adapt=_from_builtin_table,
+    validate=_check_kind,
+)
 
 __all__ = ["ARTIFACT_KINDS", "Artifact", "ArtifactError", "ArtifactKind", "artifact_key", "build_artifacts",
            "guard", "register_artifact_kind"]

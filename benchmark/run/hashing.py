@@ -7,28 +7,11 @@ do not depend on dict order, the Python hash seed, the locale or the platform.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-
-def _default(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
-        return obj.tolist()
-    raise TypeError(f"cannot hash object of type {type(obj).__name__}: {obj!r}")
-
-
-def canonical_json(obj: Any) -> str:
-    """The canonical JSON text of ``obj`` (sorted keys, compact separators, ASCII-safe)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+from augbench.canonical import canonical_json  # re-exported: the one canonical encoding
 
 
 def content_hash(obj: Any, length: int = 16) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from augbench.plugins import Registry, UnknownNameError
+
 WORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "world" / "weights"
 
 
@@ -81,7 +83,13 @@ class Profile:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-PROFILES: dict[str, Profile] = {
+def _check_profile(name: str, profile: object) -> None:
+    if not isinstance(profile, Profile):
+        raise TypeError(f"expected an augbench.run.profiles.Profile, got {profile!r}")
+
+
+#: The profiles a run can name; third parties add one through the ``augbench.profiles`` entry-point group.
+PROFILES: Registry[Profile] = Registry("profile", "augbench.profiles", validate=_check_profile, builtins={
     "embedded": Profile(
         name="embedded",
         pipeline=str(WORLD_WEIGHTS / "sd"),
@@ -108,7 +116,7 @@ PROFILES: dict[str, Profile] = {
         # DA-Fusion's base model (METHODS_SPEC §1.5, §3.6), for da_fusion.daf_sd14
         extra={"sd14_pipeline": "CompVis/stable-diffusion-v1-4"},
     ),
-}
+})
 
 
 def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
@@ -118,10 +126,11 @@ def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
     /models/sd-v1-5``; ``AUGBENCH_SD15_SD14`` for DA-Fusion's SD v1.4) point a profile at local copies — the usual case on an air-gapped GPU box;
     a local directory also switches the profile to ``local_files_only`` so nothing is downloaded.
     """
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}")
+    try:
+        profile = PROFILES.get(name)
+    except UnknownNameError as exc:
+        raise ValueError(str(exc)) from None
     environ = os.environ if environ is None else environ
-    profile = PROFILES[name]
     overrides: dict[str, str] = {}
     for attr in ("pipeline", "clip"):
         variable = f"AUGBENCH_{name.upper()}_{attr.upper()}"

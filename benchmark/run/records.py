@@ -1,10 +1,16 @@
-"""Result records: one typed, versioned JSON record per cell, and a run-level ``results.json``.
+"""Result records: one typed, versioned JSON record per cell, the run's resolved suite, and ``results.json``.
 
-A cell record (``<run-dir>/records/<cell>.json``, format :data:`RECORD_FORMAT`) holds everything a
-table needs and everything needed to say where a number came from: the cell, the method and its
-parameters, the subset manifests, the artifacts used (with the leakage flag), the synthetic set and
-what the select stage dropped, how synthetic data joined training, the classifier result, versions,
-the git commit and timings per stage. Reports read records only.
+A cell record (``<run-dir>/records/<cell>.json``, :class:`CellRecord`) holds everything a table needs
+and everything needed to say where a number came from: the cell, the method and its parameters, the
+subset manifests, the artifacts used (with the leakage flag), the synthetic set and what the select
+stage dropped, how synthetic data joined training, the classifier result, versions, the git commit and
+timings per stage. Every record carries ``schema_version`` (:data:`RECORD_SCHEMA_VERSION`); the one
+reader, :func:`read_record` / :meth:`CellRecord.from_dict`, refuses a record of an unknown or newer
+schema with an error naming the file and the version, so a report never guesses at an old layout.
+
+``suite.json`` (:func:`write_run_suite` / :func:`read_run_suite`) is the suite exactly as the run
+resolved it, profile overlay applied (published tables, methods, seeds, recipe): reports render from
+it, so ``augbench report --run-dir DIR`` shows what ran without being told the suite or the profile.
 
 ``results.json`` (format :data:`RESULTS_FORMAT`) sums a run up the way lm-evaluation-harness writes
 its results file: the suite's configuration, versions, and per-cell metrics in one place.
@@ -16,6 +22,7 @@ import dataclasses
 import json
 import platform
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,19 +30,33 @@ from typing import Any
 
 from augbench import __version__
 from augbench.run.store import write_json_atomic
+from augbench.run.suites import Suite
 
-RECORD_FORMAT = "augbench.record/2"
+#: What a cell record is (its ``format``); the layout version is ``schema_version``.
+RECORD_FORMAT = "augbench.record"
+#: The record layout this augbench writes. 3: ``schema_version`` field (the fields of 2 otherwise).
+RECORD_SCHEMA_VERSION = 3
+#: Layout versions read, mapped to how they were spelled before ``schema_version`` existed. Version 1
+#: (replacement mode inside the train config) is not read: rerun the cells, finished stages are reused.
+_LEGACY_FORMATS = {"augbench.record/2": 2}
+READABLE_SCHEMA_VERSIONS = (2, RECORD_SCHEMA_VERSION)
 RESULTS_FORMAT = "augbench.results/1"
-READABLE_RECORD_FORMATS = ("augbench.record/1", RECORD_FORMAT)
+SUITE_FORMAT = "augbench.suite/1"
 
 
 class RecordError(ValueError):
-    """A record file is not a record this version can read."""
+    """A record (or a run's ``suite.json``) is not one this version can read; the message names the file."""
 
 
 @dataclass
 class CellRecord:
-    """One cell's result (the JSON keys are the field names)."""
+    """One cell's result (the JSON keys are the field names).
+
+    ``cell`` is :meth:`augbench.run.suites.Cell.to_dict` (its ``method`` is the suite's entry as written,
+    the table row); ``training`` is how the synthetic images joined training (METHODS_SPEC §4), ``None``
+    without a synthetic set; ``metrics`` the classifier's test metrics; ``synthetic`` the synthetic set
+    (key, size, selection, its LPIPS / CLIP / fidelity metrics), ``None`` for a method without one.
+    """
 
     cell: dict[str, Any]
     cell_key: str
@@ -57,10 +78,11 @@ class CellRecord:
     versions: dict[str, str] = field(default_factory=lambda: versions())
     git_commit: str | None = field(default_factory=lambda: git_commit())
     format: str = RECORD_FORMAT
+    schema_version: int = RECORD_SCHEMA_VERSION
 
     @property
     def uses_foreign_artifacts(self) -> bool:
-        return any(a.get("foreign") for a in self.artifacts)
+        return any(a["foreign"] for a in self.artifacts)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,26 +92,111 @@ class CellRecord:
         write_json_atomic(path, self.to_dict())
         return path
 
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = "<record>") -> CellRecord:
+        """The record ``data`` (parsed JSON) describes, after checking its schema version.
 
-def read_record(path: str | Path) -> dict[str, Any]:
-    """A record as a dict, after checking its format (older readable formats are accepted as they are)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if data.get("format") not in READABLE_RECORD_FORMATS:
-        raise RecordError(f"{path}: record format {data.get('format')!r}; this augbench reads "
-                          f"{', '.join(READABLE_RECORD_FORMATS)} (rerun the cell to rewrite it)")
-    return data
+        Versions in :data:`READABLE_SCHEMA_VERSIONS` are read (2 spelled its version in ``format`` as
+        ``augbench.record/2``, with the same fields); anything else, a missing field or an unknown one
+        raises :class:`RecordError` naming ``source`` and the version.
+        """
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{source}: a record is a JSON object, not {type(data).__name__}")
+        schema = _schema_version(data, source)
+        body = {k: v for k, v in data.items() if k not in ("format", "schema_version")}
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("format", "schema_version")]
+        unknown = sorted(set(body) - set(names))
+        missing = [name for name in names if name not in body]
+        if unknown or missing:
+            raise RecordError(f"{source}: record schema {schema} " + "; ".join(
+                ([f"has unknown fields {', '.join(unknown)}"] if unknown else [])
+                + ([f"lacks fields {', '.join(missing)}"] if missing else []))
+                + " (rerun the cell to rewrite it)")
+        cell = body["cell"]
+        if not isinstance(cell, Mapping) or not {"method", "seed", "dataset", "protocol_params"} <= set(cell):
+            raise RecordError(f"{source}: record 'cell' needs method, seed, dataset and protocol_params")
+        return cls(**body)
 
 
-def write_results(run_dir: Path, suite: dict[str, Any], summary: dict[str, Any], records: list[dict[str, Any]]) -> Path:
+def _schema_version(data: Mapping[str, Any], source: str | Path) -> int:
+    """The record's layout version: ``schema_version``, or the version a pre-3 ``format`` spells."""
+    readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
+    if "schema_version" in data:
+        schema = data["schema_version"]
+        if data.get("format") != RECORD_FORMAT or isinstance(schema, bool) or not isinstance(schema, int):
+            raise RecordError(f"{source}: format {data.get('format')!r} with schema version {schema!r} is not an "
+                              f"augbench record (expected format {RECORD_FORMAT!r} and an integer version)")
+    elif data.get("format") in _LEGACY_FORMATS:
+        schema = _LEGACY_FORMATS[data["format"]]
+    else:
+        raise RecordError(f"{source}: record format {data.get('format')!r} without a schema version; this augbench "
+                          f"reads record schema versions {readable} (rerun the cell to rewrite it; finished stages "
+                          "are reused)")
+    if schema > RECORD_SCHEMA_VERSION:
+        raise RecordError(f"{source}: record schema version {schema} is newer than this augbench reads "
+                          f"({readable}); upgrade augbench to report this run")
+    if schema not in READABLE_SCHEMA_VERSIONS:
+        raise RecordError(f"{source}: record schema version {schema} is no longer read (this augbench reads "
+                          f"{readable}); rerun the cell to rewrite it (finished stages are reused)")
+    return schema
+
+
+def read_record(path: str | Path) -> CellRecord:
+    """The record at ``path``, checked by :meth:`CellRecord.from_dict` (the one way records are read)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}: not valid JSON ({exc}); delete it and rerun the cell") from exc
+    return CellRecord.from_dict(data, source=path)
+
+
+def read_records(run_dir: str | Path) -> list[CellRecord]:
+    """Every record of ``<run_dir>/records/``, in file-name order (an empty list when there is none)."""
+    return [read_record(p) for p in sorted((Path(run_dir) / "records").glob("*.json"))]
+
+
+def write_run_suite(run_dir: str | Path, suite: Suite) -> Path:
+    """``<run-dir>/suite.json``: the suite as the run resolved it (profile overlay applied), for reports."""
+    path = Path(run_dir) / "suite.json"
+    write_json_atomic(path, {"format": SUITE_FORMAT, "profile": suite.profile, "spec": suite.to_dict()})
+    return path
+
+
+#: Suite fields stored as tuples (JSON gives lists), from the annotations so a new field needs no edit here.
+_TUPLE_FIELDS = tuple(f.name for f in dataclasses.fields(Suite) if str(f.type).startswith("tuple["))
+
+
+def read_run_suite(run_dir: str | Path) -> Suite | None:
+    """The suite ``<run-dir>/suite.json`` holds, ``None`` when the run directory has none.
+
+    Runs before :data:`SUITE_FORMAT` wrote the same ``{"spec", "profile"}`` object without ``format``.
+    """
+    path = Path(run_dir) / "suite.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format", SUITE_FORMAT) != SUITE_FORMAT or not {"spec", "profile"} <= set(data):
+        raise RecordError(f"{path}: suite format {data.get('format')!r}; this augbench reads {SUITE_FORMAT!r} "
+                          "with 'spec' and 'profile' (rerun `augbench run` to rewrite it)")
+    spec = dict(data["spec"])
+    known = {f.name for f in dataclasses.fields(Suite)}
+    if set(spec) - known:
+        raise RecordError(f"{path}: unknown suite fields {', '.join(sorted(set(spec) - known))} (written by a "
+                          "newer augbench?)")
+    spec.update({k: tuple(spec[k]) for k in _TUPLE_FIELDS if k in spec})
+    spec["class_group_thresholds"] = {k: tuple(v) for k, v in spec.get("class_group_thresholds", {}).items()}
+    spec["profile"] = data["profile"]
+    return Suite(**spec)
+
+
+def write_results(run_dir: Path, suite: dict[str, Any], summary: dict[str, Any], records: Iterable[CellRecord]) -> Path:
     """``<run-dir>/results.json``: configuration, versions and per-cell metrics of the whole run."""
     cells = {}
     for rec in records:
-        syn = rec.get("synthetic") or {}
-        cells[rec["cell_key"]] = {
-            "method_id": rec["method_id"], "cell": rec["cell"], "metrics": rec.get("metrics"),
-            "synthetic_metrics": syn.get("metrics"), "training": rec.get("training"),
-            "foreign_artifacts": any(a.get("foreign") for a in rec.get("artifacts") or []),
-            "record": f"records/{rec['cell_key']}.json",
+        cells[rec.cell_key] = {
+            "method_id": rec.method_id, "cell": rec.cell, "metrics": rec.metrics,
+            "synthetic_metrics": rec.synthetic["metrics"] if rec.synthetic else None, "training": rec.training,
+            "foreign_artifacts": rec.uses_foreign_artifacts, "record": f"records/{rec.cell_key}.json",
         }
     path = Path(run_dir) / "results.json"
     write_json_atomic(path, {"format": RESULTS_FORMAT, "suite": suite, "summary": summary,
@@ -101,7 +208,7 @@ STAGE_ORDER = ("subset", "artifacts", "generate", "select", "metrics", "train", 
 
 
 def stage_seconds(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Seconds spent per stage over ``records``, counting only work the records' run did.
+    """Seconds spent per stage over ``records`` (``CellRecord.to_dict()``), counting only work the records' run did.
 
     A reused stage's timing is its store lookup, except ``train``, whose cached result carries the
     seconds of the run that computed it: a reused ``train`` therefore counts zero. (The record's
@@ -150,4 +257,5 @@ def git_commit() -> str | None:
         return None
 
 
-__all__ = ["RECORD_FORMAT", "RESULTS_FORMAT", "CellRecord", "RecordError", "read_record", "write_results"]
+__all__ = ["RECORD_FORMAT", "RECORD_SCHEMA_VERSION", "RESULTS_FORMAT", "SUITE_FORMAT", "CellRecord", "RecordError",
+           "read_record", "read_records", "read_run_suite", "write_results", "write_run_suite"]

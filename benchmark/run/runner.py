@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from augbench.run.records import CellRecord, format_stage_seconds, read_record, stage_seconds, write_results
+from augbench.run.records import (
+    CellRecord,
+    format_stage_seconds,
+    read_record,
+    stage_seconds,
+    write_results,
+    write_run_suite,
+)
 from augbench.run.stages import (
     CellEnv,
     Subsets,
@@ -53,19 +60,6 @@ from augbench.run.suites import (
 STAGE_OF_STORE_FOLDER = {"synthetic": "generate", "selections": "select"}
 
 
-def long_tail_class_groups(subset, num_classes: int, suite: Suite, dataset: str) -> dict[str, list[int]]:
-    """Many / medium / few classes by their count in the long-tail training subset (METHODS_SPEC §5.4).
-
-    A class with more than ``many`` images is "many", fewer than ``few`` "few", else "medium". The
-    suite's ``class_group_thresholds = {<dataset> = [many, few]}`` sets them per dataset (CUB-LT
-    20 / 5, Flowers-LT 30 / 10); the default is CUB's.
-    """
-    from augbench.training import many_medium_few
-
-    many, few = suite.class_group_thresholds.get(dataset, (20, 5))
-    return many_medium_few(subset.class_counts(num_classes), many=int(many), few=int(few))
-
-
 def run_cell(cell: Cell, env: CellEnv) -> dict[str, Any]:
     """Run (or reuse) every stage of ``cell`` and write its record; returns the record as a dict."""
     from augbench.data import open_dataset
@@ -79,13 +73,13 @@ def run_cell(cell: Cell, env: CellEnv) -> dict[str, Any]:
         raise SuiteError(f"test dataset {test_source.card.id!r} has different classes from {source.card.id!r}")
 
     t = time.time()
-    subsets = subset_stage(cell, suite, source)
+    subsets = subset_stage(cell, suite, source, test_source)
     resolved = resolve_method(cell, suite, env.registry)
     timings["subset"] = time.time() - t
     synthetic, syn_info, artifacts = _synthetic_stages(env, cell, resolved, source, subsets, timings)
 
-    class_groups = (long_tail_class_groups(subsets.subset, source.num_classes, suite, cell.dataset)
-                    if cell.protocol == "long_tail" else None)
+    # many / medium / few from the training subset's counts (long tail, METHODS_SPEC §5.4), else None
+    class_groups = suite.protocol_object().class_groups(subsets.subset, source)
     inputs = TrainInputs(cell, subsets, source, test_source, synthetic, syn_info["selection"] if syn_info else None,
                          resolved, class_groups)
     result, train_key, _ = train_stage(env, inputs)
@@ -161,8 +155,8 @@ class CellRunner:
     def env(self, log: Callable[[str], None], on_stage=lambda stage: None) -> CellEnv:
         import torch
 
-        from augbench.run.profiles import get_profile
         from augbench.registry import default_registry
+        from augbench.run.profiles import get_profile
 
         if not hasattr(self, "_stores"):
             cache_root = Path(self.opts.cache_dir) if self.opts.cache_dir else default_cache_root()
@@ -242,7 +236,7 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     opts = _resolved(opts, run_dir)
     opts = dataclasses.replace(opts, workers=resolve_workers(opts, cells))
-    write_json_atomic(run_dir / "suite.json", {"spec": suite.to_dict(), "profile": opts.profile})
+    write_run_suite(run_dir, suite)  # what `augbench report --run-dir` renders from
     t0 = time.time()
     workers = f", {opts.workers} workers" if opts.workers > 1 else ""
     log(f"suite {suite.name} ({opts.profile}): {len(cells)} cells -> {run_dir} (executor: {opts.executor}{workers}; "
@@ -254,7 +248,7 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
                "executor": opts.executor, "workers": opts.workers, "failed": outcome["failed"], "reused_stages": outcome["reused"],
                "computed_stages": outcome["computed"], "wall_seconds": wall}
     records = [read_record(p) for c in cells if (p := run_dir / "records" / f"{c.key}.json").is_file()]
-    summary["stage_seconds"] = stage_seconds(records)
+    summary["stage_seconds"] = stage_seconds([r.to_dict() for r in records])
     write_json_atomic(run_dir / "last_run.json", summary)
     write_results(run_dir, suite.to_dict(), {k: v for k, v in summary.items() if k not in ("reused_stages",
                                                                                        "computed_stages")}, records)
@@ -305,5 +299,5 @@ def _resolved(opts: RunOptions, run_dir: Path) -> RunOptions:
         data_root=str(Path(opts.data_root).resolve()) if opts.data_root else None)
 
 
-__all__ = ["CellRunner", "DataMissingError", "check_data_present", "long_tail_class_groups", "prepare_run",
+__all__ = ["CellRunner", "DataMissingError", "check_data_present", "prepare_run",
            "resolve_workers", "run_cell", "run_suite"]

@@ -7,19 +7,11 @@ workers generate the same synthetic set.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
-from augbench.run.hashing import canonical_json
+from augbench.canonical import derive_seed  # re-exported: seeds are part of the method contract
 
-_SEED_BITS = 63
-
-
-def derive_seed(*key: object) -> int:
-    """A 63-bit seed from a tuple of JSON-encodable key parts (stable across machines and runs)."""
-    digest = hashlib.sha256(canonical_json(list(key)).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << _SEED_BITS) - 1)
+__all__ = ["derive_seed", "make_generator"]
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from augbench.method_ids import format_method_id, parse_method_id
 from augbench.run.hashing import content_hash
 from augbench.run.seeding import derive_seed
 from augbench.run.store import Store
@@ -48,42 +49,50 @@ class CellEnv:
 
 @dataclass(frozen=True)
 class Subsets:
-    """The protocol's training subset and its split into a training part and a validation part."""
+    """The protocol's training subset, its split into a training part and a validation part, and the
+    test images (``augbench.protocols.base.EvaluationSet``; ``None`` when the cell is not evaluated,
+    e.g. ``augbench concepts build``)."""
 
     subset: Any
     train_part: Any
     val_part: Any | None
+    test: Any | None = None
 
 
 def draw_subset(source, protocol: str, seed: int, shots: int | None = None, imbalance_factor: float | None = None):
-    """The protocol's training subset of ``source`` (METHODS_SPEC §6)."""
-    from augbench.protocols import subsets as P
+    """The protocol's training subset of ``source`` (METHODS_SPEC §6), the protocol's default parameters
+    otherwise; ``shots`` defaults to 5 and ``imbalance_factor`` to 100 where the protocol takes them."""
+    from augbench.protocols import get_protocol
+    from augbench.protocols.base import ProtocolError
 
-    if protocol in ("few_shot", "waterbirds"):
-        return P.few_shot(source, shots or 5, seed)
-    if protocol == "long_tail":
-        return P.long_tail(source, imbalance_factor or 100, seed)
-    if protocol == "full_data":
-        return P.full_data(source, seed)[0]
-    raise SuiteError(f"unknown protocol {protocol!r}")
+    proto = get_protocol(protocol)()
+    try:
+        setting = proto.setting({"shots": shots or 5, "imbalance_factor": imbalance_factor or 100}, source)
+    except ProtocolError as exc:
+        raise SuiteError(str(exc)) from None
+    return proto.draw_training(source, seed, dict(setting))[0]
 
 
-def subset_stage(cell: Cell, suite: Suite, source) -> Subsets:
-    """Draw the subset and carve the validation part (``selection = val_split``) from it.
+def subset_stage(cell: Cell, suite: Suite, source, test_source=None) -> Subsets:
+    """Draw the cell's subsets with the suite's protocol object, the same code as ``augbench data subset``.
 
-    Generators and artifacts only ever see the training part, so validation images never leak.
+    The validation part is the protocol's own (full data: P1's random 20%, METHODS_SPEC §5.5) or, with
+    ``selection = val_split``, carved from the training subset; generators and artifacts only ever see
+    the training part, so validation images never leak. With ``test_source`` the test images are drawn
+    too (the protocol's test split of it).
     """
-    from augbench.protocols import subsets as P
+    from augbench.protocols.splits import validation_split
 
-    params = dict(cell.protocol_params)
-    if cell.protocol == "full_data":  # P1's own random 20% validation split (METHODS_SPEC §5.5)
-        subset, val_part = P.full_data(source, cell.seed, suite.val_fraction)
-        return Subsets(subset, subset, val_part if suite.selection == "val_split" else None)
-    subset = draw_subset(source, cell.protocol, cell.seed, params.get("shots"), params.get("imbalance_factor"))
+    protocol = suite.protocol_object()
+    setting = dict(cell.protocol_params)
+    subset, own_val = protocol.draw_training(source, cell.seed, setting)
+    test = protocol.draw_test(source, test_source, cell.seed, setting) if test_source is not None else None
+    if own_val is not None:
+        return Subsets(subset, subset, own_val if suite.selection == "val_split" else None, test)
     if suite.selection == "val_split":
-        train_part, val_part = P.validation_split(subset, suite.val_fraction, cell.seed)
-        return Subsets(subset, train_part, val_part)
-    return Subsets(subset, subset, None)
+        train_part, val_part = validation_split(subset, suite.val_fraction, cell.seed)
+        return Subsets(subset, train_part, val_part, test)
+    return Subsets(subset, subset, None, test)
 
 
 # --- method -----------------------------------------------------------------------------------------
@@ -107,14 +116,13 @@ def resolve_method(cell: Cell, suite: Suite, registry) -> ResolvedMethod:
 
     method_id, row_params = parse_method_entry(cell.method)
     parts, overrides = [], {}
-    for i, part in enumerate(method_id.split("+")):
-        family = part.split(".")[0]
+    for i, (family, own_preset) in enumerate(parse_method_id(method_id)):
         params = {**suite.family_params(family), **(row_params if i == 0 else {})}
         preset = params.pop("preset", None)
-        parts.append(f"{family}.{preset}" if preset and "." not in part else part)
+        parts.append((family, own_preset or preset))
         overrides[family] = params
-    full_id = "+".join(parts)
-    method = registry.create(full_id, params=overrides if len(parts) > 1 else overrides[parts[0].split(".")[0]])
+    full_id = format_method_id(parts)
+    method = registry.create(full_id, params=overrides if len(parts) > 1 else overrides[parts[0][0]])
     first, last = (method.parts if isinstance(method, Composition) else (method, method))
     offline = first if isinstance(first, OfflineMethod) else None
     mixer = last if isinstance(last, BatchMethod) and getattr(last, "family", "") != "original" else None
@@ -225,19 +233,17 @@ def select_stage(env: CellEnv, offline, source, synthetic: SyntheticRef, artifac
 def metrics_stage(env: CellEnv, synthetic_set, source, selection_key: str) -> dict[str, Any]:
     """LPIPS diversity, CLIP score and (where the profile has an oracle) oracle fidelity of the selected
     synthetic set (METHODS_SPEC §7.2, §7.3; DESIGN.md "Metrics")."""
-    from augbench.metrics import synthetic_sets as M
+    from augbench.metrics.synthetic_set import synthetic_set_metrics
 
     key = content_hash({"stage": "metrics", "version": STAGE_VERSIONS["metrics"], "selection": selection_key,
                         "profile": env.profile.name, "clip": env.profile.clip_key})
 
     def compute() -> dict[str, Any]:
         env.on_stage("metrics")
-        labels = synthetic_set.class_of()
         t = time.time()
-        lp = M.lpips_diversity(synthetic_set.images, labels, profile=env.profile, device=env.device)
-        cs = M.clip_score(synthetic_set.images, labels, source.card, profile=env.profile, device=env.device)
-        fid = M.profile_oracle_fidelity(synthetic_set.images, labels, env.profile, env.device)
-        return {"lpips": lp, "clip_score": cs, "oracle_fidelity": fid, "seconds": time.time() - t}
+        metrics = synthetic_set_metrics(synthetic_set.images, synthetic_set.class_of(), source.card, env.profile,
+                                        env.device)
+        return {**metrics, "seconds": time.time() - t}
 
     value, _ = env.store.build_json("metrics", key, compute)
     return value
@@ -273,7 +279,7 @@ def train_config(env: CellEnv, inputs: TrainInputs):
 
 
 def train_key(env: CellEnv, inputs: TrainInputs, cfg) -> str:
-    from augbench.protocols import subsets as P
+    from augbench.protocols.base import evaluation_key
 
     config = cfg.to_dict()
     if inputs.synthetic is None:  # §4's modes only mix real and synthetic images: no retraining without them
@@ -287,7 +293,7 @@ def train_key(env: CellEnv, inputs: TrainInputs, cfg) -> str:
         "labels": integration.to_dict() if integration and inputs.synthetic is not None else None,
         "mixer": inputs.resolved.mixer.provenance() if inputs.resolved.mixer else None, "train": config,
         "classifier": [env.profile.classifier, env.profile.classifier_weights],
-        "test": [inputs.test_source.card.id, P.default_test_split(inputs.test_source)],
+        "test": evaluation_key(s.test),
         "class_groups": inputs.class_groups,
     })
 
@@ -313,10 +319,9 @@ def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
 
     import torch
 
-    from augbench.training.backbones import create_classifier
-    from augbench.protocols import subsets as P
     from augbench.data.image_cache import IMAGES
     from augbench.training import LabeledImages, train_classifier
+    from augbench.training.backbones import create_classifier
 
     cell, s, source, test_source = inputs.cell, inputs.subsets, inputs.source, inputs.test_source
     with torch.random.fork_rng(devices=[]):  # the new head's init comes from the cell seed, not global state
@@ -326,8 +331,8 @@ def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
     train = LabeledImages(IMAGES.get(source, s.train_part.image_ids), s.train_part.labels,
                           image_ids=s.train_part.image_ids)
     val = LabeledImages(IMAGES.get(source, s.val_part.image_ids), s.val_part.labels) if s.val_part else None
-    test_samples = test_source.samples(P.default_test_split(test_source))
-    groups = [x.attrs.get("group") for x in test_samples] if cell.protocol == "waterbirds" else None
+    test_samples = s.test.subset.samples
+    groups = env.suite.protocol_object().test_groups(test_samples)  # Waterbirds' (y, place) groups, §6.3
     test = LabeledImages(IMAGES.get(test_source, [x.image_id for x in test_samples]), [x.label for x in test_samples],
                          groups=groups)
     n_synthetic = len(inputs.synthetic) if inputs.synthetic is not None else 0

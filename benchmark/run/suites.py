@@ -8,8 +8,10 @@ the suite's tables key by key. A ``methods`` entry may carry its own parameters,
 parameter sweep, METHODS_SPEC §9.6); they refine ``[methods_params.<family>]`` of the part that makes the
 synthetic set, and the entry as written is the row's name. :func:`load_suite` parses the file into a frozen :class:`Suite` and
 rejects unknown keys with a did-you-mean before any cell runs (a typo such as ``replacment_mode``
-used to be ignored silently); :func:`validate_suite` then checks what needs the registry and the
-dataset cards (method families and presets, datasets, recipes).
+used to be ignored silently), and builds the suite's protocol object (``augbench.protocols``: a built-in
+or a plugin's) so that a protocol parameter it does not take or a bad value fails at load too;
+:func:`validate_suite` then checks what needs the registry and the dataset cards (method families and
+presets, datasets, recipes). The grid of cells (:func:`plan_cells`) is the protocol's.
 
 This module imports nothing heavy, so the CLI, the reports and the executors can use it freely.
 """
@@ -17,15 +19,20 @@ This module imports nothing heavy, so the CLI, the reports and the executors can
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from augbench.method_ids import MethodIdError, parse_method_id
+from augbench.plugins import RegistryError, did_you_mean
+from augbench.protocols import get_protocol
+from augbench.protocols.base import Protocol, ProtocolError
+
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-PROTOCOLS = ("few_shot", "long_tail", "waterbirds", "full_data")
+#: [suite] keys that are parameters of built-in protocols only (see :meth:`Suite.protocol_object`)
+PROTOCOL_FIELDS = ("shots", "imbalance_factors", "class_group_thresholds")
 EXECUTORS = ("local", "ray")
 
 # Keys of [training] / [training.<family>] (METHODS_SPEC §4); the values are checked by
@@ -37,12 +44,6 @@ class SuiteError(ValueError):
     """A suite spec is missing or invalid (the message says what was expected and how to fix it)."""
 
 
-def did_you_mean(name: str, known: Sequence[str]) -> str:
-    """`` (did you mean 'x'?)`` when ``name`` is close to one of ``known``, else ``""``."""
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def parse_method_entry(entry: str) -> tuple[str, dict[str, Any]]:
     """``"diff_ii(split_ratio=0.1)"`` -> ``("diff_ii", {"split_ratio": 0.1})``; a plain id has no parameters.
 
@@ -52,7 +53,7 @@ def parse_method_entry(entry: str) -> tuple[str, dict[str, Any]]:
     """
     text = str(entry).strip()
     if "(" not in text and ")" not in text:
-        return text, {}
+        return _checked_method_id(entry, text), {}
     head, sep, rest = text.partition("(")
     body, close, tail = rest.rpartition(")")
     example = "e.g. diff_ii(split_ratio=0.1) or diff_ii.cl_only(interpolation=\"slerp\")"
@@ -64,7 +65,16 @@ def parse_method_entry(entry: str) -> tuple[str, dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"method entry {entry!r}: the parameters are not key = value pairs with TOML values "
                          f"({exc}); {example}") from exc
-    return head.strip() + tail, params
+    return _checked_method_id(entry, head.strip() + tail), params
+
+
+def _checked_method_id(entry: str, method_id: str) -> str:
+    """``method_id`` read by the one id parser (``augbench.method_ids``); a malformed one is a SuiteError."""
+    try:
+        parse_method_id(method_id)
+    except MethodIdError as exc:
+        raise SuiteError(f"method entry {entry!r}: {exc}") from None
+    return method_id
 
 
 @dataclass(frozen=True)
@@ -92,19 +102,35 @@ class Suite:
     # training images per run (the recipe's ``image_budget``: epochs = budget / epoch length); None =
     # the recipe's own (embedded: 6000)
     image_budget: int | None = None
-    selection: str = "val_split"
+    # DESIGN.md "Protocols and evaluation": the last epoch of the fixed schedule unless a suite says
+    # otherwise (carving a validation split out of 5 shots measured 13 points lower, docs/protocols.md)
+    selection: str = "last_epoch"
     val_fraction: float = 0.2
     methods_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
     published: tuple[str, ...] = ()
     class_group_thresholds: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     allow_foreign_artifacts: bool = False
+    # [suite] keys of a plugin protocol that are not fields here (its own parameters, as written)
+    protocol_params: Mapping[str, Any] = field(default_factory=dict)
     profile: str = "embedded"
     path: str = ""
 
     @property
     def table_kind(self) -> str:
         return self.table or self.protocol
+
+    def protocol_object(self) -> Protocol:
+        """The suite's protocol with its parameters: the fields here it takes (``shots``, ``val_fraction``,
+        ...) and ``protocol_params``; validated (METHODS_SPEC §5.5, §6).
+
+        Raises:
+            augbench.plugins.RegistryError: unknown protocol, or its plugin does not import.
+            ProtocolError: a bad parameter value.
+        """
+        cls = get_protocol(self.protocol)
+        values = {name: getattr(self, name) for name in cls.parameters() if name in _SUITE_FIELDS}
+        return cls.from_values({**values, **self.protocol_params})
 
     def family_params(self, family: str) -> dict[str, Any]:
         return dict(self.methods_params.get(family, {}))
@@ -126,7 +152,7 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-_SUITE_FIELDS = {f.name for f in dataclasses.fields(Suite)} - {"profile", "path"}
+_SUITE_FIELDS = {f.name for f in dataclasses.fields(Suite)} - {"profile", "path", "protocol_params"}
 _TOP_LEVEL = ("suite", "methods_params", "training", "profiles")
 
 
@@ -156,7 +182,8 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
     methods_params = _merge_tables(raw.get("methods_params", {}), overlay.pop("methods_params", {}))
     training = _merge_training(raw.get("training", {}), overlay.pop("training", {}))
     values = {**raw.get("suite", {}), **overlay}
-    problems += [_unknown_suite_key(key) for key in values if key not in _SUITE_FIELDS]
+    protocol_params, protocol_problems = _protocol_keys(values)
+    problems += protocol_problems
     problems += _unknown({k: v for k, v in training.items() if not isinstance(v, Mapping)}, TRAINING_KEYS,
                          "key in [training]")
     for family, table in training.items():
@@ -165,9 +192,6 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
     for key in ("protocol", "datasets", "methods", "seeds"):
         if key not in values:
             problems.append(f"[suite] needs {key!r}")
-    if values.get("protocol") is not None and values["protocol"] not in PROTOCOLS:
-        problems.append(f"unknown protocol {values['protocol']!r}{did_you_mean(values['protocol'], PROTOCOLS)}; "
-                        f"expected one of {', '.join(PROTOCOLS)}")
     for entry in values.get("methods", []):
         try:
             parse_method_entry(entry)
@@ -181,21 +205,65 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
     for key in ("datasets", "methods", "seeds", "shots", "imbalance_factors", "published"):
         if key in values:
             values[key] = tuple(values[key])
-    values["class_group_thresholds"] = {k: tuple(v) for k, v in values.get("class_group_thresholds", {}).items()}
-    return Suite(**values, methods_params=methods_params, training=training, profile=profile, path=str(path))
+    if isinstance(values.get("class_group_thresholds"), Mapping):
+        values["class_group_thresholds"] = {k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in values["class_group_thresholds"].items()}
+    suite = Suite(**values, methods_params=methods_params, training=training, protocol_params=protocol_params,
+                  profile=profile, path=str(path))
+    try:
+        suite.protocol_object()
+    except ProtocolError as exc:
+        raise SuiteError(f"{path} (profile {profile}): {exc}") from None
+    return suite
+
+
+def _protocol_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Split a plugin protocol's own parameters off ``values`` (the [suite] table) and name every key
+    that is neither a suite key nor a parameter of the suite's protocol: ``(protocol_params, problems)``."""
+    name, takes, problems = values.get("protocol"), None, []
+    if name is not None and not isinstance(name, str):
+        problems.append(f"[suite] protocol = {name!r}: expected a protocol name, e.g. \"few_shot\"")
+    elif name is not None:
+        try:
+            takes = get_protocol(name).parameters()
+        except RegistryError as exc:  # unknown (with a did-you-mean), or a plugin that does not import
+            problems.append(str(exc))
+    if takes is not None:
+        for key in [k for k in values if k in PROTOCOL_FIELDS and k not in takes]:
+            problems.append(f"[suite] {key!r}: protocol {name!r} does not take it{did_you_mean(key, takes)}; its "
+                            f"parameters: {', '.join(takes) or '(none)'}")
+    takes = takes or ()
+    own = {key: values.pop(key) for key in list(values) if key in takes and key not in _SUITE_FIELDS}
+    problems += [_unknown_suite_key(key, takes) for key in values if key not in _SUITE_FIELDS]
+    return own, problems
 
 
 def _unknown(table: Mapping[str, Any], known, what: str) -> list[str]:
-    return [f"unknown {what} {key!r}{did_you_mean(key, sorted(known))}" for key in table if key not in known]
+    return [_misplaced(key, what) or f"unknown {what} {key!r}{did_you_mean(key, sorted(known))}"
+            for key in table if key not in known]
 
 
-def _unknown_suite_key(key: str) -> str:
-    """Training keys moved from [suite] to [training] (per family since harness v2): say where they go."""
+def _misplaced(key: str, what: str) -> str | None:
+    """``'seeds' belongs in [suite], not in [training]``: a valid key in the wrong table is a placement
+    error, not a typo (no did-you-mean naming the key itself)."""
+    where = "at the top level" if what == "top-level table" else f"in {what.removeprefix('key in ')}"
+    if key in TRAINING_KEYS:
+        return f"{key!r} belongs in [training] (all methods) or [training.<family>], not {where}"
+    if key in _SUITE_FIELDS:
+        return f"{key!r} belongs in [suite], not {where}"
+    return None
+
+
+def _unknown_suite_key(key: str, protocol_params: Sequence[str] = ()) -> str:
+    """A [training] key in [suite] (they moved there, per family, in harness v2) is told where it belongs;
+    anything else gets the closest suite key or parameter of the suite's protocol, ``protocol_params``."""
+    if key in TRAINING_KEYS:
+        return _misplaced(key, "[suite]")
     training_hint = did_you_mean(key, TRAINING_KEYS)
     if training_hint:
         return (f"unknown key in [suite] {key!r}: how synthetic images join training is set in [training] "
                 f"(all methods) or [training.<family>]{training_hint}")
-    return f"unknown key in [suite] {key!r}{did_you_mean(key, sorted(_SUITE_FIELDS))}"
+    return f"unknown key in [suite] {key!r}{did_you_mean(key, sorted({*_SUITE_FIELDS, *protocol_params}))}"
 
 
 def _merge_tables(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -220,8 +288,8 @@ def validate_suite(suite: Suite, registry, datasets_dir=None) -> None:
     Every problem is collected and raised as one ``SuiteError`` (with did-you-mean hints), before any
     cell runs.
     """
-    from augbench.data.cards import CardError, list_cards
     from augbench.contract import ConfigError
+    from augbench.data.cards import CardError, list_cards
     from augbench.registry import RegistryError
 
     problems: list[str] = []
@@ -346,12 +414,16 @@ def plan_cells(suite: Suite, opts: RunOptions) -> list[Cell]:
     datasets = opts.datasets or suite.datasets
     methods = opts.methods or suite.methods
     seeds = opts.seeds if opts.seeds is not None else suite.seeds
-    if suite.protocol in ("few_shot", "waterbirds"):
-        grid = [(("shots", k),) for k in (opts.shots or suite.shots)]
-    elif suite.protocol == "long_tail":
-        grid = [(("imbalance_factor", f),) for f in suite.imbalance_factors]
-    else:  # full_data
-        grid = [()]
+    protocol = suite.protocol_object()
+    if opts.shots:
+        if "shots" not in protocol.parameters():
+            raise SuiteError(f"--shots: protocol {suite.protocol!r} does not take shots; its parameters: "
+                             f"{', '.join(protocol.parameters()) or '(none)'}")
+        try:
+            protocol = protocol.with_values(shots=tuple(opts.shots))
+        except ProtocolError as exc:
+            raise SuiteError(f"--shots: {exc}") from None
+    grid = protocol.settings()
     return [Cell(suite.name, opts.profile, d, suite.protocol, params, m, s)
             for d in datasets for params in grid for m in methods for s in seeds]
 
@@ -360,5 +432,5 @@ def default_run_dir(suite: str, profile: str) -> Path:
     return Path("runs") / f"{Path(suite).stem}-{profile}"
 
 
-__all__ = ["EXECUTORS", "PROTOCOLS", "Cell", "RunOptions", "Suite", "SuiteError", "default_run_dir",
-           "did_you_mean", "list_suites", "load_suite", "parse_method_entry", "plan_cells", "validate_suite"]
+__all__ = ["EXECUTORS", "Cell", "RunOptions", "Suite", "SuiteError", "default_run_dir",
+           "list_suites", "load_suite", "parse_method_entry", "plan_cells", "validate_suite"]

@@ -32,11 +32,11 @@ from tqdm.auto import tqdm
 
 from augbench.contract import MethodContext, OfflineMethod, PipelineCache, SyntheticSample
 from augbench.data.core import ImageSource, Subset
-from augbench.run.profiles import Profile
 from augbench.registry import Composition, Registry, default_registry
-from augbench.run.store import write_bytes_atomic
+from augbench.run.profiles import Profile
+from augbench.run.store import Store, default_cache_root, write_bytes_atomic
 
-__all__ = ["GenerateError", "generate_synthetic_set", "read_manifest"]
+__all__ = ["GenerateError", "build_method_artifacts", "generate_synthetic_set", "offline_method", "read_manifest"]
 
 FORMAT = "augbench.synthetic/1"
 MANIFEST = "manifest.jsonl"
@@ -127,18 +127,41 @@ def generate_synthetic_set(
         params_overrides: config overrides (for a composition: ``{family: {param: value}}``).
         budget: number of images (default: the method's, e.g. ``expansion * |subset|``).
         device: torch device.
-        cache_dir: artifact cache for ``setup`` (concept learning, inversion pools).
+        cache_dir: the method's own cache folder (``ctx.cache_dir``; default ``out_dir/.cache``).
         registry: registry to resolve ``method_id`` (default: installed entry points).
         pipelines: warm-model cache (default: the process-wide one).
-        artifacts: the built artifacts the method declared (``augbench.run.artifacts``); when ``None`` and
-            the method declares some, they are built (or reused) in the shared store first.
+        artifacts: the built artifacts the method declared (``augbench.run.artifacts``); when ``None``
+            they are built or reused as the runner's artifacts stage does (:func:`build_method_artifacts`).
 
     Returns:
         ``out_dir`` as a ``Path``; ``out_dir/manifest.jsonl`` lists the images.
 
     Raises:
         GenerateError: ``method_id`` is a batch method, or ``out_dir`` holds a different set.
+        ArtifactError: an artifact was trained on images outside ``subset`` (the leakage guard).
     """
+    method = offline_method(method_id, params_overrides, registry)
+    out = Path(out_dir)
+    ctx = MethodContext(profile=profile, source=source, device=device, batch_size=batch_size,
+                        cache_dir=Path(cache_dir) if cache_dir else out / ".cache",
+                        **({"pipelines": pipelines} if pipelines is not None else {}))
+    class_names = ctx.require_card().class_names
+    ctx.artifacts = dict(build_method_artifacts(method, subset, ctx) if artifacts is None else artifacts)
+    method.setup(subset, ctx)
+    requests = method.plan(subset, budget, seed, ctx=ctx)
+    spec = _generation_spec(method, subset, seed, budget, len(requests), ctx)
+    if _open_folder(out, _dumps(spec) + "\n"):
+        return out  # complete
+    _write_missing(method, requests, ctx, class_names, out)
+    lines = [(out / PARTS / f"{r.index:06d}.json").read_text(encoding="utf-8") for r in requests]
+    write_bytes_atomic(out / MANIFEST, "".join(lines).encode("utf-8"))
+    shutil.rmtree(out / PARTS, ignore_errors=True)
+    return out
+
+
+def offline_method(method_id: str | OfflineMethod, params_overrides: Mapping[str, Any] | None = None,
+                   registry: Registry | None = None) -> OfflineMethod:
+    """The offline method ``method_id`` names (a composition's offline part); a batch method is refused."""
     if isinstance(method_id, OfflineMethod):
         method = method_id
     else:
@@ -150,40 +173,45 @@ def generate_synthetic_set(
             f"{method_id!r} is a {method.kind} method: it mixes training batches and has no synthetic set. "
             "Generate with an offline method (e.g. sd_random) and pass the mixer to `augbench run`."
         )
-    out = Path(out_dir)
-    ctx = MethodContext(
-        profile=profile,
-        source=source,
-        device=device,
-        cache_dir=Path(cache_dir) if cache_dir else out / ".cache",
-        batch_size=batch_size,
-        **({"pipelines": pipelines} if pipelines is not None else {}),
-    )
-    class_names = ctx.require_card().class_names
-    if artifacts is None:
-        from augbench.run.artifacts import build_artifacts
-        from augbench.run.store import Store, default_cache_root
+    return method
 
-        specs = method.artifacts(subset, ctx)
-        artifacts = build_artifacts(specs, subset, ctx, Store(default_cache_root())) if specs else {}
-    ctx.artifacts = dict(artifacts)
 
-    method.setup(subset, ctx)
-    requests = method.plan(subset, budget, seed, ctx=ctx)
-    spec = {
+def build_method_artifacts(method: OfflineMethod, subset: Subset, ctx: MethodContext,
+                           store: Store | None = None) -> dict[str, Any]:
+    """Build or reuse the artifacts ``method`` declares for ``subset``, as the runner's artifacts stage does.
+
+    It calls what ``augbench.run.stages.artifacts_stage`` calls, ``augbench.run.artifacts.build_artifacts``
+    on the method's specs: the same leakage guard refuses an artifact trained on any image outside
+    ``subset``, and the same shared store (default: ``$AUGBENCH_CACHE``, the store of ``augbench run``
+    without ``--cache-dir``) holds it under the same key, so a set generated here and a run's cell of the
+    same subset share one build. ``subset`` has no validation part carved from it, so a spec with
+    ``trained_on = "full_split"`` is built on ``subset`` too (the stage's ``full_split=None``).
+    """
+    from augbench.run.artifacts import build_artifacts
+
+    return build_artifacts(method.artifacts(subset, ctx), subset, ctx, store or Store(default_cache_root()))
+
+
+def _generation_spec(method: OfflineMethod, subset: Subset, seed: int, budget: int | None, num_images: int,
+                    ctx: MethodContext) -> dict[str, Any]:
+    """What ``generation.json`` records: the method, seed, subset, profile and artifacts of the set."""
+    profile = ctx.profile
+    return {
         "format": FORMAT,
         **method.provenance(),
         "seed": int(seed),
         "budget": budget,
-        "num_images": len(requests),
+        "num_images": num_images,
         "dataset": subset.dataset,
         "subset_hash": subset.manifest_hash,
-        "classes": list(class_names),
+        "classes": list(ctx.require_card().class_names),
         "profile": {"name": profile.name, "pipeline": profile.pipeline, "revision": profile.pipeline_revision},
-        "artifacts": sorted(a.key for a in artifacts.values()),
+        "artifacts": sorted(a.key for a in ctx.artifacts.values()),
     }
-    spec_text = _dumps(spec) + "\n"
 
+
+def _open_folder(out: Path, spec_text: str) -> bool:
+    """Create ``out`` with ``generation.json``, or check that it holds this set; True when the set is complete."""
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / SPEC
     if spec_path.is_file():
@@ -194,10 +222,12 @@ def generate_synthetic_set(
             )
     else:
         write_bytes_atomic(spec_path, spec_text.encode("utf-8"))
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file():
-        return out  # complete
+    return (out / MANIFEST).is_file()
 
+
+def _write_missing(method: OfflineMethod, requests: list, ctx: MethodContext, class_names: tuple[str, ...],
+                   out: Path) -> None:
+    """Generate every request without both its image and its row, ``ctx.batch_size`` requests per call."""
     images_dir, parts_dir = out / IMAGES, out / PARTS
     images_dir.mkdir(exist_ok=True)
     parts_dir.mkdir(exist_ok=True)
@@ -208,8 +238,8 @@ def generate_synthetic_set(
     todo = [r for r in requests if not done(r.index)]
     progress = tqdm(total=len(requests), initial=len(requests) - len(todo), desc=f"generate {method.id}",
                     unit="img", leave=False, disable=None)  # disable=None: only on a terminal
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+    for start in range(0, len(todo), ctx.batch_size):
+        chunk = todo[start : start + ctx.batch_size]
         samples = generate_guarded(method, chunk, ctx, class_names)
         for request, sample in zip(chunk, samples, strict=True):
             name = f"{request.index:06d}"
@@ -218,11 +248,6 @@ def generate_synthetic_set(
             write_bytes_atomic(parts_dir / f"{name}.json", (_dumps(row) + "\n").encode("utf-8"))
         progress.update(len(chunk))
     progress.close()
-
-    lines = [(parts_dir / f"{r.index:06d}.json").read_text(encoding="utf-8") for r in requests]
-    write_bytes_atomic(manifest_path, "".join(lines).encode("utf-8"))
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return out
 
 
 MAX_ATTEMPTS = 4

@@ -235,6 +235,30 @@ def _local_timm_weights(model_name: str) -> tuple[str | None, list[str]]:
     return None, tried
 
 
+def _timm_weights_path(name: str, weights_file: str | os.PathLike | None, local_files_only: bool) -> str | None:
+    """The local file timm loads ``name``'s pretrained weights from: ``weights_file``, else the Hugging Face
+    cache; ``None`` lets timm download (only with ``local_files_only=False``).
+
+    Raises:
+        WeightsNotFoundError: nothing local and downloads not allowed, or ``weights_file`` does not exist.
+    """
+    path = str(weights_file) if weights_file is not None else None
+    tried: list[str] = []
+    if path is None:
+        path, tried = _local_timm_weights(name)
+    if path is None and local_files_only:
+        raise WeightsNotFoundError(
+            f"timm pretrained weights for {name!r} are not in the local cache (looked for: "
+            f"{'; '.join(tried) or 'nothing to look for'}). Get them on a machine with network access with "
+            f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (fills the Hugging Face "
+            f"cache; copy ~/.cache/huggingface), or pass weights_file=PATH, or allow downloads with "
+            f"local_files_only=False"
+        )
+    if path is not None and not os.path.isfile(path):
+        raise WeightsNotFoundError(f"{path}: weight file for {name!r} not found")
+    return path
+
+
 def create_classifier(
     name: str,
     num_classes: int,
@@ -290,20 +314,7 @@ def create_classifier(
         mean, std = EFFNET_LITE_MEAN, EFFNET_LITE_STD
         native_size, interpolation = 224, "bicubic"
     elif weights == "timm":
-        path = str(weights_file) if weights_file is not None else None
-        tried: list[str] = []
-        if path is None:
-            path, tried = _local_timm_weights(name)
-        if path is None and local_files_only:
-            raise WeightsNotFoundError(
-                f"timm pretrained weights for {name!r} are not in the local cache (looked for: "
-                f"{'; '.join(tried) or 'nothing to look for'}). Get them on a machine with network access with "
-                f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (fills the Hugging Face "
-                f"cache; copy ~/.cache/huggingface), or pass weights_file=PATH, or allow downloads with "
-                f"local_files_only=False"
-            )
-        if path is not None and not os.path.isfile(path):
-            raise WeightsNotFoundError(f"{path}: weight file for {name!r} not found")
+        path = _timm_weights_path(name, weights_file, local_files_only)
         overlay = {"file": path} if path is not None else None
         model = timm.create_model(
             name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay, **model_kwargs

@@ -1,8 +1,9 @@
 """Evaluation of a classifier: predictions and accuracy metrics (METHODS_SPEC §5.4, §6.2, §6.3, §7.1).
 
-The class-group (many/medium/few) thresholds and accuracies are defined once, in
-``augbench.protocols.subsets`` (``class_groups``, ``mean_accuracy_by_class_group``); this module only
-applies them to a model's predictions.
+Every accuracy is defined once, in ``augbench.protocols`` (per-class and group accuracies in
+``protocols.metrics``, the many/medium/few thresholds in ``protocols.long_tail.class_groups``); this
+module applies them to a model's predictions. It imports the protocols' torch-free modules only, never
+the reporting side.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from augbench.protocols.subsets import class_groups, mean_accuracy_by_class_group
 from augbench.data.imaging import normalize
+from augbench.protocols.long_tail import class_groups
+from augbench.protocols.metrics import group_metrics, mean_accuracy_by_class_group, per_class_accuracy
 from augbench.training.runtime import autocast
 
 __all__ = ["classification_metrics", "evaluate_model", "many_medium_few", "predict", "predict_logits"]
@@ -24,7 +26,7 @@ __all__ = ["classification_metrics", "evaluate_model", "many_medium_few", "predi
 def many_medium_few(train_counts: Sequence[int], many: int = 20, few: int = 5) -> dict[str, list[int]]:
     """Class groups by training count (§5.4: CUB many > 20, medium 5-20, few < 5; Flowers 30/10).
 
-    The training-side name of ``augbench.protocols.subsets.class_groups``.
+    The training-side name of ``augbench.protocols.long_tail.class_groups``.
     """
     return class_groups(train_counts, many_above=many, few_below=few)
 
@@ -56,31 +58,16 @@ def classification_metrics(
     correct = (preds == labels).double()
     n = int(labels.numel())
     out: dict[str, Any] = {"n": n, "top1": 100.0 * float(correct.mean()) if n else float("nan")}
-    tot = torch.bincount(labels, minlength=num_classes).double()
-    hit = torch.bincount(labels, weights=correct, minlength=num_classes)
-    per_class = [100.0 * float(hit[c] / tot[c]) if tot[c] > 0 else None for c in range(num_classes)]
+    tested = per_class_accuracy(preds, labels)
+    per_class = [tested.get(c) for c in range(num_classes)]
     out["per_class"] = per_class
     present = [a for a in per_class if a is not None]
     out["mean_per_class"] = float(np.mean(present)) if present else float("nan")
     if groups is not None:
-        out.update(_group_metrics(correct, groups, out["top1"]))
+        out.update(group_metrics(correct, groups))
     if class_groups is not None:
         out["class_groups"] = mean_accuracy_by_class_group(per_class, class_groups)
     return out
-
-
-def _group_metrics(correct: torch.Tensor, groups: Sequence[str], pooled: float) -> dict[str, Any]:
-    """Accuracy over each group's samples, their unweighted mean and the worst group (§6.3)."""
-    keys = sorted(set(groups))
-    g = torch.tensor([keys.index(k) for k in groups])
-    accs = {k: 100.0 * float(correct[g == i].mean()) for i, k in enumerate(keys)}
-    return {
-        "groups": accs,
-        "group_sizes": {k: int((g == i).sum()) for i, k in enumerate(keys)},
-        "group_mean": float(np.mean(list(accs.values()))),
-        "worst_group": float(min(accs.values())),
-        "pooled": pooled,
-    }
 
 
 @torch.inference_mode()

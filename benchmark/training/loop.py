@@ -134,7 +134,9 @@ def _resolve_classifier(model: Any, cfg: TrainConfig) -> _Classifier:
 
     ``TrainConfig`` values win over the spec's; ImageNet statistics are the last resort.
     """
-    from augbench.training.backbones import ClassifierSpec  # backbones imports timm: loaded only when training
+    from augbench.training.backbones import (
+        ClassifierSpec,  # backbones imports timm: loaded only when training
+    )
 
     if callable(model) and not isinstance(model, nn.Module):
         model = model()

@@ -5,12 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from augbench.contract import one_hot  # the one one-hot; re-exported for training code
+
 __all__ = ["label_smoothing_loss", "one_hot", "smoothed_targets", "soft_target_cross_entropy"]
-
-
-def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Float one-hot vectors ``[N, C]`` of integer ``labels``."""
-    return F.one_hot(labels.long(), num_classes).float()
 
 
 def smoothed_targets(

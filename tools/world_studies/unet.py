@@ -187,7 +187,8 @@ def train(name: str, kind: str, vae, lat_mean, lat_std, text_emb, empty_emb, ste
           lr: float = 1e-3, gamma: float = 5.0, ema_decay: float = 0.998, seed: int = 0, vae_name: str = "") -> None:
     from diffusers import DDPMScheduler
 
-    from augbench.world.build import _cosine_with_warmup, sd15_scheduler_config
+    from augbench.world.build import sd15_scheduler_config
+    from augbench.world.build.loops import cosine_with_warmup
 
     scaling = float(1.0 / lat_mean.std())
     torch.manual_seed(seed)
@@ -196,7 +197,7 @@ def train(name: str, kind: str, vae, lat_mean, lat_std, text_emb, empty_emb, ste
     ema = copy.deepcopy(unet).requires_grad_(False)
     acp = DDPMScheduler(**{k: v for k, v in sd15_scheduler_config().items() if k != "set_alpha_to_one"}).alphas_cumprod
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    sched = _cosine_with_warmup(opt, steps, warmup=max(1, steps // 40))
+    sched = cosine_with_warmup(opt, steps, warmup=max(1, steps // 40))
     gen = torch.Generator().manual_seed(seed)
     at = sorted({int(round(steps * (k + 1) / evals)) for k in range(evals)})
     n = len(text_emb)

@@ -121,7 +121,9 @@ def evaluate(vae, test_imgs, test_labels) -> dict:
 
 def train(name: str, spec: dict, images: torch.Tensor, test_imgs, test_labels, results: Results,
           evals: int = 3, seed: int = 0, save_dir: Path | None = None):
-    from augbench.world.build import _cosine_with_warmup, _random_crops, to_unit
+    from augbench.world.build import to_unit
+    from augbench.world.build.loops import cosine_with_warmup
+    from augbench.world.build.vae import random_crops
 
     torch.manual_seed(seed)
     vae = make_vae(spec["channels"], spec["latent"], spec["layers"])
@@ -129,7 +131,7 @@ def train(name: str, spec: dict, images: torch.Tensor, test_imgs, test_labels, r
     perc = Perceptual() if spec["perceptual"] > 0 else None
     opt = torch.optim.AdamW(vae.parameters(), lr=spec["lr"], weight_decay=0.0)
     steps = spec["steps"]
-    sched = _cosine_with_warmup(opt, steps, warmup=max(1, steps // 20))
+    sched = cosine_with_warmup(opt, steps, warmup=max(1, steps // 20))
     gen = torch.Generator().manual_seed(seed)
     at = sorted({int(round(steps * (k + 1) / evals)) for k in range(evals)})
     t0 = time.time()
@@ -137,7 +139,7 @@ def train(name: str, spec: dict, images: torch.Tensor, test_imgs, test_labels, r
     vae.train()
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(images), (spec["batch"],), generator=gen)
-        x = to_unit(_random_crops(images[idx], spec["crop"], gen))
+        x = to_unit(random_crops(images[idx], spec["crop"], gen))
         if torch.rand((), generator=gen) < 0.5:
             x = x.flip(3)
         post = vae.encode(x).latent_dist

@@ -145,7 +145,7 @@ def validate_recipe(kind: str, recipe: Mapping[str, Any]) -> dict[str, Any]:
     keys = RECIPE_KEYS[kind]
     unknown = sorted(set(recipe) - set(keys))
     if unknown:
-        from augbench.run.suites import did_you_mean
+        from augbench.plugins import did_you_mean
 
         hints = ", ".join(f"{k!r}{did_you_mean(k, sorted(keys))}" for k in unknown)
         raise ConfigError(f"{kind} recipe: unknown key(s) {hints}; valid keys: {', '.join(sorted(keys))}")

@@ -1,32 +1,24 @@
-"""The method contract: one interface for every augmentation method (DESIGN.md, "The method contract").
-
-Two kinds of methods share one base class (``Method``):
+"""Methods: the ``Method`` base class, batch mixers and offline generators (DESIGN.md, "The method contract").
 
 * **batch** methods (``BatchMethod``: CutMix, MixUp, identity) mix a training batch. Sampling the
   randomness (``make_params``: λ, boxes, partners, apply decisions) is separate from applying it
   (``apply``), following torchvision v2's ``make_params``/``transform`` split, so tests can pin the
   parameters. All randomness comes from an explicit ``torch.Generator`` (never global RNG state).
 * **offline** methods (``OfflineMethod``: SD-random and the diffusion family) produce a synthetic set
-  before training: optional ``setup(subset, ctx)`` (concept learning, inversion pools), ``plan(subset,
-  budget, seed)`` (a list of ``GenerationRequest``, each with its own seed derived from
-  ``(run seed, method id, request index)``; METHODS_SPEC §4 "HARNESS: use a per-worker seeded
-  generator"), and batched ``generate(requests, ctx)`` returning ``SyntheticSample`` objects (image,
-  soft label, provenance).
+  before training: ``artifacts(subset, ctx)`` (``ArtifactSpec``: concept learning, inversion pools,
+  built by the runner), optional ``setup(subset, ctx)``, ``plan(subset, budget, seed)`` (a list of
+  ``GenerationRequest``, each with its own seed derived from ``(run seed, family, request index)``;
+  METHODS_SPEC §4 "HARNESS: use a per-worker seeded generator"), and batched ``generate(requests,
+  ctx)`` returning ``SyntheticSample`` objects (image, soft label, provenance).
 
-Each method class declares a ``Config`` dataclass (subclass of ``MethodConfig``) with its harness
-defaults, ``presets`` (dict overlays selected by ``family.preset`` ids, timm's ``arch.tag`` idea) and a
-``card`` (``MethodCard``: what it changes, its labels and cost). Parameter help and the papers' values
-go into the dataclass field metadata through ``param``.
+Part of ``augbench.contract``: it imports nothing from the runner or training (``tests/test_layout.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import threading
 import types
-import typing
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,8 +26,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from augbench.run.seeding import derive_seed
-from augbench.training.replacement import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES
+from augbench.canonical import derive_seed
+from augbench.contract.config import ConfigError, EmptyConfig, MethodCard, MethodConfig
+from augbench.diffusion.cache import PROCESS_PIPELINES, PipelineCache
+from augbench.plugins import did_you_mean
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,292 +39,21 @@ if TYPE_CHECKING:
     from augbench.run.profiles import Profile
 
 __all__ = [
+    "ARTIFACT_TRAINING_IMAGES",
+    "KINDS",
     "ArtifactSpec",
     "BatchMethod",
-    "ConfigError",
     "GenerationRequest",
     "Method",
-    "MethodCard",
-    "MethodConfig",
     "MethodContext",
     "OfflineMethod",
-    "PipelineCache",
-    "PROCESS_PIPELINES",
     "SyntheticSample",
-    "TrainingIntegration",
     "as_soft_targets",
-    "param",
+    "one_hot",
     "request_seed",
 ]
 
 KINDS = ("batch", "offline")
-
-
-class ConfigError(ValueError):
-    """A method configuration or preset is invalid (unknown key, wrong type, unknown preset)."""
-
-
-# --- configuration -------------------------------------------------------------------------------
-
-
-def param(default: Any, help: str = "", *, paper: Any = None, choices: Sequence[Any] | None = None) -> Any:
-    """A config dataclass field carrying documentation for the method card.
-
-    Args:
-        default: harness default value (immutable, or a tuple).
-        help: one-line description shown by ``augbench methods`` and ``Registry.describe``.
-        paper: the papers' / reference code's value(s) where they differ from the harness default,
-            as free text with METHODS_SPEC citations (e.g. ``"P1: 0.2 [§2.2]; DII code: 1.0"``).
-        choices: allowed values; checked by ``MethodConfig.validate``.
-
-    Returns:
-        A ``dataclasses.field`` with ``metadata = {"help", "paper", "choices"}``.
-    """
-    meta = {"help": help, "paper": paper, "choices": tuple(choices) if choices is not None else None}
-    return field(default=default, metadata=meta)
-
-
-def _close_matches(name: str, known: Sequence[str] | set[str], n: int = 1) -> list[str]:
-    """Close spellings of ``name`` among ``known`` (difflib, plus shared prefixes such as prob/probability)."""
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=n, cutoff=0.5)
-    if not close:
-        close = [k for k in known if len(k) >= 3 and (name.startswith(k) or k.startswith(name))][:n]
-    return close
-
-
-def _tuple_fields(cls: type) -> set[str]:
-    names = set()
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - unresolvable annotations (local types): fall back to defaults
-        hints = {}
-    for f in dataclasses.fields(cls):
-        hint = hints.get(f.name)
-        origins = {typing.get_origin(hint)} | {typing.get_origin(a) for a in typing.get_args(hint)}
-        if tuple in origins or hint is tuple or isinstance(f.default, tuple):
-            names.add(f.name)
-    return names
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Base class of every method's ``Config`` dataclass (frozen; JSON-ready values only).
-
-    Subclasses add fields with ``param(...)``. ``to_dict``/``from_dict`` round-trip exactly (tuples
-    are restored from JSON lists); unknown keys raise ``ConfigError`` with close matches.
-    """
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a plain dict (tuples become lists, so it is JSON-ready)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MethodConfig:
-        """Build a config from a dict; ``None`` values mean "use the default" (timm factory rule).
-
-        Raises:
-            ConfigError: a key is not a field of this config.
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            hints = []
-            for k in unknown:
-                close = _close_matches(k, known)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(
-                f"{cls.__qualname__}: unknown parameter(s) {', '.join(hints)}; "
-                f"known parameters: {', '.join(sorted(known)) or '(none)'}"
-            )
-        tuples = _tuple_fields(cls)
-        kwargs = {}
-        for k, v in data.items():
-            if v is None:
-                continue
-            kwargs[k] = tuple(v) if k in tuples and isinstance(v, list) else v
-        cfg = cls(**kwargs)
-        cfg.validate()
-        return cfg
-
-    def replace(self, **changes: Any) -> MethodConfig:
-        """A copy with ``changes`` applied (``None`` values ignored), validated."""
-        return type(self).from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
-
-    def validate(self) -> None:
-        """Check ``choices`` declared through ``param``; subclasses may add checks.
-
-        Raises:
-            ConfigError: a value is not one of the declared choices.
-        """
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices is not None and getattr(self, f.name) not in choices:
-                raise ConfigError(
-                    f"{type(self).__qualname__}.{f.name} = {getattr(self, f.name)!r}; expected one of "
-                    f"{', '.join(repr(c) for c in choices)}"
-                )
-
-    @classmethod
-    def describe_params(cls) -> list[dict[str, Any]]:
-        """One dict per field: name, type, default, help, paper value(s), choices."""
-        out = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else None
-            out.append(
-                {
-                    "name": f.name,
-                    "type": str(f.type),
-                    "default": list(default) if isinstance(default, tuple) else default,
-                    "help": f.metadata.get("help", ""),
-                    "paper": f.metadata.get("paper"),
-                    "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None,
-                }
-            )
-        return out
-
-
-@dataclass(frozen=True)
-class EmptyConfig(MethodConfig):
-    """Config of a method without parameters."""
-
-
-LABEL_RULES = ("as_generated", "hard", "diff_mix")
-
-
-@dataclass(frozen=True)
-class TrainingIntegration:
-    """How a method's synthetic images join classifier training (METHODS_SPEC §4), declared on its card.
-
-    A suite overrides these per family in ``[training.<family>]`` (or for every family in ``[training]``);
-    records and table captions state what was used.
-
-    Attributes:
-        replacement_mode: ``concat`` (P1: real and synthetic sets concatenated), ``same_class``,
-            ``own_edits``, ``global_pool``, ``inverse_freq_class`` or ``global_pool_inverse_freq``
-            (§4 (a)-(d')).
-        replacement_p: probability that a real sample is replaced by a synthetic one (§4: 0.5).
-        labels: ``as_generated`` (the stored normalised label), ``hard`` (one-hot of the target class,
-            §4 per-class methods) or ``diff_mix`` (``sigma * [(1 - s**gamma) e_a + s**gamma e_b]`` from the
-            stored mixing metadata, §3.7), applied when the set is loaded, as the papers' code does.
-        label_gamma, label_sigma: the ``diff_mix`` rule's γ and σ (§3.7: 0.8 and 0.9 / 1.0 for CUB-LT).
-    """
-
-    replacement_mode: str = DEFAULT_REPLACEMENT_MODE
-    replacement_p: float = 0.5
-    labels: str = "as_generated"
-    label_gamma: float = 0.8
-    label_sigma: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.replacement_mode not in REPLACEMENT_MODES:
-            close = _close_matches(self.replacement_mode, REPLACEMENT_MODES)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown replacement_mode {self.replacement_mode!r}{hint}; "
-                              f"expected one of {', '.join(REPLACEMENT_MODES)}")
-        if self.labels not in LABEL_RULES:
-            raise ConfigError(f"unknown labels rule {self.labels!r}; expected one of {', '.join(LABEL_RULES)}")
-        if not 0.0 <= float(self.replacement_p) <= 1.0:
-            raise ConfigError(f"replacement_p must be in [0, 1], got {self.replacement_p}")
-        for name in ("label_gamma", "label_sigma"):
-            value = float(getattr(self, name))
-            if not 0.0 < value <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1] (Diff-Mix's soft label sigma * [(1 - s**gamma) e_a + "
-                                  f"s**gamma e_b], METHODS_SPEC §3.7: gamma 0.8, sigma 0.9 / 1.0), got {value}")
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainingIntegration:
-        unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(self)}]
-        if unknown:
-            raise ConfigError(f"unknown training key(s) {unknown}; expected "
-                              f"{', '.join(f.name for f in dataclasses.fields(self))}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-ARTIFACT_TRAINING_IMAGES = ("train_part", "full_split")
-
-
-@dataclass(frozen=True)
-class ArtifactSpec:
-    """Something an offline method needs built before it generates (DESIGN.md, "Stages, artifacts").
-
-    The runner builds it once per (kind, recipe, base model, training images) in the shared store, or
-    reuses it, and hands it to the method in ``ctx.artifacts[name]``.
-
-    Attributes:
-        kind: a registered artifact kind (``augbench.run.artifacts.ARTIFACT_KINDS``).
-        recipe: the kind's parameters (JSON-ready); part of the artifact's key.
-        name: the key in ``ctx.artifacts`` (default: ``kind``).
-        path: an existing artifact folder to import instead of building one (its ``artifact.json`` says
-            what it was trained on; the leakage guard checks it like a built one).
-        base_model: the diffusers pipeline to train on when it is not the profile's (DA-Fusion's SD v1.4);
-            part of the key.
-        trained_on: ``train_part`` (default: the cell's training part) or ``full_split`` (the training part
-            plus the validation part carved from it, as P1's full-data generator checkpoints, METHODS_SPEC
-            §5.5); the leakage guard refuses ``full_split`` unless the suite sets ``allow_foreign_artifacts``.
-    """
-
-    kind: str
-    recipe: Mapping[str, Any] = field(default_factory=dict)
-    name: str = ""
-    path: str | None = None
-    base_model: str | None = None
-    trained_on: str = "train_part"
-
-    def __post_init__(self) -> None:
-        if self.trained_on not in ARTIFACT_TRAINING_IMAGES:
-            raise ConfigError(f"ArtifactSpec.trained_on = {self.trained_on!r}; expected one of "
-                              f"{', '.join(ARTIFACT_TRAINING_IMAGES)}")
-
-    @property
-    def slot(self) -> str:
-        return self.name or self.kind
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "recipe": dict(self.recipe), "name": self.slot, "path": self.path,
-                "base_model": self.base_model, "trained_on": self.trained_on}
-
-    def context(self, ctx: MethodContext) -> MethodContext:
-        """``ctx`` with the profile's pipeline replaced by ``base_model`` (``ctx`` itself without one)."""
-        if not self.base_model or self.base_model == ctx.profile.pipeline:
-            return ctx
-        return dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, pipeline=self.base_model,
-                                                                    models_fingerprint=None))
-
-
-@dataclass(frozen=True)
-class MethodCard:
-    """What a method is, in a few lines (USER_NEEDS §8.9: "write a method card for each generator").
-
-    Parameters and their harness defaults come from the ``Config`` dataclass; the papers' values from
-    its ``param(paper=...)`` metadata and from the presets.
-
-    Attributes:
-        summary: one line (shown by ``augbench methods``).
-        changes: what the method changes in the training data.
-        labels: the labels it emits (hard one-hot, soft mixtures, ...).
-        cost: compute cost (what runs, how many UNet/VAE/text-encoder passes per image, ...).
-        references: METHODS_SPEC sections and papers.
-        training: how its synthetic images join training by default (METHODS_SPEC §4).
-    """
-
-    summary: str
-    changes: str = ""
-    labels: str = ""
-    cost: str = ""
-    references: tuple[str, ...] = ()
-    training: TrainingIntegration = field(default_factory=TrainingIntegration)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["references"] = list(self.references)
-        return d
 
 
 # --- base class ----------------------------------------------------------------------------------
@@ -393,10 +116,8 @@ class Method:
         values: dict[str, Any] = {}
         if preset:
             if preset not in cls.presets:
-                close = difflib.get_close_matches(preset, list(cls.presets), n=3)
-                hint = f" Did you mean: {', '.join(close)}?" if close else ""
                 raise ConfigError(
-                    f"{cls.family or cls.__name__} has no preset {preset!r}.{hint} "
+                    f"{cls.family or cls.__name__} has no preset {preset!r}{did_you_mean(preset, cls.presets)}. "
                     f"Presets: {', '.join(sorted(cls.presets)) or '(none)'}"
                 )
             values.update(cls.presets[preset])
@@ -432,7 +153,7 @@ def as_soft_targets(targets: torch.Tensor, num_classes: int | None = None) -> to
                 "integer labels need num_classes (set the method's num_classes or pass [B, C] probability "
                 "vectors)"
             )
-        return torch.nn.functional.one_hot(targets.long(), num_classes).to(torch.float32)
+        return one_hot(targets, num_classes)
     raise ValueError(
         f"targets must be [B, C] probability vectors or [B] integer labels; got shape {tuple(targets.shape)} "
         f"dtype {targets.dtype}"
@@ -571,42 +292,23 @@ class SyntheticSample:
         return int(self.provenance["request_index"])
 
 
-def one_hot(label: int, num_classes: int) -> np.ndarray:
-    """A hard label as a float64 probability vector."""
-    v = np.zeros(num_classes, dtype=np.float64)
-    v[int(label)] = 1.0
-    return v
+def one_hot(labels: int | torch.Tensor, num_classes: int) -> np.ndarray | torch.Tensor:
+    """Hard labels as probability vectors: the project's one one-hot (METHODS_SPEC §4, §5.7).
 
+    Args:
+        labels: one integer class (a ``SyntheticSample``'s hard label), or an integer tensor ``[N]``
+            (training targets).
+        num_classes: ``C``.
 
-class PipelineCache:
-    """Process-wide cache of warm models: one entry per key (e.g. ``(model, revision, artifact)``).
-
-    DESIGN.md "Shared diffusion machinery": one warm pipeline per (base model, artifact) per process.
-    Thread-safe; the factory runs at most once per key.
+    Returns:
+        A float64 array ``[C]`` for an integer, a float32 tensor ``[N, C]`` (on the labels' device) for a
+        tensor.
     """
-
-    def __init__(self) -> None:
-        self._items: dict[Hashable, Any] = {}
-        self._lock = threading.RLock()
-
-    def get(self, key: Hashable, factory: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = factory()
-            return self._items[key]
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-PROCESS_PIPELINES = PipelineCache()
+    if isinstance(labels, torch.Tensor):
+        return torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float32)
+    v = np.zeros(num_classes, dtype=np.float64)
+    v[int(labels)] = 1.0
+    return v
 
 
 @dataclass
@@ -650,6 +352,57 @@ class MethodContext:
     @property
     def num_classes(self) -> int:
         return self.require_card().num_classes
+
+
+ARTIFACT_TRAINING_IMAGES = ("train_part", "full_split")
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """Something an offline method needs built before it generates (DESIGN.md, "Stages, artifacts").
+
+    The runner builds it once per (kind, recipe, base model, training images) in the shared store, or
+    reuses it, and hands it to the method in ``ctx.artifacts[name]``.
+
+    Attributes:
+        kind: a registered artifact kind (``augbench.run.artifacts.ARTIFACT_KINDS``).
+        recipe: the kind's parameters (JSON-ready); part of the artifact's key.
+        name: the key in ``ctx.artifacts`` (default: ``kind``).
+        path: an existing artifact folder to import instead of building one (its ``artifact.json`` says
+            what it was trained on; the leakage guard checks it like a built one).
+        base_model: the diffusers pipeline to train on when it is not the profile's (DA-Fusion's SD v1.4);
+            part of the key.
+        trained_on: ``train_part`` (default: the cell's training part) or ``full_split`` (the training part
+            plus the validation part carved from it, as P1's full-data generator checkpoints, METHODS_SPEC
+            §5.5); the leakage guard refuses ``full_split`` unless the suite sets ``allow_foreign_artifacts``.
+    """
+
+    kind: str
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+    path: str | None = None
+    base_model: str | None = None
+    trained_on: str = "train_part"
+
+    def __post_init__(self) -> None:
+        if self.trained_on not in ARTIFACT_TRAINING_IMAGES:
+            raise ConfigError(f"ArtifactSpec.trained_on = {self.trained_on!r}; expected one of "
+                              f"{', '.join(ARTIFACT_TRAINING_IMAGES)}")
+
+    @property
+    def slot(self) -> str:
+        return self.name or self.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "recipe": dict(self.recipe), "name": self.slot, "path": self.path,
+                "base_model": self.base_model, "trained_on": self.trained_on}
+
+    def context(self, ctx: MethodContext) -> MethodContext:
+        """``ctx`` with the profile's pipeline replaced by ``base_model`` (``ctx`` itself without one)."""
+        if not self.base_model or self.base_model == ctx.profile.pipeline:
+            return ctx
+        return dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, pipeline=self.base_model,
+                                                                    models_fingerprint=None))
 
 
 class OfflineMethod(Method):
