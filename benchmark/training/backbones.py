@@ -329,10 +329,7 @@ def create_classifier(
         mean, std = tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3))
         native_size, interpolation = int(cfg.get("input_size", (3, 224, 224))[-1]), cfg.get("interpolation", "bilinear")
     return ClassifierSpec(
-        model=model,
-        name=name,
-        weights=weights,
-        num_classes=num_classes,
+        model=model, name=name, weights=weights, num_classes=num_classes,
         mean=tuple(float(m) for m in mean),  # type: ignore[arg-type]
         std=tuple(float(s) for s in std),  # type: ignore[arg-type]
         input_size=int(input_size or native_size),
