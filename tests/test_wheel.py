@@ -11,6 +11,7 @@ tree, which must not happen in a working tree others use) without build isolatio
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,7 @@ def test_installed_package_alone_finds_cards_published_tables_suites_and_weights
     elsewhere.mkdir()
     probe = """
 import json
+import os
 import augbench
 from augbench.data.cards import list_cards, load_card
 from augbench.run.profiles import WORLD_WEIGHTS
@@ -125,3 +127,32 @@ def test_a_checkout_finds_its_own_data_folders():
     from augbench.reporting.published import PUBLISHED_DIR
 
     assert SHIPPED_DATASETS_DIR == ROOT / "datasets" and PUBLISHED_DIR == ROOT / "reports" / "published"
+
+
+def test_a_users_methods_folder_and_benchmark_module_do_not_shadow_the_installed_package(wheel, tmp_path):
+    """``python -m`` puts the working folder first on ``sys.path``; before v3 a user's own ``methods/``
+    package or ``benchmark.py`` there replaced ours and broke every entry point (issue 22 item 3)."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    project = tmp_path / "users_project"
+    (project / "methods").mkdir(parents=True)
+    for shadow in (project / "methods" / "__init__.py", project / "benchmark.py"):
+        shadow.write_text("raise ImportError('the user’s own module was imported instead of augbench’s')\n")
+    # the wheel's copy first on the path, so the checkout's editable install is not what answers
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-m", "augbench.cli.main", "methods", "--json"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    listed = {m["id"] for m in json.loads(out.stdout)}
+    builtins = _entry_point_names(ROOT / "pyproject.toml", "augbench.methods")
+    assert builtins and builtins <= listed, sorted(builtins - listed)
+    where = subprocess.run([sys.executable, "-c", "import augbench, augbench.methods; print(augbench.methods.__file__)"],
+                           cwd=project, env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert Path(where.stdout.strip()).is_relative_to(site)
+
+
+def _entry_point_names(pyproject: Path, group: str) -> set[str]:
+    """The names declared in one entry-point group of ``pyproject``."""
+    import tomllib
+
+    return set(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["entry-points"][group])
