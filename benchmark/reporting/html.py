@@ -30,6 +30,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from augbench.reporting.plots import figure_image
 from augbench.reporting.tables import table_layout
 from augbench.run.records import CellRecord
 
@@ -191,7 +192,7 @@ def _accuracy_plot(table, plt) -> Image.Image:
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=7, ncol=min(3, n))
     ax.grid(axis="y", alpha=0.3)
-    return _figure_image(fig, plt)
+    return figure_image(fig, plt)
 
 
 def _loss_plot(records: Sequence[CellRecord], table, plt) -> Image.Image | None:
@@ -220,16 +221,7 @@ def _loss_plot(records: Sequence[CellRecord], table, plt) -> Image.Image | None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("training loss (mean over seeds)")
     axes[0][0].legend(fontsize=7)
-    return _figure_image(fig, plt)
-
-
-def _figure_image(fig, plt) -> Image.Image:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    return figure_image(fig, plt)
 
 
 def _pyplot():

@@ -79,7 +79,6 @@ def sweep_figure(points: Sequence[SweepPoint], parameter: str, title: str = ""):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from PIL import Image
 
     xs = [p.value for p in points]
     fig, left = plt.subplots(figsize=(5.2, 3.4), dpi=100)
@@ -95,6 +94,13 @@ def sweep_figure(points: Sequence[SweepPoint], parameter: str, title: str = ""):
     # above the axes: the two curves cross, so any corner inside may hide a point
     left.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                 ncol=2, frameon=False)
+    return figure_image(fig, plt)
+
+
+def figure_image(fig, plt):
+    """A finished matplotlib figure as an RGB PIL image (the figure is closed); every report plot ends here."""
+    from PIL import Image
+
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
