@@ -53,10 +53,12 @@ def make_cub(
     train_per_class: int = 3,
     test_per_class: int = 2,
     class_names: Sequence[str] | None = None,
+    image_size: tuple[int, int] = (6, 6),
 ) -> Path:
     """``CUB_200_2011/`` with ``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt``, ``classes.txt``.
 
-    Images of a class alternate train/test flags, the way the official split interleaves them.
+    Images of a class alternate train/test flags, the way the official split interleaves them;
+    ``image_size`` (width, height) of every JPEG (a rehearsal wants realistic sizes, tests the smallest).
     """
     names = list(class_names or real_classes("cub"))
     root = data_root / "CUB_200_2011"
@@ -70,7 +72,7 @@ def make_cub(
             image_id += 1
             species = names[c].split(".", 1)[-1]
             rel = f"{names[c]}/{species}_{j + 1:04d}_{1000 + image_id}.jpg"
-            write_jpeg(root / "images" / rel, image_id)
+            write_jpeg(root / "images" / rel, image_id, image_size)
             images.append(f"{image_id} {rel}")
             labels.append(f"{image_id} {c + 1}")
             flags.append(f"{image_id} {flag}")
@@ -78,7 +80,8 @@ def make_cub(
     (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
     (root / "train_test_split.txt").write_text("\n".join(flags) + "\n")
     (root / "classes.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(names, 1)))
-    (root / "bounding_boxes.txt").write_text("".join(f"{i} 0.0 0.0 6.0 6.0\n" for i in range(1, image_id + 1)))
+    w, h = image_size
+    (root / "bounding_boxes.txt").write_text("".join(f"{i} 0.0 0.0 {w:.1f} {h:.1f}\n" for i in range(1, image_id + 1)))
     return root
 
 

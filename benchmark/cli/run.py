@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         datasets=args.datasets, shots=args.shots, epochs=args.epochs, image_budget=args.image_budget,
         batch_size=args.batch_size,
         ray_address=args.ray_address, ray_cpus_per_task=args.ray_cpus_per_task,
-        ray_gpus_per_task=args.ray_gpus_per_task,
+        ray_gpus_per_task=args.ray_gpus_per_task, rehearsal=args.rehearsal,
     )
     summary = run_suite(opts)
     if args.json:
@@ -68,4 +68,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-budget", type=int, default=None,
                    help="training images per run (epochs = budget / epoch length); default: the suite's or recipe's")
     p.add_argument("--batch-size", type=int, default=None, help="generation batch size")
+    p.add_argument("--rehearsal", action="store_true",
+                   help="run the suite shrunk by the rehearsal overlay (benchmark/suites/overlays/rehearsal.toml: a "
+                        "few classes, images, steps and epochs) through every stage and model of the real code path, "
+                        "into runs/<suite>-<profile>-rehearsal; README 'Before a long sd15 run'")
     add_data_options(p)

@@ -289,6 +289,17 @@ def _noise_text(table: ReportTable) -> str:
             f"{SIGNIFICANT_MARK} = the interval excludes zero. ")
 
 
+REHEARSAL_MARK = "[rehearsal]"
+
+
+def _rehearsal_scale(spec: Mapping[str, Any]) -> str:
+    """What a rehearsal shrank, from the suite's scale knobs (``--rehearsal``'s overlay)."""
+    keys = ("classes", "test_per_class", "max_synthetic", "epochs", "classifier_batch_size")
+    parts = [f"{k} {spec[k]}" for k in keys if spec.get(k)]
+    parts += [f"{k} {v}" for k, v in (spec.get("profile_overrides") or {}).items()]
+    return ", ".join(parts) or "suite scale knobs"
+
+
 def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
     """What the table shows and how to read it: metric definitions, seeds, selection rule, how synthetic
     images joined training (per method family, METHODS_SPEC §4) and which methods used foreign artifacts."""
@@ -306,6 +317,9 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
         f"LPIPS = mean pairwise distance among same-class synthetic images ×100 ({lp}){uncal}. "
         f"CLIP = 100·max(cos(image, text), 0) with text `a photo of a {{class name}} {{meta}}` (METHODS_SPEC §7)."
     )
+    if spec.get("rehearsal"):
+        text = (f"{REHEARSAL_MARK} REHEARSAL: a shrunk run of the real code path ({_rehearsal_scale(spec)}); its "
+                f"numbers say nothing about the methods, so no published table is shown beside it. " + text)
     if table.summary["oracle_fidelity"].notna().any():
         text += (" Fid. = oracle fidelity, the share (%) of synthetic images the world's oracle classifier assigns "
                  "to their label (DESIGN.md, Metrics).")

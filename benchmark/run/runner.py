@@ -63,12 +63,14 @@ STAGE_OF_STORE_FOLDER = {"synthetic": "generate", "selections": "select"}
 def run_cell(cell: Cell, env: CellEnv) -> dict[str, Any]:
     """Run (or reuse) every stage of ``cell`` and write its record; returns the record as a dict."""
     from augbench.data import open_dataset
+    from augbench.data.views import first_classes
 
     timings: dict[str, float] = {}
     suite, opts = env.suite, env.opts
     already_reused = (len(env.store.stages.reused), len(env.run_store.stages.reused))
-    source = open_dataset(cell.dataset, opts.data_root, opts.datasets_dir)
-    test_source = open_dataset(suite.test_dataset, opts.data_root, opts.datasets_dir) if suite.test_dataset else source
+    source = first_classes(open_dataset(cell.dataset, opts.data_root, opts.datasets_dir), suite.classes)
+    test_source = (first_classes(open_dataset(suite.test_dataset, opts.data_root, opts.datasets_dir), suite.classes)
+                   if suite.test_dataset else source)
     if test_source.class_names != source.class_names:
         raise SuiteError(f"test dataset {test_source.card.id!r} has different classes from {source.card.id!r}")
 
@@ -162,7 +164,8 @@ class CellRunner:
             cache_root = Path(self.opts.cache_dir) if self.opts.cache_dir else default_cache_root()
             self._stores = (Store(cache_root, log), Store(Path(self.opts.run_dir) / "cache", log))
         device = self.opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return CellEnv(self.suite, self.opts, get_profile(self.opts.profile), device, self._stores[0], self._stores[1],
+        profile = self.suite.apply_to_profile(get_profile(self.opts.profile))
+        return CellEnv(self.suite, self.opts, profile, device, self._stores[0], self._stores[1],
                        default_registry(), log, on_stage)
 
     def __getstate__(self) -> dict[str, Any]:  # stores hold a log callable: each process makes its own
@@ -189,14 +192,14 @@ def prepare_run(opts: RunOptions) -> tuple[Suite, list[Cell], Path]:
             (str(opts.workers) not in ("1", "auto") and opts.executor != "local"):
         raise SuiteError(f"--workers {opts.workers}: expected a count >= 1 or 'auto', with the local executor (Ray "
                          "places tasks itself: --ray-cpus-per-task)")
-    suite = load_suite(opts.suite, opts.profile)
+    suite = load_suite(opts.suite, opts.profile, rehearsal=opts.rehearsal)
     validate_suite(suite, default_registry(), opts.datasets_dir)
     cells = plan_cells(suite, opts)
     registry = default_registry()
     for entry in dict.fromkeys(c.method for c in cells):  # --methods may name ids the suite does not
         registry.resolve(parse_method_entry(entry)[0])
     check_data_present(suite, cells, opts)
-    run_dir = Path(opts.run_dir) if opts.run_dir else default_run_dir(opts.suite, opts.profile)
+    run_dir = Path(opts.run_dir) if opts.run_dir else default_run_dir(opts.suite, opts.profile, opts.rehearsal)
     return suite, cells, run_dir
 
 

@@ -87,12 +87,32 @@ def subset_stage(cell: Cell, suite: Suite, source, test_source=None) -> Subsets:
     setting = dict(cell.protocol_params)
     subset, own_val = protocol.draw_training(source, cell.seed, setting)
     test = protocol.draw_test(source, test_source, cell.seed, setting) if test_source is not None else None
+    if test is not None and suite.test_per_class:
+        test = first_per_class(test, suite.test_per_class)
     if own_val is not None:
         return Subsets(subset, subset, own_val if suite.selection == "val_split" else None, test)
     if suite.selection == "val_split":
         train_part, val_part = validation_split(subset, suite.val_fraction, cell.seed)
         return Subsets(subset, train_part, val_part, test)
     return Subsets(subset, subset, None, test)
+
+
+def first_per_class(test, n: int):
+    """``test`` (an ``EvaluationSet``) with at most ``n`` images per class, the first in split order
+    (``[suite] test_per_class``); a drawn set, so its manifest hash enters the train key."""
+    import dataclasses
+
+    counts: dict[int, int] = {}
+    kept = []
+    for sample in test.subset.samples:
+        counts[sample.label] = counts.get(sample.label, 0) + 1
+        if counts[sample.label] <= n:
+            kept.append(sample)
+    if len(kept) == len(test.subset.samples):
+        return test
+    subset = dataclasses.replace(test.subset, params={**dict(test.subset.params), "test_per_class": n},
+                                 samples=tuple(kept))
+    return dataclasses.replace(test, subset=subset, whole_split=False)
 
 
 # --- method -----------------------------------------------------------------------------------------
@@ -191,7 +211,8 @@ def generate_stage(env: CellEnv, offline, source, train_part, seed: int, artifac
     key = content_hash({"stage": "generate", "version": STAGE_VERSIONS["generate"], "method": offline.provenance(),
                         "subset": train_part.manifest_hash, "profile": env.profile.name,
                         "pipeline": env.profile.pipeline_key, "seed": seed,
-                        "artifacts": sorted(a.key for a in artifacts.values())})
+                        "artifacts": sorted(a.key for a in artifacts.values()),
+                        **({"max_synthetic": env.suite.max_synthetic} if env.suite.max_synthetic else {})})
     t = time.time()
 
     def build(folder: Path) -> None:
@@ -199,7 +220,7 @@ def generate_stage(env: CellEnv, offline, source, train_part, seed: int, artifac
         env.log(f"  generating synthetic set {offline.id} -> {folder}")
         generate_synthetic_set(offline, source, train_part, env.profile, seed, folder,
                                batch_size=env.opts.batch_size or GENERATION_BATCH, device=env.device, artifacts=artifacts,
-                               cache_dir=env.store.root / "method-cache")
+                               cache_dir=env.store.root / "method-cache", max_images=env.suite.max_synthetic)
 
     folder, reused = env.store.build_folder("synthetic", key, MANIFEST, build)
     return SyntheticRef(key, folder, reused, time.time() - t)
@@ -270,7 +291,7 @@ def train_config(env: CellEnv, inputs: TrainInputs):
 
     suite, cell = env.suite, inputs.cell
     recipe = get_recipe(suite.recipe, dataset=cell.dataset, epochs=env.opts.epochs or suite.epochs,
-                        image_budget=env.opts.image_budget or suite.image_budget)
+                        image_budget=env.opts.image_budget or suite.image_budget, batch_size=suite.classifier_batch_size)
     integration = inputs.resolved.training
     mode = {"replacement_mode": integration.replacement_mode,
             "replacement_p": float(integration.replacement_p)} if integration else {}
@@ -305,6 +326,7 @@ def train_stage(env: CellEnv, inputs: TrainInputs) -> tuple[dict[str, Any], str,
 
     def compute() -> dict[str, Any]:
         env.on_stage("train")
+        release_warm_models()
         t = time.time()
         result = _train(env, inputs, cfg)
         result["seconds"] = time.time() - t
@@ -312,6 +334,23 @@ def train_stage(env: CellEnv, inputs: TrainInputs) -> tuple[dict[str, Any], str,
 
     value, reused = env.run_store.build_json("train", key, compute)
     return value, key, reused
+
+
+def release_warm_models() -> None:
+    """Drop this process's warm pipelines before a classifier trains: an sd15 ``real_guidance`` cell peaked
+    at 14.6 GB in training with its pipeline still loaded, 8.3 GB without (issue 23). The next cell that
+    generates loads its pipeline again (seconds; synthetic sets are cached, so often it needs none)."""
+    import gc
+
+    import torch
+
+    from augbench.diffusion.cache import PROCESS_PIPELINES
+
+    if len(PROCESS_PIPELINES):
+        PROCESS_PIPELINES.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
@@ -349,5 +388,5 @@ def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
 
 
 __all__ = ["STAGE_VERSIONS", "CellEnv", "ResolvedMethod", "Subsets", "SyntheticRef", "TrainInputs",
-           "artifacts_stage", "draw_subset", "full_split_of", "generate_stage", "metrics_stage", "resolve_method",
-           "select_stage", "subset_stage", "train_stage"]
+           "artifacts_stage", "draw_subset", "first_per_class", "full_split_of", "generate_stage", "metrics_stage",
+           "release_warm_models", "resolve_method", "select_stage", "subset_stage", "train_stage"]

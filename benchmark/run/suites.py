@@ -38,6 +38,14 @@ EXECUTORS = ("local", "ray")
 # Keys of [training] / [training.<family>] (METHODS_SPEC §4); the values are checked by
 # augbench.contract.TrainingIntegration when a cell resolves them.
 TRAINING_KEYS = ("replacement_mode", "replacement_p", "labels", "label_gamma", "label_sigma")
+# Keys of [profile]: the profile fields a suite may refine (generation and classifier sizes, sampler
+# defaults, weight precision); hashed into every stage key they change (``Suite.profile_key``)
+PROFILE_KEYS = ("image_size", "classifier_size", "num_inference_steps", "guidance_scale", "dtype")
+# Tables of [concepts.<kind>]: keys that refine the profile's concept-learning recipe of that kind
+# (augbench.diffusion.concepts.recipes; checked against the kind's keys at load)
+CONCEPT_KINDS = ("ti", "lora_ti")
+#: the overlay ``--rehearsal`` applies on top of any suite (README "Before a long sd15 run")
+REHEARSAL_OVERLAY = Path(__file__).resolve().parent.parent / "suites" / "overlays" / "rehearsal.toml"
 
 
 class SuiteError(ValueError):
@@ -113,6 +121,19 @@ class Suite:
     allow_foreign_artifacts: bool = False
     # [suite] keys of a plugin protocol that are not fields here (its own parameters, as written)
     protocol_params: Mapping[str, Any] = field(default_factory=dict)
+    # scale knobs (a rehearsal shrinks a run with these; None = all / the recipe's / the method's):
+    # the first N classes of every dataset, at most N test images per class (the first in split order),
+    # at most N synthetic images per cell (the method plans fewer where its own count is lower), the
+    # classifier's batch size
+    classes: int | None = None
+    test_per_class: int | None = None
+    max_synthetic: int | None = None
+    classifier_batch_size: int | None = None
+    # [profile] (PROFILE_KEYS) and [concepts.<kind>] (recipe keys) refine the run's profile
+    profile_overrides: Mapping[str, Any] = field(default_factory=dict)
+    concepts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # a shrunk run of the real code path (--rehearsal): captions say so, published tables are not shown
+    rehearsal: bool = False
     profile: str = "embedded"
     path: str = ""
 
@@ -143,6 +164,34 @@ class Suite:
     def to_dict(self) -> dict[str, Any]:
         return json_ready(dataclasses.asdict(self))
 
+    def apply_to_profile(self, profile: Any) -> Any:
+        """``profile`` with the suite's ``[profile]`` fields and ``[concepts.<kind>]`` recipe keys applied
+        (the latter through ``profile.extra["concept_recipes"]``, which ``concept_recipe`` reads).
+
+        The refinement joins the profile's ``models_fingerprint``, which every cache key that names the
+        pipeline or CLIP hashes (``Profile.pipeline_key``): an inversion pool or synthetic set made at a
+        rehearsal's 128 px is never reused at 512 px.
+        """
+        if not self.profile_overrides and not self.concepts:
+            return profile
+        from augbench.run.hashing import content_hash
+        extra = dict(profile.extra)
+        if self.concepts:
+            recipes = {k: dict(v) for k, v in extra.get("concept_recipes", {}).items()}
+            for kind, keys in self.concepts.items():
+                recipes[kind] = {**recipes.get(kind, {}), **keys}
+            extra["concept_recipes"] = recipes
+        refined = content_hash(self.profile_key)[:12]
+        fingerprint = f"{profile.models_fingerprint}~{refined}" if profile.models_fingerprint else f"~{refined}"
+        return dataclasses.replace(profile, **dict(self.profile_overrides), extra=extra, models_fingerprint=fingerprint)
+
+    @property
+    def profile_key(self) -> dict[str, Any] | None:
+        """What the suite changed of its profile, for stage keys (``None``: nothing, so keys stay as before)."""
+        if not self.profile_overrides and not self.concepts:
+            return None
+        return json_ready({"profile": dict(self.profile_overrides), "concepts": dict(self.concepts)})
+
 
 def json_ready(value: Any) -> Any:
     if isinstance(value, Mapping):
@@ -152,8 +201,11 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-_SUITE_FIELDS = {f.name for f in dataclasses.fields(Suite)} - {"profile", "path", "protocol_params"}
-_TOP_LEVEL = ("suite", "methods_params", "training", "profiles")
+_SUITE_FIELDS = {f.name for f in dataclasses.fields(Suite)} - {"profile", "path", "protocol_params",
+                                                               "profile_overrides", "concepts"}
+_TOP_LEVEL = ("suite", "methods_params", "training", "profile", "concepts", "profiles")
+# whole numbers >= 1 when given
+_COUNT_KEYS = ("epochs", "image_budget", "classes", "test_per_class", "max_synthetic", "classifier_batch_size")
 
 
 def list_suites() -> list[str]:
@@ -170,20 +222,56 @@ def suite_path(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
-    """The suite with the profile's overlay applied; unknown keys raise one ``SuiteError``."""
-    path = suite_path(name_or_path)
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: not valid TOML: {exc}") from exc
-    problems = _unknown(raw, _TOP_LEVEL, "top-level table")
+
+
+def _resolved_tables(raw: Mapping[str, Any], profile: str) -> dict[str, dict[str, Any]]:
+    """A suite file's tables with its ``[profiles.<profile>]`` overlay applied, key by key."""
     overlay = dict(raw.get("profiles", {}).get(profile, {}))
-    methods_params = _merge_tables(raw.get("methods_params", {}), overlay.pop("methods_params", {}))
-    training = _merge_training(raw.get("training", {}), overlay.pop("training", {}))
-    values = {**raw.get("suite", {}), **overlay}
+    return {
+        "methods_params": _merge_tables(raw.get("methods_params", {}), overlay.pop("methods_params", {})),
+        "training": _merge_training(raw.get("training", {}), overlay.pop("training", {})),
+        "profile": {**raw.get("profile", {}), **overlay.pop("profile", {})},
+        "concepts": _merge_tables(raw.get("concepts", {}), overlay.pop("concepts", {})),
+        "suite": {**raw.get("suite", {}), **overlay},
+    }
+
+
+def _layered(base: dict[str, dict[str, Any]], top: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``top``'s resolved tables (a rehearsal overlay) over ``base``'s, key by key."""
+    return {"methods_params": _merge_tables(base["methods_params"], top["methods_params"]),
+            "training": _merge_training(base["training"], top["training"]),
+            "profile": {**base["profile"], **top["profile"]},
+            "concepts": _merge_tables(base["concepts"], top["concepts"]),
+            "suite": {**base["suite"], **top["suite"]}}
+
+
+def load_suite(name_or_path: str | Path, profile: str = "embedded", rehearsal: bool = False) -> Suite:
+    """The suite with the profile's overlay applied; unknown keys raise one ``SuiteError``.
+
+    ``rehearsal``: :data:`REHEARSAL_OVERLAY` (its tables and its own ``[profiles.<profile>]``) on top, the
+    suite marked as a rehearsal and its ``published`` tables dropped (rehearsal numbers are not results).
+    """
+    path = suite_path(name_or_path)
+    raw = _read_toml(path)
+    problems = _unknown(raw, _TOP_LEVEL, "top-level table")
+    tables = _resolved_tables(raw, profile)
+    if rehearsal:
+        over = _read_toml(REHEARSAL_OVERLAY)
+        problems += [f"{REHEARSAL_OVERLAY.name}: {p}" for p in _unknown(over, _TOP_LEVEL, "top-level table")]
+        top = _resolved_tables(over, profile)
+        takes = _protocol_takes(tables["suite"].get("protocol"))
+        # the overlay names every built-in protocol's sizes (shots, imbalance factors): each suite takes its own
+        top["suite"] = {k: v for k, v in top["suite"].items() if k not in PROTOCOL_FIELDS or k in takes}
+        tables = _layered(tables, top)
+        tables["suite"].update(rehearsal=True, published=[])
+    methods_params, training, values = tables["methods_params"], tables["training"], tables["suite"]
     protocol_params, protocol_problems = _protocol_keys(values)
-    problems += protocol_problems
+    problems += protocol_problems + _scale_problems(tables["profile"], tables["concepts"])
     problems += _unknown({k: v for k, v in training.items() if not isinstance(v, Mapping)}, TRAINING_KEYS,
                          "key in [training]")
     for family, table in training.items():
@@ -209,12 +297,36 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded") -> Suite:
         values["class_group_thresholds"] = {k: tuple(v) if isinstance(v, list) else v
                                             for k, v in values["class_group_thresholds"].items()}
     suite = Suite(**values, methods_params=methods_params, training=training, protocol_params=protocol_params,
-                  profile=profile, path=str(path))
+                  profile_overrides=tables["profile"], concepts=tables["concepts"], profile=profile, path=str(path))
     try:
         suite.protocol_object()
     except ProtocolError as exc:
         raise SuiteError(f"{path} (profile {profile}): {exc}") from None
     return suite
+
+
+def _protocol_takes(name: Any) -> tuple[str, ...]:
+    try:
+        return tuple(get_protocol(name).parameters()) if isinstance(name, str) else ()
+    except RegistryError:
+        return ()
+
+
+def _scale_problems(profile_table: Mapping[str, Any], concepts: Mapping[str, Any]) -> list[str]:
+    """Unknown keys of ``[profile]`` and ``[concepts.<kind>]`` (the recipe keys of each kind)."""
+    from augbench.diffusion.concepts.recipes import RECIPE_KEYS
+
+    problems = _unknown(profile_table, PROFILE_KEYS, "key in [profile]")
+    for kind, table in concepts.items():
+        if kind not in CONCEPT_KINDS:
+            problems.append(f"unknown table [concepts.{kind}]{did_you_mean(kind, CONCEPT_KINDS)}; expected "
+                            f"{', '.join(f'[concepts.{k}]' for k in CONCEPT_KINDS)}")
+        elif not isinstance(table, Mapping):
+            problems.append(f"concepts.{kind} = {table!r}: expected a table of recipe keys")
+        else:
+            problems += _unknown({k: v for k, v in table.items() if k != "seed"}, RECIPE_KEYS[kind],
+                                 f"key in [concepts.{kind}]")
+    return problems
 
 
 def _protocol_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -339,7 +451,7 @@ def validate_suite(suite: Suite, registry, datasets_dir=None) -> None:
     if suite.selection not in SELECTION_RULES:
         problems.append(f"unknown selection {suite.selection!r}{did_you_mean(suite.selection, SELECTION_RULES)}; "
                         f"expected one of {', '.join(SELECTION_RULES)}")
-    for key in ("epochs", "image_budget"):
+    for key in _COUNT_KEYS:
         value = getattr(suite, key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             problems.append(f"{key} = {value!r}: expected a whole number >= 1 (or leave it out for the recipe's)")
@@ -379,6 +491,8 @@ class RunOptions:
     ray_address: str | None = None
     ray_cpus_per_task: float = 1
     ray_gpus_per_task: float = 0
+    # --rehearsal: the suite with REHEARSAL_OVERLAY on top (load_suite), in its own run directory
+    rehearsal: bool = False
     log: Any = None
 
 
@@ -428,8 +542,9 @@ def plan_cells(suite: Suite, opts: RunOptions) -> list[Cell]:
             for d in datasets for params in grid for m in methods for s in seeds]
 
 
-def default_run_dir(suite: str, profile: str) -> Path:
-    return Path("runs") / f"{Path(suite).stem}-{profile}"
+def default_run_dir(suite: str, profile: str, rehearsal: bool = False) -> Path:
+    """``runs/<suite>-<profile>``; a rehearsal's records never join the real run's: ``...-rehearsal``."""
+    return Path("runs") / f"{Path(suite).stem}-{profile}{'-rehearsal' if rehearsal else ''}"
 
 
 __all__ = ["EXECUTORS", "Cell", "RunOptions", "Suite", "SuiteError", "default_run_dir",

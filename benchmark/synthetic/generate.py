@@ -111,6 +111,7 @@ def generate_synthetic_set(
     registry: Registry | None = None,
     pipelines: PipelineCache | None = None,
     artifacts: Mapping[str, Any] | None = None,
+    max_images: int | None = None,
 ) -> Path:
     """Generate the synthetic set of ``method_id`` for ``subset`` into ``out_dir``.
 
@@ -132,6 +133,8 @@ def generate_synthetic_set(
         pipelines: warm-model cache (default: the process-wide one).
         artifacts: the built artifacts the method declared (``augbench.run.artifacts``); when ``None``
             they are built or reused as the runner's artifacts stage does (:func:`build_method_artifacts`).
+        max_images: at most this many images (``[suite] max_synthetic``): where the method plans more (and no
+            ``budget`` is given), it plans again with this budget, so it spreads them as it spreads a budget.
 
     Returns:
         ``out_dir`` as a ``Path``; ``out_dir/manifest.jsonl`` lists the images.
@@ -149,6 +152,9 @@ def generate_synthetic_set(
     ctx.artifacts = dict(build_method_artifacts(method, subset, ctx) if artifacts is None else artifacts)
     method.setup(subset, ctx)
     requests = method.plan(subset, budget, seed, ctx=ctx)
+    if max_images and budget is None and len(requests) > max_images:
+        budget = max_images
+        requests = method.plan(subset, budget, seed, ctx=ctx)
     spec = _generation_spec(method, subset, seed, budget, len(requests), ctx)
     if _open_folder(out, _dumps(spec) + "\n"):
         return out  # complete
