@@ -112,6 +112,13 @@ class DAFusion(OfflineMethod):
                               "copy through AUGBENCH_SD15_SD14)")
         return path
 
+    def required_models(self, profile) -> dict[str, str]:
+        """The pipeline tokens are learned on and images edited with: the profile's, or for ``daf_sd14`` only its
+        SD v1.4 (``profile.extra["sd14_pipeline"]``, empty where the profile offers none), as :meth:`base_pipeline`."""
+        if self.config.base_model is None:
+            return super().required_models(profile)
+        return {"sd14_pipeline": str(profile.extra.get("sd14_pipeline") or "")}
+
     def plan(self, subset: Subset, budget: int | None, seed: int, *,
              ctx: MethodContext | None = None) -> list[GenerationRequest]:
         cfg = self.config

@@ -81,6 +81,16 @@ from augbench.contract import (
     one_hot,
     param,
 )
+from augbench.diffusion.inversion import (  # the interpolation math (§3.10.2) lives with the pool it samples
+    check_pool_size,
+    circle_point,
+    interpolate,
+    lam_range,
+    lerp,
+    slerp,
+    theta_between,
+)
+from augbench.diffusion.suffixes import suffix_path
 from augbench.plugins import did_you_mean
 from augbench.run.seeding import derive_seed, make_generator
 
@@ -94,77 +104,17 @@ __all__ = ["INTERPOLATIONS", "DiffII", "DiffIIConfig", "circle_point", "class_bu
 
 INTERPOLATIONS = ("circle", "li", "si", "se", "none")
 OUTPUT_FORMATS = ("png", "jpeg_q75", "jpeg_q95")
-SIN_THETA_MIN = 1e-6  # below it Eq.5/6 divide by ~0 (identical or opposite inversions, §3.10.2)
 CONCEPT_PROMPT = "a photo of a {token} {meta}"  # DII interpolation_le.py:172-202
 PLAIN_PROMPT = "a photo of a {name} {meta}"  # vanilla model: P2 Tab.4 row 1 "a photo of a Samoyed pet"
+
+# the config parameters passed to the captioner suffix source (augbench.diffusion.suffixes.suffix_spec)
+CAPTIONER_PARAMS = ("captioner", "llm", "llm_model")
 
 # split ratio of `auto` (P2 L178, L186): (protocol, shots) -> s
 AUTO_SPLIT_RATIOS = {("few_shot", 5): 0.3, ("few_shot", 10): 0.1, ("long_tail", None): 1.0, ("waterbirds", None): 1.0}
 
 
-# --- the math (METHODS_SPEC §3.10.2, §3.10.3), pure functions ----------------------------------------
-
-def theta_between(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``arccos(<a, b> / (|a| |b|))`` over the fully flattened latents (float64), in [0, pi]."""
-    a64, b64 = a.double().flatten(), b.double().flatten()
-    cos = float((a64 @ b64) / (a64.norm() * b64.norm()))
-    return math.acos(min(1.0, max(-1.0, cos)))
-
-
-def circle_point(a: torch.Tensor, b: torch.Tensor, lam: float, theta: float) -> torch.Tensor:
-    """P2 Eq.5: ``[sin((1 + lam) theta) a - sin(lam theta) b] / sin theta`` (float64 math, ``a``'s dtype)."""
-    s = math.sin(theta)
-    z = (math.sin((1.0 + lam) * theta) * a.double() - math.sin(lam * theta) * b.double()) / s
-    return z.to(a.dtype)
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, mu: float, theta: float) -> torch.Tensor:
-    """P2 Eq.6, spherical interpolation: ``[sin((1 - mu) theta) a + sin(mu theta) b] / sin theta``.
-
-    Equals ``circle_point(a, b, 2 pi / theta - mu, theta)``: the short arc of the circle of Eq.5.
-    """
-    s = math.sin(theta)
-    return ((math.sin((1.0 - mu) * theta) * a.double() + math.sin(mu * theta) * b.double()) / s).to(a.dtype)
-
-
-def lerp(a: torch.Tensor, b: torch.Tensor, mu: float) -> torch.Tensor:
-    """Linear interpolation ``(1 - mu) a + mu b`` (P2 Tab.4 "LI")."""
-    return ((1.0 - mu) * a.double() + mu * b.double()).to(a.dtype)
-
-
-def lam_range(kind: str, theta: float) -> float:
-    """Upper end of the uniform ``lam`` range of each variant (lower end 0).
-
-    ``circle``: ``2 pi / theta`` (P2 Eq.5, the whole circle); ``se``: ``2 pi / theta - 1`` (Eq.7, the long
-    arc from ``I_a`` away from ``I_b`` to ``I_b``); ``li``, ``si``: 1 (HARNESS: uniform over each
-    variant's range, §3.10.2).
-    """
-    if kind == "circle":
-        return 2.0 * math.pi / theta
-    if kind == "se":
-        return 2.0 * math.pi / theta - 1.0
-    if kind in ("li", "si"):
-        return 1.0
-    raise ConfigError(f"no lam range for interpolation {kind!r}")
-
-
-def interpolate(kind: str, a: torch.Tensor, b: torch.Tensor, u: float) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The initial latent of one synthetic image from the pair ``(a, b)`` and a uniform draw ``u`` in [0, 1).
-
-    ``lam = u * lam_range(kind, theta)``, so presets that share ``u`` are paired. Returns ``(Z, info)``
-    with ``info = {"kind", "theta", "lam", "fallback"}``; ``fallback`` is true when ``sin theta < 1e-6``
-    made a spherical variant fall back to ``a``.
-    """
-    theta = theta_between(a, b)
-    if kind == "li":
-        lam = u * lam_range(kind, theta)
-        return lerp(a, b, lam), {"kind": kind, "theta": theta, "lam": lam, "fallback": False}
-    if math.sin(theta) < SIN_THETA_MIN:
-        return a.clone(), {"kind": kind, "theta": theta, "lam": 0.0, "fallback": True}
-    lam = u * lam_range(kind, theta)
-    z = slerp(a, b, lam, theta) if kind == "si" else circle_point(a, b, lam, theta)
-    return z, {"kind": kind, "theta": theta, "lam": lam, "fallback": False}
-
+# --- the math (METHODS_SPEC §3.10.3), pure functions; the interpolation (§3.10.2) is in diffusion.inversion ---
 
 def suffixed_steps(timesteps: Sequence[int], split_ratio: float, num_train_timesteps: int = 1000) -> list[bool]:
     """Which steps use the suffixed prompt: ``t >= num_train_timesteps * (1 - s)`` (DII code, §3.10.3).
@@ -194,25 +144,6 @@ def resolve_split_ratio(value: float | str, subset: Subset) -> float:
         f"split_ratio = 'auto' is defined for few-shot 5-shot (0.3), 10-shot (0.1), long-tail and Waterbirds (1.0) "
         f"(P2 L178, L186; METHODS_SPEC §3.10.6); this subset is protocol {protocol!r} with shots {shots!r}: set "
         "split_ratio to a number in [0, 1]")
-
-
-def suffix_path(template: str, subset: Subset) -> str:
-    """``template`` with ``{dataset}``, ``{shots}``, ``{imbalance_factor}`` and ``{rho}`` (1 / IF) of ``subset``
-    filled in, so one suite line names DII's per-dataset, per-shot suffix files (§3.10.4)."""
-    params = dict(getattr(subset, "params", None) or {})
-    factor = params.get("imbalance_factor")
-    values = {"dataset": subset.dataset, "shots": params.get("shots"), "imbalance_factor": factor,
-              "rho": (1.0 / float(factor)) if factor else None}
-    try:
-        path = template.format(**values)
-    except (KeyError, IndexError) as exc:
-        raise ConfigError(f"suffix_file {template!r} uses an unknown placeholder {exc}; known: "
-                          f"{', '.join('{' + k + '}' for k in values)}") from exc
-    missing = [k for k, v in values.items() if v is None and "{" + k + "}" in template]
-    if missing:
-        raise ConfigError(f"suffix_file {template!r} uses {', '.join(missing)}, which subset {subset.dataset} "
-                          f"({subset.protocol}) does not have")
-    return path
 
 
 def class_budgets(counts: Sequence[int], expansion: float, budget: int | None = None) -> list[int]:
@@ -276,11 +207,22 @@ class DiffIIConfig(MethodConfig):
         "are filled in from the subset, e.g. /data/dii/suffix/{dataset}/{shots}shot.txt",
         paper="DII suffix/{dataset}/{shot}.txt, suffix/imb_{dataset}_{rho}/suffix.txt [§3.10.4]")
     max_suffixes: int = param(10, "at most this many suffixes from the world / captioner sources", paper="10 [§3.10.4]")
+    captioner: str | None = param(
+        None, "suffix_source = captioner: BLIP folder or hub id (None: $AUGBENCH_SUFFIX_CAPTIONER, else "
+        "Salesforce/blip-image-captioning-large)", paper="BLIP large [§3.10.4]")
+    llm: str | None = param(
+        None, "suffix_source = captioner: the summariser, openai (an OpenAI-compatible endpoint, "
+        "$AUGBENCH_SUFFIX_LLM_URL) or transformers (a local causal LM in llm_model); None: openai",
+        paper="GPT-4 [§3.10.4]")
+    llm_model: str | None = param(
+        None, "suffix_source = captioner: the summariser's model: openai: its name (None: $AUGBENCH_SUFFIX_LLM_MODEL, "
+        "else gpt-4); transformers: the folder of the causal LM", paper="gpt-4 [§3.10.4]")
     expansion: float = param(5.0, "floor(expansion * N_c) images per class", paper="5 [P2 L178; §3.10.3]")
     num_inference_steps: int = param(25, "DDIM steps (eta = 0)", paper="DII code: 25 [§3.10.3]")
     guidance_scale: float = param(7.5, "CFG scale w (unconditional prompt '')", paper="7.5 [§3.10.3]")
     negative_prompt: str = param("", "unconditional prompt of classifier-free guidance", paper='"" [§3.10.3]')
-    image_size: int | None = param(None, "model resolution (None: the profile's, 512 for sd15)", paper="512")
+    image_size: int | None = param(None, "resolution of the inversion pool and of generation, one value for both "
+                                         "(None: the profile's, 512 for sd15)", paper="512")
     inversion_steps: int | None = param(None, "DDIM inversion steps (None: the profile's: sd15 200, embedded 50)",
                                         paper="DII code: 200 [§3.10.1]")
     concept_steps: int | None = param(None, "training steps of the lora_ti artifact (None: the profile's recipe)")
@@ -302,6 +244,19 @@ class DiffIIConfig(MethodConfig):
             raise ConfigError(f"unknown suffix_source {self.suffix_source!r}"
                               f"{did_you_mean(self.suffix_source, ('auto', *SUFFIX_SOURCES))}; expected auto or one of "
                               f"{', '.join(SUFFIX_SOURCES)}")
+        if self.llm is not None:
+            from augbench.diffusion.suffixes import SUMMARISERS
+
+            if self.llm not in SUMMARISERS:
+                raise ConfigError(f"unknown suffix summariser llm = {self.llm!r}{did_you_mean(self.llm, SUMMARISERS)}; "
+                                  f"expected one of {', '.join(SUMMARISERS)} (METHODS_SPEC §3.10.4)")
+        captioning = [k for k in CAPTIONER_PARAMS if getattr(self, k) is not None]
+        if captioning and self.suffix_source in ("world", "file"):
+            raise ConfigError(f"{', '.join(captioning)} only apply to suffix_source = 'captioner', not "
+                              f"{self.suffix_source!r}: remove them or set suffix_source = 'captioner'")
+        if self.image_size is not None and (isinstance(self.image_size, bool) or int(self.image_size) < 8):
+            raise ConfigError(f"image_size must be a resolution in pixels (>= 8) or None for the profile's, "
+                              f"got {self.image_size!r}")
         if self.expansion < 0:
             raise ConfigError(f"expansion must be >= 0, got {self.expansion}")
         if self.num_inference_steps < 1:
@@ -346,6 +301,9 @@ class DiffII(OfflineMethod):
 
     def suffix_source(self, ctx: MethodContext) -> str:
         """The suffix source after resolving ``auto``."""
+        return self._suffix_source_on(ctx.profile)
+
+    def _suffix_source_on(self, profile: Any) -> str:
         cfg = self.config
         if cfg.suffix_source != "auto":
             return cfg.suffix_source
@@ -353,7 +311,7 @@ class DiffII(OfflineMethod):
             return "file"
         from augbench.diffusion.suffixes import default_suffix_source
 
-        return default_suffix_source(ctx.profile)
+        return default_suffix_source(profile)
 
     @property
     def concepts(self) -> str | None:
@@ -364,10 +322,39 @@ class DiffII(OfflineMethod):
         """The effective split ratio: 0 without two-stage denoising, else ``split_ratio`` resolved for ``subset``."""
         return resolve_split_ratio(self.config.split_ratio, subset) if self.config.two_stage else 0.0
 
+    def image_size(self, profile: Any) -> int:
+        """The resolution of the inversion pool and of generation: ``image_size``, else the profile's.
+
+        One value for both, because the pool's ``x_T`` are the starting latents that are denoised (§3.10.1-2);
+        single-image classes start from noise of the same size (§3.10.5).
+        """
+        return int(self.config.image_size or profile.image_size)
+
+    def needs_suffixes(self) -> bool:
+        """Whether two-stage denoising uses suffixes on some subset (``auto`` resolves to s > 0 everywhere)."""
+        cfg = self.config
+        return bool(cfg.two_stage) and (cfg.split_ratio == "auto" or float(cfg.split_ratio) > 0)
+
+    def _captioner_options(self) -> dict[str, Any]:
+        return {k: getattr(self.config, k) for k in CAPTIONER_PARAMS if getattr(self.config, k) is not None}
+
     def artifacts(self, subset: Subset, ctx: MethodContext) -> list[ArtifactSpec]:
-        """``lora_ti`` (unless vanilla), then the inversion pool (when interpolating), then the suffixes (with TD)."""
+        """The suffixes (with TD), then ``lora_ti`` (unless vanilla), then the inversion pool (when interpolating).
+
+        The suffixes come first although they are used last: with ``suffix_source = captioner`` their
+        builder checks and loads BLIP and the summariser, which should fail (a missing model, an unset
+        endpoint) before concept learning and inversion spend their minutes, not after (issue 23).
+        The order changes no key (the generate stage hashes the sorted artifact keys).
+        """
         cfg, concepts = self.config, self.concepts
         specs = []
+        if self.split_ratio(subset) > 0:
+            from augbench.diffusion.suffixes import suffix_spec
+
+            source = self.suffix_source(ctx)
+            path = suffix_path(cfg.suffix_file, subset) if source == "file" and cfg.suffix_file else None
+            options = self._captioner_options() if source == "captioner" else {}
+            specs.append(suffix_spec(source, path=path, profile=ctx.profile, max_suffixes=cfg.max_suffixes, **options))
         concept_recipe = None
         if concepts:
             from augbench.diffusion.concepts import concept_recipe as recipe_of
@@ -378,15 +365,21 @@ class DiffII(OfflineMethod):
         if cfg.interpolation != "none":
             from augbench.diffusion.inversion import inversion_spec
 
-            specs.append(inversion_spec(ctx.profile, concepts, concept_recipe, steps=cfg.inversion_steps))
-        if self.split_ratio(subset) > 0:
-            from augbench.diffusion.suffixes import suffix_spec
-
-            source = self.suffix_source(ctx)
-            path = suffix_path(cfg.suffix_file, subset) if source == "file" and cfg.suffix_file else None
-            specs.append(suffix_spec(source, path=path, profile=ctx.profile,
-                                     max_suffixes=cfg.max_suffixes))
+            specs.append(inversion_spec(ctx.profile, concepts, concept_recipe, steps=cfg.inversion_steps,
+                                        image_size=self.image_size(ctx.profile)))
         return specs
+
+    def required_models(self, profile: Any) -> dict[str, str]:
+        """Models Diff-II loads on ``profile`` (the shared ``OfflineMethod.required_models`` API): the
+        pipeline, and with captioner suffixes the BLIP ``captioner`` and its summariser
+        (``summariser:openai``: the model name, needs ``AUGBENCH_SUFFIX_LLM_URL``; ``summariser:transformers``:
+        the causal LM's folder), as the suffixes artifact will load them (METHODS_SPEC §3.10.4)."""
+        models = {"pipeline": profile.pipeline}
+        if self.needs_suffixes() and self._suffix_source_on(profile) == "captioner":
+            from augbench.diffusion.suffixes import captioner_models
+
+            models.update(captioner_models(profile=profile, **self._captioner_options()))
+        return models
 
     def plan(self, subset: Subset, budget: int | None, seed: int, *,
              ctx: MethodContext | None = None) -> list[GenerationRequest]:
@@ -430,7 +423,7 @@ class DiffII(OfflineMethod):
     def sampler_settings(self, ctx: MethodContext) -> dict[str, Any]:
         cfg = self.config
         return {"num_inference_steps": int(cfg.num_inference_steps), "guidance_scale": float(cfg.guidance_scale),
-                "image_size": int(cfg.image_size or ctx.profile.image_size), "scheduler": "ddim", "eta": 0.0,
+                "image_size": self.image_size(ctx.profile), "scheduler": "ddim", "eta": 0.0,
                 "timestep_spacing": "leading"}
 
     def generate(self, requests: Sequence[GenerationRequest], ctx: MethodContext) -> list[SyntheticSample]:
@@ -448,6 +441,8 @@ class DiffII(OfflineMethod):
             return prompt_of(label, template)
 
         pool = self._pool(ctx) if cfg.interpolation != "none" else None
+        if pool is not None:
+            check_pool_size(pool, warm.pipe, settings["image_size"])
         suffixes = self._suffixes(ctx) if any(r.params.get("split_ratio", 0) > 0 for r in requests) else []
         scheduler = ddim_scheduler(warm.pipe.scheduler.config)
         out: list[SyntheticSample] = []
@@ -576,4 +571,5 @@ def encode_output(image: np.ndarray, output_format: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-__all__ += ["Draws", "class_pairs", "ddim_scheduler", "encode_output", "two_stage_denoise"]
+__all__ += ["CAPTIONER_PARAMS", "Draws", "check_pool_size", "class_pairs", "ddim_scheduler", "encode_output",
+            "two_stage_denoise"]

@@ -98,6 +98,10 @@ class RealFilter(OfflineMethod):
         training=TrainingIntegration(replacement_mode="same_class", replacement_p=0.5, labels="hard"),
     )
 
+    def required_models(self, profile) -> dict[str, str]:
+        """The profile's pipeline (Real-Gen, §3.3) and its CLIP (the filter, §3.4)."""
+        return {**super().required_models(profile), "clip": profile.clip}
+
     def plan(self, subset: Subset, budget: int | None, seed: int, *,
              ctx: MethodContext | None = None) -> list[GenerationRequest]:
         cfg = self.config

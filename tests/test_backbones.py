@@ -147,3 +147,35 @@ def test_timm_weights_from_local_file(tmp_path):
     assert torch.equal(sd["conv1.0.weight"], ref["conv1.0.weight"])
     with pytest.raises(WeightsNotFoundError):
         create_classifier("test_resnet", 5, "timm", weights_file=tmp_path / "missing.pth")
+
+
+def test_profile_classifier_follows_the_profile_s_weights_file_and_download_policy(tmp_path, monkeypatch):
+    """AUGBENCH_<PROFILE>_CLASSIFIER_WEIGHTS (a file or a folder holding one) reaches the classifier; without it a
+    local-only profile's error names that variable instead of a `weights_file=` no run can set."""
+    import dataclasses
+
+    from augbench.run.profiles import PROFILES
+    from augbench.training.backbones import create_profile_classifier
+
+    torch.manual_seed(1)
+    src = create_classifier("test_resnet", 1000, "none").model
+    folder = tmp_path / "test_resnet"
+    folder.mkdir()
+    torch.save(src.state_dict(), folder / "weights.pth")
+    profile = dataclasses.replace(PROFILES["sd15"], classifier="test_resnet", classifier_weights_file=str(folder))
+    spec = create_profile_classifier(profile, 5)
+    assert spec.weights_file == str(folder / "weights.pth")
+    assert torch.equal(spec.model.state_dict()["conv1.0.weight"], src.state_dict()["conv1.0.weight"])
+
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        local_only = dataclasses.replace(profile, classifier_weights_file=None, local_files_only=True)
+        with pytest.raises(WeightsNotFoundError, match="Point AUGBENCH_SD15_CLASSIFIER_WEIGHTS at a local copy"):
+            create_profile_classifier(local_only, 5)
+    finally:
+        torch.hub.set_dir(old)
+    (folder / "other.pth").write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError, match="expected one weights file in the folder.*AUGBENCH_SD15_CLASSIFIER"):
+        create_profile_classifier(profile, 5)

@@ -32,6 +32,7 @@ from augbench.methods.diff_ii import (
 from augbench.registry import default_registry
 from augbench.run.artifacts import build_artifacts
 from augbench.run.store import Store
+from augbench.synthetic.generate import generate_synthetic_set
 from augbench.testing import TinySource, cached_tiny_sd_pipeline, tiny_profile
 
 WORLD_SCHEDULER = Path(__file__).resolve().parents[1] / "benchmark/world/weights/sd/scheduler/scheduler_config.json"
@@ -338,3 +339,81 @@ def test_a_class_without_images_is_an_error_naming_it():
     method = default_registry().create("diff_ii", {"split_ratio": 0.3})
     with pytest.raises(ConfigError, match=repr(ctx.card.class_names[1])):
         method.plan(tiny_subset(source), None, 0, ctx=ctx)
+
+
+# --- the method's image size, captioner parameters and models (issue 23) -------------------------------------
+
+def test_the_methods_image_size_governs_pool_generation_and_single_image_classes(tmp_path):
+    """image_size = 48 on the 32 px tiny profile: the pool is inverted at 48 px (another key) and every
+    image, interpolated or (the one-image class) from noise, comes out 48 x 48, as generation.json says."""
+    from PIL import Image
+
+    from augbench.diffusion.inversion import INVERSION_KIND
+    from augbench.synthetic.generate import read_manifest
+
+    source = TinySource(per_class={"train": [3, 2, 1]})
+    profile = tiny_profile(cached_tiny_sd_pipeline())
+    subset = Subset(source.card.id, "train", "few_shot", {"shots": 5, "seed": 0}, tuple(source.samples("train")))
+    params = {"suffix_source": "world", "num_inference_steps": 3, "expansion": 1.0}
+    ctx = MethodContext(profile=profile, source=source)
+    method = default_registry().create("diff_ii", {**params, "image_size": 48})
+    default = default_registry().create("diff_ii", params)
+    pool_spec = {s.kind: s for s in method.artifacts(subset, ctx)}[INVERSION_KIND]
+    assert pool_spec.recipe["size"] == 48
+    default_pool = {s.kind: s for s in default.artifacts(subset, ctx)}[INVERSION_KIND]
+    assert default_pool.recipe["size"] == profile.image_size == 32
+    out = generate_synthetic_set(method, source, subset, profile, 0, tmp_path / "set", batch_size=8,
+                                 cache_dir=tmp_path / "cache")
+    spec = json.loads((out / "generation.json").read_text())
+    assert spec["params"]["image_size"] == 48
+    rows = read_manifest(out)
+    assert len(rows) == 6 and any(r["provenance"].get("single_image_class") for r in rows)
+    for row in rows:
+        with Image.open(out / row["file"]) as im:
+            assert im.size == (48, 48)
+        assert row["provenance"]["sampler"]["image_size"] == 48
+
+
+def test_a_pool_of_another_size_is_refused_in_one_line(tiny):
+    from augbench.diffusion.inversion import INVERSION_KIND, load_inversion_pool
+    from augbench.methods.diff_ii import check_pool_size
+
+    ctx, _, _ = tiny
+    pool = load_inversion_pool(ctx.artifacts[INVERSION_KIND])  # 32 px: 16 x 16 latents
+    pipe = type("Pipe", (), {"vae_scale_factor": 2})()
+    check_pool_size(pool, pipe, 32)
+    with pytest.raises(ConfigError, match=r"16x16 latents \(32 px\) but generation runs at 48 px"):
+        check_pool_size(pool, pipe, 48)
+
+
+def test_captioner_parameters_reach_the_suffix_recipe_from_the_config(tmp_path):
+    few = _subset("few_shot", {"shots": 5, "seed": 0})
+    ctx = MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline()), source=TinySource())
+    lm = tmp_path / "lm"
+    method = default_registry().create("diff_ii", {"suffix_source": "captioner", "captioner": str(tmp_path / "blip"),
+                                                   "llm": "transformers", "llm_model": str(lm)})
+    (spec,) = [s for s in method.artifacts(few, ctx) if s.kind == "suffixes"]
+    assert (spec.recipe["captioner"], spec.recipe["llm"], spec.recipe["llm_model"]) == (
+        str(tmp_path / "blip"), "transformers", str(lm))
+    assert method.artifacts(few, ctx)[0].kind == "suffixes"  # first: a bad captioner fails before concept learning
+    with pytest.raises(ConfigError, match="unknown suffix summariser llm = 'openia'.*did you mean 'openai'"):
+        default_registry().create("diff_ii", {"llm": "openia"})
+    with pytest.raises(ConfigError, match="only apply to suffix_source = 'captioner'"):
+        default_registry().create("diff_ii", {"suffix_source": "world", "llm": "openai"})
+
+
+def test_required_models_name_the_pipeline_and_the_captioners_models(tmp_path, monkeypatch):
+    from augbench.diffusion.suffixes import CAPTIONER_DEFAULT, CAPTIONER_ENV, LLM_ENV
+
+    monkeypatch.delenv(CAPTIONER_ENV, raising=False)
+    monkeypatch.delenv(LLM_ENV["model"], raising=False)
+    profile = tiny_profile(cached_tiny_sd_pipeline())
+    sd15 = dataclasses.replace(profile, name="sd15")
+    reg = default_registry()
+    assert reg.create("diff_ii", {"suffix_source": "world"}).required_models(profile) == {"pipeline": profile.pipeline}
+    assert reg.create("diff_ii.cl_si_se").required_models(sd15) == {"pipeline": profile.pipeline}  # no suffixes
+    assert reg.create("diff_ii").required_models(sd15) == {  # auto on a non-embedded profile: the captioner
+        "pipeline": profile.pipeline, "captioner": CAPTIONER_DEFAULT, "summariser:openai": "gpt-4"}
+    local = reg.create("diff_ii", {"captioner": "~/blip", "llm": "transformers", "llm_model": str(tmp_path / "lm")})
+    assert local.required_models(sd15) == {"pipeline": profile.pipeline, "captioner": str(Path("~/blip").expanduser()),
+                                           "summariser:transformers": str(tmp_path / "lm")}

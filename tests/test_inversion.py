@@ -38,7 +38,8 @@ def _artifacts(method_id: str, setting, **params):
 
 def test_the_pool_is_built_once_and_shared_by_the_presets(setting):
     first = _artifacts("diff_ii", setting)
-    assert list(first) == ["lora_ti", INVERSION_KIND, "suffixes"]  # built in declared order
+    # built in declared order: the suffixes first, so a captioner that cannot load fails before concept learning
+    assert list(first) == ["suffixes", "lora_ti", INVERSION_KIND]
     assert not first[INVERSION_KIND].reused
     for preset in ("diff_ii.cl_si", "diff_ii.cl_li_td", "diff_ii.jpeg_q75"):
         again = _artifacts(preset, setting)
@@ -54,6 +55,18 @@ def test_the_pool_key_follows_the_concepts(setting):
     assert retrained[INVERSION_KIND].recipe["concept_recipe"]["steps"] == 4
     vanilla = inversion_recipe(setting[0].profile, None)
     assert vanilla["requires"] == [] and vanilla["prompt"] == "a photo of a {name} {meta}"
+
+
+def test_the_pool_is_built_at_the_methods_image_size_and_keyed_by_it(setting):
+    ctx, _, _ = setting
+    assert ctx.profile.image_size == 32
+    base = _artifacts("diff_ii", setting)[INVERSION_KIND]
+    larger = _artifacts("diff_ii", setting, image_size=48)[INVERSION_KIND]
+    assert base.recipe["size"] == 32 and larger.recipe["size"] == 48 and larger.key != base.key
+    # 48 px through the tiny VAE (factor 2): 24 x 24 latents; the profile's 32 px give 16 x 16
+    assert load_inversion_pool(larger).latents.shape[-2:] == (24, 24)
+    assert load_inversion_pool(base).latents.shape[-2:] == (16, 16)
+    assert inversion_recipe(ctx.profile, None, image_size=None)["size"] == 32  # None: the profile's
 
 
 def test_the_pool_holds_every_training_image_inverted_with_its_class_prompt(setting):

@@ -214,6 +214,34 @@ def test_synthetic_set_metrics_are_the_three_metrics_of_the_profile(tiny_clip_di
     assert synthetic_set_metrics(x, labels, card, dataclasses.replace(profile, oracle=None))["oracle_fidelity"] is None
 
 
+def test_metrics_json_holds_no_nan_and_says_why_a_value_is_missing(tiny_clip_dir):
+    """One image per class: LPIPS diversity has no pair; it is null with a reason, never NaN (issue 23),
+    and the report's table reads it as a blank cell."""
+    from types import SimpleNamespace
+
+    from augbench.metrics.common import finite_or_none
+    from augbench.metrics.synthetic_set import NO_IMAGES_REASON, synthetic_set_metrics, with_reasons
+    from augbench.reporting.tables import _synthetic_metrics
+
+    profile = dataclasses.replace(get_profile("embedded").with_overrides(clip=str(tiny_clip_dir)), oracle=None)
+    card, x = load_card("toybirds"), _images(3, size=32, seed=7)
+    res = synthetic_set_metrics(x, [0, 1, 2], card, profile)
+    assert res["lpips"]["value"] is None and res["lpips"]["reason"] == "no class has two synthetic images"
+    assert res["lpips"]["n_pairs"] == 0 and res["lpips"]["per_class"] == {}
+    assert math.isfinite(res["clip_score"]["value"]) and "reason" not in res["clip_score"]
+    json.dumps(res, allow_nan=False)  # raises on NaN or infinity
+    frame = _synthetic_metrics([SimpleNamespace(cell={"method": "m"}, synthetic={"metrics": res})])
+    assert math.isnan(frame.loc[0, "lpips"]) and frame.loc[0, "lpips_name"] is None
+    assert frame.loc[0, "clip_score"] == pytest.approx(res["clip_score"]["value"])
+    # every non-finite number anywhere becomes null; an empty set says so
+    assert finite_or_none({"a": [1.0, float("inf")], "b": (float("nan"), 2), "c": "x"}) == {
+        "a": [1.0, None], "b": [None, 2], "c": "x"}
+    empty = with_reasons({"clip_score": {"metric": "clip_score", "value": float("nan"), "n": 0},
+                          "oracle_fidelity": None})
+    assert empty == {"clip_score": {"metric": "clip_score", "value": None, "n": 0, "reason": NO_IMAGES_REASON},
+                     "oracle_fidelity": None}
+
+
 class _TensorFeatures(torch.nn.Module):
     """A CLIPModel whose ``get_*_features`` return tensors, as torchmetrics 1.x expects (transformers 5
     returns model outputs)."""

@@ -45,3 +45,24 @@ def test_world_models_are_identified_by_their_build_record_in_cache_keys(tmp_pat
     assert first.pipeline_key != second.pipeline_key
     other = dataclasses.replace(embedded, models_fingerprint="abc")
     assert other.pipeline_key != embedded.pipeline_key
+
+
+def test_weight_files_and_sd14_come_from_the_environment_too(tmp_path):
+    import dataclasses
+
+    from augbench.run.profiles import PROFILES, get_profile, profile_env_var
+
+    weights, alexnet = tmp_path / "resnet50.safetensors", tmp_path / "alexnet.pth"
+    weights.write_bytes(b"x")
+    alexnet.write_bytes(b"x")
+    profile = get_profile("sd15", environ={"AUGBENCH_SD15_CLASSIFIER_WEIGHTS": str(weights),
+                                           "AUGBENCH_SD15_ALEXNET": str(alexnet), "AUGBENCH_SD15_SD14": str(tmp_path)})
+    assert (profile.classifier_weights_file, profile.alexnet_weights) == (str(weights), str(alexnet))
+    assert profile.extra["sd14_pipeline"] == str(tmp_path) and PROFILES["sd15"].classifier_weights_file is None
+    assert profile.local_files_only is False  # weight files alone do not switch the hub models to local-only
+    with pytest.raises(ValueError, match="AUGBENCH_SD15_ALEXNET=.*no such file"):
+        get_profile("sd15", environ={"AUGBENCH_SD15_ALEXNET": str(tmp_path)})  # a folder is not the .pth
+    with pytest.raises(ValueError, match="AUGBENCH_SD15_SD14=.*not a directory"):
+        get_profile("sd15", environ={"AUGBENCH_SD15_SD14": str(tmp_path / "sd14")})
+    renamed = dataclasses.replace(PROFILES["sd15"], name="my-sd.2")
+    assert profile_env_var("my-sd.2", "clip") == renamed.env_var("clip") == "AUGBENCH_MY_SD_2_CLIP"

@@ -305,3 +305,84 @@ def test_a_local_causal_lm_summarises_from_a_folder(tmp_path, monkeypatch):
     assert answer == _summarise_transformers(messages, spec.recipe)  # greedy: reproducible
     with pytest.raises(ConfigError, match="needs llm_model"):
         suffix_spec("captioner", llm="transformers")
+
+
+# --- the captioner's models are checked before any work (issue 23) ----------------------------------------
+
+class CountingSource(TinySource):
+    """A tiny source that counts decoded images: a check that fails early decodes none."""
+
+    loaded = 0
+
+    def load_image(self, image_id):
+        type(self).loaded += 1
+        return super().load_image(image_id)
+
+
+def _fails_before_captioning(tmp_path, spec, match, profile="embedded"):
+    CountingSource.loaded = 0
+    source = CountingSource(per_class={"train": 2})
+    ctx = MethodContext(profile=get_profile(profile), source=source)
+    with pytest.raises(ConfigError, match=match) as err:
+        build_artifacts([spec], tiny_subset(source), ctx, Store(tmp_path / "store"))
+    assert CountingSource.loaded == 0 and "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_a_missing_or_wrong_captioner_fails_before_any_image_is_captioned(tmp_path, tiny_blip, monkeypatch):
+    from augbench.diffusion.suffixes import CAPTIONER_ENV, captioner_problem
+
+    block_network(monkeypatch)
+    monkeypatch.setitem(SUMMARISERS, "fake", FakeSummariser("a photo of a bird"))
+    missing = suffix_spec("captioner", captioner=str(tmp_path / "no-blip"), llm="fake", llm_model="m")
+    text = _fails_before_captioning(tmp_path / "a", missing, "BLIP captioner folder .*no-blip does not exist")
+    assert CAPTIONER_ENV in text and "suffix_source = 'file'" in text
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "config.json").write_text(json.dumps({"model_type": "clip", "architectures": ["CLIPModel"]}))
+    wrong = suffix_spec("captioner", captioner=str(clip), llm="fake", llm_model="m")
+    _fails_before_captioning(tmp_path / "b", wrong, "holds a clip model, not BLIP")
+    # a hub id: fine when it may be downloaded; local files only needs it in the Hugging Face cache
+    assert captioner_problem("augbench-tests/no-such-blip", local_files_only=False) is None
+    assert "not in the Hugging Face cache" in captioner_problem("augbench-tests/no-such-blip")
+    assert captioner_problem(str(tiny_blip)) is None
+
+
+def test_an_unreachable_summariser_fails_before_any_image_is_captioned(tmp_path, tiny_blip, monkeypatch):
+    block_network(monkeypatch)
+    monkeypatch.delenv(LLM_ENV["url"], raising=False)
+    openai = suffix_spec("captioner", captioner=str(tiny_blip), llm_model="gpt-test")
+    _fails_before_captioning(tmp_path / "a", openai, f"{LLM_ENV['url']}.*llm = 'transformers'")
+    local = suffix_spec("captioner", captioner=str(tiny_blip), llm="transformers", llm_model=str(tmp_path / "no-lm"))
+    _fails_before_captioning(tmp_path / "b", local, "no-lm has no config.json")
+
+
+def test_diff_ii_fails_on_its_captioner_before_concept_learning(tmp_path, monkeypatch):
+    from augbench.registry import default_registry
+    from augbench.testing import cached_tiny_sd_pipeline, tiny_profile
+
+    block_network(monkeypatch)
+    monkeypatch.delenv(LLM_ENV["url"], raising=False)
+    source = TinySource(per_class={"train": 2})
+    subset = Subset(source.card.id, "train", "few_shot", {"shots": 2, "seed": 0}, tuple(source.samples("train")))
+    ctx = MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline()), source=source)
+    method = default_registry().create("diff_ii", {"suffix_source": "captioner", "split_ratio": 0.3,
+                                                   "captioner": str(tmp_path / "blip")})
+    store = Store(tmp_path / "store")
+    both = "BLIP captioner folder .* does not exist.*; and the openai suffix summariser"
+    with pytest.raises(ConfigError, match=both):
+        build_artifacts(method.artifacts(subset, ctx), subset, ctx, store)
+    assert not list(store.root.rglob("lora_ti*")) and not list(store.root.rglob("*.safetensors"))
+
+
+def test_captioner_models_are_the_roles_the_models_check_knows(tmp_path, monkeypatch):
+    from augbench.diffusion.suffixes import CAPTIONER_DEFAULT, CAPTIONER_ENV, captioner_models
+
+    monkeypatch.delenv(CAPTIONER_ENV, raising=False)
+    monkeypatch.delenv(LLM_ENV["model"], raising=False)
+    assert captioner_models() == {"captioner": CAPTIONER_DEFAULT, "summariser:openai": "gpt-4"}
+    monkeypatch.setenv(CAPTIONER_ENV, str(tmp_path / "blip"))
+    assert captioner_models(llm="transformers", llm_model="/m/lm") == {"captioner": str(tmp_path / "blip"),
+                                                                       "summariser:transformers": "/m/lm"}
+    monkeypatch.setitem(SUMMARISERS, "fake", FakeSummariser("a photo of a bird"))
+    assert set(captioner_models(llm="fake", llm_model="x")) == {"captioner"}

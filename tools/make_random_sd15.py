@@ -9,13 +9,17 @@ Writes, under ``--out`` (default ``runs/random_sd15``):
 * ``resnet50.safetensors`` -- random timm ``resnet50`` weights (the classifier's "pretrained" weights);
 * ``alexnet.pth`` -- random torchvision AlexNet weights (lpips' backbone; its linear layers ship in lpips);
 * ``data/CUB_200_2011/`` -- the official CUB layout with the real class list, ``--classes`` classes of
-  ``--train`` + ``--test`` random 320x240 JPEGs each (a rehearsal uses the first 3 classes).
+  ``--train`` + ``--test`` random 320x240 JPEGs each (a rehearsal uses the first 3 classes);
+* ``few_shot.toml`` -- the built-in few_shot suite with one change: Diff-II reads its prompt suffixes from
+  ``suffixes.txt`` (``suffix_source = "file"``), because its sd15 default, BLIP captions summarised by a
+  text model, needs models no offline CPU box has (``augbench models check`` lists them for a real run);
 
 and prints the environment variables that point the sd15 profile at them. Then, on 2 CPU cores::
 
     python -m tools.make_random_sd15 --out runs/random_sd15
     eval "$(python -m tools.make_random_sd15 --out runs/random_sd15 --print-env)"
-    augbench run --suite few_shot --profile sd15 --rehearsal --device cpu --data-root runs/random_sd15/data
+    augbench run --suite runs/random_sd15/few_shot.toml --profile sd15 --rehearsal --datasets cub --device cpu \
+        --data-root runs/random_sd15/data
 
 Nothing is downloaded; building takes a few minutes (most of it initialising 1.1 B random parameters).
 Numbers of such a run mean nothing -- it shows that every stage, model and method of the sd15 path runs,
@@ -54,6 +58,7 @@ def build(out: Path, classes: int, train: int, test: int) -> None:
         ("alexnet", lambda: (out / "alexnet.pth").is_file() or torch.save(
             torchvision.models.alexnet(weights=None).state_dict(), out / "alexnet.pth")),
         ("cub", lambda: _cub(out / "data", classes, train, test)),
+        ("suite", lambda: write_rehearsal_suite(out / "few_shot.toml", out / "suffixes.txt")),
     ]
     for name, step in steps:
         t = time.time()
@@ -68,6 +73,24 @@ def _cub(data_root: Path, classes: int, train: int, test: int) -> None:
     from fixtures_real import make_cub  # the tests' writer of the official layout
 
     make_cub(data_root, n_classes=classes, train_per_class=train, test_per_class=test, image_size=(320, 240))
+
+
+#: scene phrases for Diff-II's first denoising stage in a rehearsal without a captioner (METHODS_SPEC §3.10.4)
+REHEARSAL_SUFFIXES = ("perched on a branch", "standing on the ground", "flying in the sky", "swimming in water")
+_DIFF_II_SD15 = "[profiles.sd15.methods_params.diff_ii]\n"
+
+
+def write_rehearsal_suite(path: Path, suffix_file: Path) -> Path:
+    """The built-in few_shot suite with Diff-II's sd15 suffixes read from ``suffix_file`` (written here)."""
+    from augbench.run.suites import suite_path
+
+    suffix_file.write_text("".join(f"{s}\n" for s in REHEARSAL_SUFFIXES), encoding="utf-8")
+    text = suite_path("few_shot").read_text(encoding="utf-8")
+    if text.count(_DIFF_II_SD15) != 1:
+        raise SystemExit(f"few_shot.toml has no single {_DIFF_II_SD15.strip()} table to add the suffix file to")
+    lines = f'suffix_source = "file"\nsuffix_file = "{suffix_file.resolve()}"\n'
+    path.write_text(text.replace(_DIFF_II_SD15, _DIFF_II_SD15 + lines), encoding="utf-8")
+    return path
 
 
 def env_lines(out: Path) -> list[str]:

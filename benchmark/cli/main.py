@@ -5,13 +5,14 @@
     augbench methods [--json]
     augbench datasets [--json]
     augbench data verify|fetch|subset ...
+    augbench models check [--profile embedded|sd15] [--suite SUITE] [--offline] [--json]
     augbench concepts build|show|import ...
     augbench generate --method M --dataset D [--protocol few_shot --shots K] --seed S --out DIR
     augbench run --suite SUITE [--profile embedded|sd15] [--methods ...] [--seeds ...] [--run-dir DIR]
     augbench report [--run-dir DIR] [--suite SUITE] [--format md,tex,csv,html]
     augbench world build|check [--json]
 
-Each command is one module of ``augbench.cli`` (``methods``, ``data``, ``concepts``, ``generate``, ``run``,
+Each command is one module of ``augbench.cli`` (``methods``, ``data``, ``models``, ``concepts``, ``generate``, ``run``,
 ``report``, ``world``) that adds its sub-parser and handles it. Heavy libraries (torch, diffusers, pandas)
 are imported inside the handlers, so ``augbench --help`` and one command never pay for another's.
 """
@@ -19,19 +20,21 @@ are imported inside the handlers, so ``augbench --help`` and one command never p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from augbench.cli.concepts import add_concepts_commands
 from augbench.cli.data import add_data_commands
 from augbench.cli.generate import add_generate_command
 from augbench.cli.methods import add_methods_command
+from augbench.cli.models import add_models_command
 from augbench.cli.report import add_report_command
 from augbench.cli.run import add_run_command
 from augbench.cli.world import add_world_command
 
 #: Sub-parser builders in ``augbench --help`` order.
-COMMANDS = (add_methods_command, add_data_commands, add_concepts_commands, add_generate_command, add_run_command,
-            add_report_command, add_world_command)
+COMMANDS = (add_methods_command, add_data_commands, add_models_command, add_concepts_commands, add_generate_command,
+            add_run_command, add_report_command, add_world_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +65,12 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks of expected errors; `run` stops at the first failing cell with its "
+                             "traceback instead of going on (same as AUGBENCH_RAISE=1)")
     args = parser.parse_args(argv)
+    if args.debug:  # the executors re-raise a failing cell's exception instead of logging it and going on
+        os.environ["AUGBENCH_RAISE"] = "1"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -423,6 +423,20 @@ class OfflineMethod(Method):
         """
         return []
 
+    def required_models(self, profile: Profile) -> dict[str, str]:
+        """Models this method loads on ``profile``: role -> location (path or hub id) as it will be loaded.
+
+        ``augbench models check`` and the check ``augbench run`` makes before its first cell
+        (``augbench.run.models``) look each one up, so a missing model fails at once, not hours into a run.
+        Roles the check knows: ``"pipeline"`` (diffusers ``StableDiffusionPipeline`` folder / hub id),
+        ``"sd14_pipeline"``, ``"clip"`` (transformers ``CLIPModel``), ``"captioner"`` (BLIP folder / hub id),
+        ``"summariser:openai"`` (value: the model name; needs ``AUGBENCH_SUFFIX_LLM_URL``) and
+        ``"summariser:transformers"`` (value: a causal-LM folder); another role is checked as a folder or hub id.
+        The synthetic-set metrics' networks and the classifier are added by the check itself.
+        Default: the profile's pipeline, ``{"pipeline": profile.pipeline}``.
+        """
+        return {"pipeline": profile.pipeline}
+
     def setup(self, subset: Subset, ctx: MethodContext) -> None:  # noqa: B027 - optional hook
         """Optional preparation after the artifacts are built (e.g. loading them into a pipeline)."""
 

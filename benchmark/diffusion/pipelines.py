@@ -68,6 +68,7 @@ __all__ = [
     "decode_latents",
     "denoise",
     "image_to_image",
+    "load_error_message",
     "load_warm_pipeline",
     "make_scheduler",
     "pipeline_view",
@@ -159,18 +160,34 @@ def _load_pipeline(profile: Profile, device: str, dtype: torch.dtype) -> StableD
             requires_safety_checker=False,
         )
     except (OSError, ValueError) as exc:
-        local = Path(path).exists()
-        how = (
-            "the folder exists but is incomplete; rebuild it (embedded profile: `augbench world build`)"
-            if local
-            else (
-                "it is neither a local folder nor available offline; pass a local path or download it once "
-                f"with `huggingface-cli download {path}` (profile {profile.name!r}, local_files_only="
-                f"{profile.local_files_only})"
-            )
-        )
-        raise ModelLoadError(f"cannot load the Stable Diffusion pipeline {path!r}: {how}. Cause: {exc}") from exc
+        raise ModelLoadError(load_error_message(profile, exc)) from exc
     return ready_for_sampling(pipe, device)
+
+
+def load_error_message(profile: Profile, exc: BaseException) -> str:
+    """One line: which pipeline did not load, why, and the variable (or command) that puts a local copy in place
+    (for ``ModelLoadError``; concept learning, which loads the components one by one, can raise the same line).
+
+    The variable is ``AUGBENCH_<PROFILE>_PIPELINE``, or ``AUGBENCH_<PROFILE>_SD14`` for DA-Fusion's SD v1.4
+    (``ArtifactSpec.context`` swaps it in as the pipeline); ``augbench world build`` is suggested only for the
+    embedded profile's world.
+    """
+    from augbench.run.model_folders import pipeline_problem
+
+    path = str(profile.pipeline)
+    env_var = getattr(profile, "env_var", lambda key: f"AUGBENCH_{profile.name.upper()}_{key.upper()}")
+    variable = env_var("sd14") if path == profile.extra.get("sd14_pipeline") else env_var("pipeline")
+    cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:300]
+    check = f"`augbench models check --profile {profile.name}` lists every model"
+    if Path(path).exists():
+        rebuild = " (the embedded world: `augbench world build`)" if profile.name == "embedded" else ""
+        what = pipeline_problem(Path(path)) or f"{path} does not load as a StableDiffusionPipeline"
+        return f"cannot load the Stable Diffusion pipeline: {what}; replace it{rebuild} or point {variable} at a " \
+               f"complete copy (cause: {cause.rstrip('.')}). {check}"
+    online = "downloads are off (local_files_only)" if profile.local_files_only else "it could not be downloaded"
+    return (f"cannot load the Stable Diffusion pipeline {path!r} (profile {profile.name!r}): it is not a local folder "
+            f"nor in the Hugging Face cache, and {online}. Point {variable} at a local diffusers copy, or download it "
+            f"once with `huggingface-cli download {path}` (cause: {cause.rstrip('.')}). {check}")
 
 
 def ready_for_sampling(pipe: StableDiffusionPipeline, device: str | torch.device) -> StableDiffusionPipeline:

@@ -44,14 +44,18 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from augbench.contract import ArtifactSpec, ConfigError
 from augbench.run.hashing import file_sha256
 
+if TYPE_CHECKING:
+    from augbench.data.core import Subset
+
 __all__ = ["BUILTIN_KINDS", "CAPTIONER_DEFAULT", "KIND", "KIND_VERSION", "LLM_ENV", "SUFFIX_SOURCES", "SUMMARISERS",
-           "caption_images", "default_suffix_source", "parse_llm_suffixes", "parse_suffix_file", "parse_suffix_text",
-           "read_suffixes", "sample_captions", "suffix_prefix", "suffix_spec", "summary_messages", "world_suffixes"]
+           "caption_images", "captioner_models", "captioner_problem", "check_captioner_recipe", "default_suffix_source",
+           "parse_llm_suffixes", "parse_suffix_file", "parse_suffix_text", "read_suffixes", "sample_captions",
+           "suffix_path", "suffix_prefix", "suffix_spec", "summariser_problem", "summary_messages", "world_suffixes"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,114 @@ def _captioner_recipe(profile: Any, max_suffixes: int, options: Mapping[str, Any
             "captioner_revision": options.get("captioner_revision"), "llm": llm, "llm_model": str(model), "prefix": options.get("prefix"),
             "max_captions": max_captions, "caption_seed": int(options.get("caption_seed", 0)),
             "max_new_tokens": int(options.get("max_new_tokens", 512))}
+
+
+def suffix_path(template: str, subset: Subset) -> str:
+    """``template`` with ``{dataset}``, ``{shots}``, ``{imbalance_factor}`` and ``{rho}`` (1 / IF) of ``subset``
+    filled in, so one suite line names DII's per-dataset, per-shot suffix files (§3.10.4)."""
+    params = dict(getattr(subset, "params", None) or {})
+    factor = params.get("imbalance_factor")
+    values = {"dataset": subset.dataset, "shots": params.get("shots"), "imbalance_factor": factor,
+              "rho": (1.0 / float(factor)) if factor else None}
+    try:
+        path = template.format(**values)
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(f"suffix_file {template!r} uses an unknown placeholder {exc}; known: "
+                          f"{', '.join('{' + k + '}' for k in values)}") from exc
+    missing = [k for k, v in values.items() if v is None and "{" + k + "}" in template]
+    if missing:
+        raise ConfigError(f"suffix_file {template!r} uses {', '.join(missing)}, which subset {subset.dataset} "
+                          f"({subset.protocol}) does not have")
+    return path
+
+
+# --- the models of the captioner source, checked before any work ----------------------------------------
+
+def captioner_models(profile: Any = None, **options: Any) -> dict[str, str]:
+    """The models the ``captioner`` source loads, as ``OfflineMethod.required_models`` roles: ``captioner``
+    (BLIP folder or hub id), and ``summariser:openai`` (the model name; needs ``AUGBENCH_SUFFIX_LLM_URL``) or
+    ``summariser:transformers`` (the causal LM's folder). A plugin summariser adds no role.
+
+    ``options`` are :func:`suffix_spec`'s captioner options (``captioner``, ``llm``, ``llm_model``, ...).
+    """
+    recipe = _captioner_recipe(profile, 10, options)
+    models = {"captioner": _captioner_location(recipe["captioner"])}
+    if recipe["llm"] in ("openai", "transformers"):
+        models[f"summariser:{recipe['llm']}"] = recipe["llm_model"]
+    return models
+
+
+def _captioner_location(name: str) -> str:
+    return str(Path(name).expanduser()) if _looks_like_path(name) else name
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder (absolute, ``~``, ``./``, more than one ``/`` or existing), not an ``org/name`` hub id."""
+    return name.startswith(("/", "~", ".")) or name.count("/") > 1 or "\\" in name or Path(name).expanduser().exists()
+
+
+def captioner_problem(location: str, *, local_files_only: bool = True, revision: str | None = None) -> str | None:
+    """Why the BLIP captioner at ``location`` cannot be loaded, or ``None`` when it looks loadable.
+
+    A folder must hold a ``config.json`` of a BLIP model; a hub id must be in the Hugging Face cache when
+    nothing may be downloaded (``local_files_only``). Cheap: reads one JSON file, loads no weights.
+    """
+    fix = (f"point the captioner option ([methods_params.diff_ii] captioner = '/path/to/blip') or {CAPTIONER_ENV} "
+           f"at a local copy of {CAPTIONER_DEFAULT} (BlipForConditionalGeneration + BlipProcessor, save_pretrained "
+           "format), or use suffix_source = 'file'")
+    if _looks_like_path(location):
+        folder = Path(location).expanduser()
+        if not folder.is_dir():
+            return f"the BLIP captioner folder {folder} does not exist; {fix}"
+        config = folder / "config.json"
+    else:
+        if not local_files_only:
+            return None  # from_pretrained downloads it
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(location, "config.json", revision=revision)
+        if not isinstance(cached, str):
+            return (f"the BLIP captioner {location!r} is not in the Hugging Face cache and this profile loads local "
+                    f"files only; {fix}")
+        config = Path(cached)
+    if not config.is_file():
+        return f"the BLIP captioner folder {config.parent} has no config.json; {fix}"
+    try:
+        raw = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"the BLIP captioner's {config} is not readable JSON ({err}); {fix}"
+    kind = raw.get("model_type")
+    if kind != "blip" and "BlipForConditionalGeneration" not in (raw.get("architectures") or []):
+        return f"{config.parent} holds a {kind or 'unknown'!s} model, not BLIP (model_type 'blip'); {fix}"
+    return None
+
+
+def summariser_problem(llm: str, llm_model: str | None) -> str | None:
+    """Why the summariser cannot run, or ``None``: ``openai`` needs ``AUGBENCH_SUFFIX_LLM_URL`` (not contacted
+    here), ``transformers`` a folder with ``config.json``; a plugin summariser is not checked."""
+    if llm == "openai" and not os.environ.get(LLM_ENV["url"], "").strip():
+        return (f"the openai suffix summariser needs {LLM_ENV['url']} (e.g. https://api.openai.com/v1) and "
+                f"{LLM_ENV['key']}; without a network set llm = 'transformers' and llm_model = '/path/to/causal-lm' "
+                "in [methods_params.diff_ii], or use suffix_source = 'file'")
+    if llm == "transformers":
+        folder = Path(str(llm_model or "")).expanduser()
+        if not (folder / "config.json").is_file():
+            return (f"the transformers suffix summariser needs llm_model = the folder of a causal LM "
+                    f"(config.json + weights, save_pretrained format); {folder} has no config.json")
+    return None
+
+
+def check_captioner_recipe(recipe: Mapping[str, Any], *, local_files_only: bool = True) -> None:
+    """Fail in one line, before any image is captioned, when the captioner or the summariser of a
+    ``captioner`` recipe cannot be loaded or reached (issue 23: the BLIP error came after minutes of work)."""
+    if recipe["llm"] not in SUMMARISERS:
+        raise ConfigError(f"unknown suffix summariser {recipe['llm']!r}; expected one of {', '.join(SUMMARISERS)}")
+    local = local_files_only or Path(recipe["captioner"]).expanduser().is_dir()
+    problems = [p for p in (captioner_problem(recipe["captioner"], local_files_only=local,
+                                              revision=recipe.get("captioner_revision")),
+                            summariser_problem(recipe["llm"], recipe.get("llm_model"))) if p]
+    if problems:
+        raise ConfigError("; and ".join(problems))
 
 
 # --- reading ----------------------------------------------------------------------------------------------
@@ -356,13 +468,14 @@ def _build(spec: Any, train_part: Any, ctx: Any, folder: Path) -> None:
 
 
 def _build_captioned(recipe: Mapping[str, Any], train_part: Any, ctx: Any, folder: Path) -> None:
-    if recipe["llm"] not in SUMMARISERS:
-        raise ConfigError(f"unknown suffix summariser {recipe['llm']!r}; expected one of {', '.join(SUMMARISERS)}")
-    prefix = recipe.get("prefix") or suffix_prefix(getattr(getattr(ctx, "card", None), "meta", None))
-    images = [ctx.source.load_image(i) for i in train_part.image_ids]
-    log.info("suffixes: captioning %d training images with %s", len(images), recipe["captioner"])
-    model_path = str(Path(recipe["captioner"]).expanduser())
+    model_path = _captioner_location(recipe["captioner"])
     local_only = Path(model_path).is_dir() or bool(getattr(getattr(ctx, "profile", None), "local_files_only", True))
+    check_captioner_recipe(recipe, local_files_only=local_only)  # before captioning a single image
+    prefix = recipe.get("prefix") or suffix_prefix(getattr(getattr(ctx, "card", None), "meta", None))
+    from augbench.data.image_cache import load_rgb
+
+    images = [load_rgb(ctx.source, i) for i in train_part.image_ids]
+    log.info("suffixes: captioning %d training images with %s", len(images), recipe["captioner"])
     captions = caption_images(images, model_path, revision=recipe.get("captioner_revision"),
                               device=getattr(ctx, "device", "cpu"), local_files_only=local_only)
     sent = sample_captions(captions, int(recipe["max_captions"]), int(recipe["caption_seed"]))

@@ -47,6 +47,7 @@ from augbench.metrics.common import as_float01, cached_network, dominant_labels
 __all__ = [
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
+    "CLIPLoadError",
     "CLIPScorer",
     "clip_normalize",
     "clip_score",
@@ -55,6 +56,11 @@ __all__ = [
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class CLIPLoadError(OSError):
+    """The profile's CLIP could not be loaded; the one-line message names the location, the variable that points
+    it at a local copy (``AUGBENCH_<PROFILE>_CLIP``) and ``augbench models check``."""
 
 
 def clip_normalize(images: Any, mean: Sequence[float] = OPENAI_CLIP_MEAN,
@@ -214,10 +220,38 @@ def _load_clip_tokenizer(path: str | Path, local_files_only: bool, revision: str
 
 
 def profile_clip_scorer(profile: Any, device: str | torch.device = "cpu") -> CLIPScorer:
-    """The profile's CLIP (``profile.clip``) as a ``CLIPScorer``, loaded once per process and device."""
-    return cached_network(("clip", profile.clip, str(device)),
-                          lambda: CLIPScorer.from_pretrained(profile.clip, local_files_only=profile.local_files_only,
-                                                             device=device))
+    """The profile's CLIP (``profile.clip``) as a ``CLIPScorer``, loaded once per process and device.
+
+    Raises:
+        CLIPLoadError: the model is neither a loadable local folder nor available from the hub (not cached, and
+            not downloadable: ``local_files_only`` or no network); one line naming ``AUGBENCH_<PROFILE>_CLIP``
+            instead of the library's multi-line ``OSError``.
+    """
+    def load() -> CLIPScorer:
+        try:
+            return CLIPScorer.from_pretrained(profile.clip, local_files_only=profile.local_files_only, device=device)
+        except (OSError, ValueError) as exc:
+            raise CLIPLoadError(_clip_load_message(profile, exc)) from exc
+
+    return cached_network(("clip", profile.clip, str(device)), load)
+
+
+def _clip_load_message(profile: Any, exc: BaseException) -> str:
+    """One line: which CLIP, why it did not load (the cause's first line), how to point at a local copy."""
+    location = str(profile.clip)
+    variable = profile.env_var("clip") if hasattr(profile, "env_var") else "AUGBENCH_<PROFILE>_CLIP"
+    name = getattr(profile, "name", "?")
+    cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if Path(location).expanduser().is_dir():
+        from augbench.run.model_folders import folder_problem
+
+        why = folder_problem(location, "clip") or f"the folder {location} does not load as a transformers CLIPModel"
+    else:
+        online = "downloads are off (local_files_only)" if profile.local_files_only else "the hub could not be reached"
+        why = f"{location!r} is not a local folder nor in the Hugging Face cache, and {online}"
+    return (f"cannot load the CLIP model of profile {name!r}: {why} (cause: {cause[:200]}). Point {variable} at a "
+            f"local transformers CLIPModel folder (e.g. a copy of openai/clip-vit-base-patch32); `augbench models "
+            f"check --profile {name}` lists every model and where it is looked for")
 
 
 def clip_score(

@@ -3,7 +3,9 @@
 Callers hand the metrics (METHODS_SPEC §7) uint8 tensors, lists of PIL images of mixed sizes, hard
 labels or soft labels; :func:`dominant_labels` and :func:`as_float01` turn them into the one form the
 metrics compute on. :func:`cached_network` keeps each metric network (LPIPS trunk, CLIP, oracle) loaded
-once per process and device, because the metrics stage scores many sets in one run.
+once per process and device, because the metrics stage scores many sets in one run. :func:`finite_or_none`
+turns NaN / infinity into ``None`` before a result is written, because JSON has no NaN (``json.dumps``
+writes a bare ``NaN`` that strict readers reject).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_float01", "cached_network", "dominant_labels"]
+from augbench.run.store import finite_or_none  # noqa: F401 - re-exported: metrics write no NaN
+
+__all__ = ["as_float01", "cached_network", "dominant_labels", "finite_or_none"]
 
 _NETWORKS: dict[tuple, Any] = {}
 
@@ -47,3 +51,5 @@ def as_float01(images: Any, size: int | None = None) -> torch.Tensor:
     if len({tuple(t.shape) for t in ts}) > 1:
         raise ValueError("images of different sizes: pass a size to resize them to")
     return torch.stack(ts).float() / 255.0
+
+

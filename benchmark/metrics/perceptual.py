@@ -48,6 +48,7 @@ from augbench.run.seeding import make_generator
 __all__ = [
     "ALEXNET_URL",
     "PerceptualDistance",
+    "alexnet_weights_path",
     "effnet_perceptual",
     "lpips_alex",
     "lpips_diversity",
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+#: How error messages name the variable that points a profile's lpips_alex trunk at a local file.
+ALEXNET_VARIABLE = "AUGBENCH_<PROFILE>_ALEXNET"
 
 
 class PerceptualDistance:
@@ -172,18 +175,28 @@ def _lpips_lin_weights(model: nn.Module) -> list[torch.Tensor]:
     return weights
 
 
-def _load_alexnet_trunk(model: nn.Module, alexnet_weights: str | Path | None, local_files_only: bool) -> str:
+def alexnet_weights_path(alexnet_weights: str | Path | None = None) -> Path:
+    """Where the ``lpips_alex`` trunk is read from: ``alexnet_weights`` (``AUGBENCH_<PROFILE>_ALEXNET``), else
+    torchvision's file in the torch hub cache (``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth``)."""
+    if alexnet_weights:
+        return Path(alexnet_weights).expanduser()
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(ALEXNET_URL).name
+
+
+def _load_alexnet_trunk(model: nn.Module, alexnet_weights: str | Path | None, local_files_only: bool,
+                        variable: str = ALEXNET_VARIABLE) -> str:
     """Load torchvision's ImageNet AlexNet into the trunk of ``lpips.LPIPS`` ``model``; returns the file used."""
     from augbench.training.backbones import WeightsNotFoundError
 
-    hub_checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    path = Path(alexnet_weights) if alexnet_weights else hub_checkpoints / Path(ALEXNET_URL).name
+    path = alexnet_weights_path(alexnet_weights)
     if path.is_file():
         sd = torch.load(path, map_location="cpu", weights_only=True)
     elif local_files_only or alexnet_weights:
         raise WeightsNotFoundError(
-            f"{path}: ImageNet AlexNet weights for LPIPS not found. Download {ALEXNET_URL} into "
-            f"{hub_checkpoints} (or pass alexnet_weights=PATH), or allow downloads with local_files_only=False"
+            f"{path}: ImageNet AlexNet weights for LPIPS (lpips_alex) not found"
+            + (" and the profile allows no downloads" if not alexnet_weights else "")
+            + f". Point {variable} at a local copy of {ALEXNET_URL}, or download it into {path.parent}; "
+            "`augbench models check` lists every model"
         )
     else:
         sd = torch.hub.load_state_dict_from_url(ALEXNET_URL, map_location="cpu")
@@ -204,6 +217,7 @@ def lpips_alex(
     size: int | None = 256,
     device: str | torch.device = "cpu",
     batch_size: int = 32,
+    alexnet_variable: str = ALEXNET_VARIABLE,
 ) -> PerceptualDistance:
     """The ``lpips`` package's AlexNet LPIPS (v0.1) as a ``PerceptualDistance`` (sd15 profile, §7.2).
 
@@ -214,8 +228,10 @@ def lpips_alex(
 
     Args:
         pretrained_trunk: load the ImageNet AlexNet trunk (``False``: random trunk, for tests).
-        alexnet_weights: path of torchvision's ``alexnet-owt-7be5be79.pth`` (default: torch hub cache).
+        alexnet_weights: path of torchvision's ``alexnet-owt-7be5be79.pth`` (default: torch hub cache; a run's
+            comes from ``Profile.alexnet_weights``, ``AUGBENCH_<PROFILE>_ALEXNET``).
         local_files_only: never download; a missing trunk file raises ``WeightsNotFoundError``.
+        alexnet_variable: the environment variable error messages name (a run's: ``AUGBENCH_<PROFILE>_ALEXNET``).
         size: resize side (256, §7.2; ``None`` = keep).
         device: where the network runs.
         batch_size: feature-extraction batch size.
@@ -232,7 +248,8 @@ def lpips_alex(
     with warnings.catch_warnings():  # torchvision's deprecation notice for lpips' `pretrained=` call
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
-    trunk_file = _load_alexnet_trunk(model, alexnet_weights, local_files_only) if pretrained_trunk else None
+    trunk_file = (_load_alexnet_trunk(model, alexnet_weights, local_files_only, alexnet_variable)
+                  if pretrained_trunk else None)
     model = model.to(device)
     return PerceptualDistance(
         "lpips_alex",
@@ -303,11 +320,16 @@ def effnet_perceptual(
 
 
 def perceptual_for_profile(profile: Any, device: str | torch.device = "cpu", **kwargs: Any) -> PerceptualDistance:
-    """The LPIPS network a profile names (``profile.lpips``: ``effnet_features`` or ``lpips_alex``)."""
+    """The LPIPS network a profile names (``profile.lpips``: ``effnet_features`` or ``lpips_alex``); ``lpips_alex``'s
+    trunk from ``profile.alexnet_weights`` (``AUGBENCH_<PROFILE>_ALEXNET``) or the torch hub cache, downloaded
+    only where ``profile.local_files_only`` allows."""
     kind = getattr(profile, "lpips", profile)
     if kind == "effnet_features":
         return effnet_perceptual(device=device, **kwargs)
     if kind == "lpips_alex":
+        if hasattr(profile, "env_var"):
+            kwargs = {"alexnet_weights": profile.alexnet_weights, "alexnet_variable": profile.env_var("alexnet"),
+                      **kwargs}
         return lpips_alex(device=device, local_files_only=getattr(profile, "local_files_only", True), **kwargs)
     raise ValueError(f"unknown LPIPS network {kind!r}; expected effnet_features or lpips_alex")
 

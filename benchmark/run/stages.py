@@ -360,12 +360,12 @@ def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
 
     from augbench.data.image_cache import IMAGES
     from augbench.training import LabeledImages, train_classifier
-    from augbench.training.backbones import create_classifier
+    from augbench.training.backbones import create_profile_classifier
 
     cell, s, source, test_source = inputs.cell, inputs.subsets, inputs.source, inputs.test_source
     with torch.random.fork_rng(devices=[]):  # the new head's init comes from the cell seed, not global state
         torch.manual_seed(derive_seed(cell.seed, "classifier-init", cell.dataset) % (2**63))
-        classifier = create_classifier(env.profile.classifier, source.num_classes, env.profile.classifier_weights)
+        classifier = create_profile_classifier(env.profile, source.num_classes)
     cfg = dataclasses.replace(cfg, mean=classifier.mean, std=classifier.std)
     train = LabeledImages(IMAGES.get(source, s.train_part.image_ids), s.train_part.labels,
                           image_ids=s.train_part.image_ids)

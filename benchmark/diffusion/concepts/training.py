@@ -22,10 +22,18 @@ encoding every step, without the repeated VAE passes.
   and the loss is the sum over classes of each class's mean MSE. The UNet and text encoder are frozen
   and a token appears only in its own class's captions, so each token's gradient (and, AdamW being
   per element, its update) is exactly what DA-Fusion's separate per-class run with that batch gives.
+
+Memory (``augbench.diffusion.concepts.memory``): a step's rows go through the text encoder and UNet in
+micro-batches of ``micro_batch`` rows with gradients accumulated (every random number of the step drawn
+first, rows weighted by their share of the step's loss: the same optimiser step); images reach the VAE
+``encode_batch`` at a time; ``gradient_checkpointing`` recomputes block activations in the backward;
+on CUDA with ``mixed_precision = "fp16"`` the frozen weights are fp16 and the trained ones fp32. An
+out-of-memory error becomes a one-line ``ConceptMemoryError`` naming the key that lowers the cost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -40,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from augbench.diffusion.concepts import formats
+from augbench.diffusion.concepts.memory import cast_frozen, enable_checkpointing, memory_guard, row_chunks
 from augbench.diffusion.concepts.recipes import IMAGENET_TEMPLATES_SMALL, validate_recipe
 from augbench.run.seeding import derive_seed, make_generator
 
@@ -106,10 +115,17 @@ def _load_images(source: Any, image_ids: Sequence[str], resolution: int) -> list
 
 
 class LatentSampler:
-    """Latents of training images: random crop + flip + a posterior sample x scaling factor."""
+    """Latents of training images: random crop + flip + a posterior sample x scaling factor.
 
-    def __init__(self, vae: Any, images: list[torch.Tensor], resolution: int, flip: bool, device: str):
+    ``encode_batch`` images go through the VAE per call (in the VAE's dtype; moments kept in fp32), each
+    call inside ``guard(images)`` when given (the out-of-memory context naming ``encode_batch``).
+    """
+
+    def __init__(self, vae: Any, images: list[torch.Tensor], resolution: int, flip: bool, device: str,
+                 encode_batch: int = 32, guard: Callable[[int], Any] | None = None):
         self.vae, self.images, self.res, self.flip, self.device = vae, images, resolution, flip, device
+        self.encode_batch = max(1, int(encode_batch))
+        self.guard = guard or (lambda n: contextlib.nullcontext())
         self.scale = float(vae.config.scaling_factor)
         self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self.cached = all(tuple(im.shape[1:]) == (resolution, resolution) for im in images)
@@ -118,13 +134,15 @@ class LatentSampler:
             self.moments = [self._moments(torch.stack(v)) for v in views]
 
     @torch.no_grad()
-    def _moments(self, u8: torch.Tensor, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    def _moments(self, u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         means, stds = [], []
+        chunk, dtype = self.encode_batch, getattr(self.vae, "dtype", torch.float32)
         for i in range(0, len(u8), chunk):
-            x = u8[i:i + chunk].to(self.device, torch.float32) / 127.5 - 1
-            dist = self.vae.encode(x).latent_dist
-            means.append(dist.mean)
-            stds.append(dist.std)
+            x = (u8[i:i + chunk].to(self.device, torch.float32) / 127.5 - 1).to(dtype)
+            with self.guard(len(x)):
+                dist = self.vae.encode(x).latent_dist
+            means.append(dist.mean.float())
+            stds.append(dist.std.float())
         return torch.cat(means), torch.cat(stds)
 
     def sample(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -171,29 +189,66 @@ def _tokenize(tokenizer: Any, captions: Sequence[str], device: str) -> torch.Ten
                      return_tensors="pt").input_ids.to(device)
 
 
-def _eps_loss(unet: Any, noise_scheduler: Any, latents: torch.Tensor, cond: torch.Tensor,
-              gens: dict[str, torch.Generator], reduce_groups: torch.Tensor | None = None) -> torch.Tensor:
+def _draw_noise(noise_scheduler: Any, latents: torch.Tensor, gens: dict[str, torch.Generator]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's noise and timesteps for every row (drawn on the CPU generator, in this order)."""
     device = latents.device
     noise = torch.randn(latents.shape, generator=gens["noise"]).to(device)
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=gens["noise"]).to(device)
+    return noise, t
+
+
+def _row_losses(unet: Any, noise_scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                cond: torch.Tensor) -> torch.Tensor:
+    """Each row's epsilon- (or v-) prediction MSE, fp32 ``[rows]``."""
     noisy = noise_scheduler.add_noise(latents, noise, t)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, t)
     else:
         target = noise
     pred = unet(noisy, t, cond).sample
-    per_image = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
-    if reduce_groups is None:
-        return per_image.mean()
-    # sum over classes of each class's mean (the batched-TI loss)
-    sums = torch.zeros(int(reduce_groups.max()) + 1, device=device).index_add(0, reduce_groups, per_image)
-    counts = torch.bincount(reduce_groups).clamp_min(1).to(device)
-    return (sums / counts).sum()
+    return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+
+
+def _accumulate(recipe: dict[str, Any], kind: str, device: str, modules: tuple[Any, Any, Any],
+                latents: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor,
+                gens: dict[str, torch.Generator], scaler: Any = None) -> torch.Tensor:
+    """Forward + backward of one step in micro-batches of ``micro_batch`` rows; returns the step's loss (detached).
+
+    ``modules``: (text encoder, UNet, noise scheduler). The loss is ``sum_r weights[r] * mse_r`` over the
+    step's rows (latents, caption ids); its gradient accumulates in the parameters' ``.grad`` (zeroed by
+    the caller). The step's noise and timesteps are drawn for every row first, then sliced.
+    """
+    text_encoder, unet, noise_scheduler = modules
+    noise, t = _draw_noise(noise_scheduler, latents, gens)
+    chunks = row_chunks(len(latents), int(recipe["micro_batch"]))
+    total = torch.zeros((), device=latents.device)
+    with memory_guard(kind, "step", chunks[0].stop - chunks[0].start, recipe, device, len(latents)):
+        for rows in chunks:
+            with _autocast(recipe, device):
+                cond = text_encoder(input_ids[rows])[0]
+                per_row = _row_losses(unet, noise_scheduler, latents[rows], noise[rows], t[rows], cond)
+                loss = (per_row * weights[rows]).sum()
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            total += loss.detach()
+    return total
+
+
+def _prepare_precision(recipe: dict[str, Any], device: str, *modules: Any) -> None:
+    """On CUDA with fp16 mixed precision: the frozen weights of ``modules`` in fp16, trained ones stay fp32."""
+    if recipe.get("mixed_precision") == "fp16" and torch.device(device).type == "cuda":
+        for module in modules:
+            cast_frozen(module, torch.float16)
+
+
+def _grad_scaler(recipe: dict[str, Any], device: str) -> Any:
+    """fp16 autocast on CUDA trains with a GradScaler (as accelerate's fp16 mode, which both references use)."""
+    if recipe.get("mixed_precision") == "fp16" and torch.device(device).type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def _autocast(recipe: dict[str, Any], device: str):
-    import contextlib
-
     if recipe.get("mixed_precision") == "fp16" and torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
@@ -209,6 +264,15 @@ def _meta(ctx: Any) -> str:
 
 def _caption(template: str, token: str, meta: str) -> str:
     return " ".join(template.format(token=token, meta=meta).split())
+
+
+def _latent_sampler(recipe: dict[str, Any], kind: str, ctx: Any, train_part: Any, vae: Any, device: str
+                    ) -> LatentSampler:
+    """The training images' sampler, its VAE calls ``encode_batch`` images each (an OOM names that key)."""
+    res = int(recipe["resolution"])
+    images = _load_images(ctx.source, train_part.image_ids, res)
+    return LatentSampler(vae, images, res, bool(recipe["flip"]), device, int(recipe["encode_batch"]),
+                         guard=lambda n: memory_guard(kind, "encode", n, recipe, device))
 
 
 # --- lora_ti ------------------------------------------------------------------------------------------
@@ -303,10 +367,12 @@ def train_lora_ti(recipe: dict[str, Any], train_part: Any, ctx: Any, folder: Pat
     lora_params = _inject_lora(unet, int(recipe["rank"]), gens["init"])
     unet.train()
     te.train()
+    if recipe["gradient_checkpointing"]:
+        enable_checkpointing(unet)
+    _prepare_precision(recipe, device, vae, te, unet)
 
     labels = torch.tensor(train_part.labels)
-    images = _load_images(ctx.source, train_part.image_ids, int(recipe["resolution"]))
-    sampler = LatentSampler(vae, images, int(recipe["resolution"]), bool(recipe["flip"]), device)
+    sampler = _latent_sampler(recipe, "lora_ti", ctx, train_part, vae, device)
     meta = _meta(ctx)
     caption_ids = _tokenize(tok, [_caption(recipe["caption"], tokens[int(y)], meta) for y in labels], device)
     next_batch = batch_sampler(labels, recipe["sampler"], int(recipe["batch_size"]), gens["sampler"])
@@ -314,21 +380,17 @@ def train_lora_ti(recipe: dict[str, Any], train_part: Any, ctx: Any, folder: Pat
     opt = torch.optim.AdamW([{"params": lora_params, "lr": float(recipe["lr"])},
                              {"params": [embedding], "lr": float(recipe["ti_lr"])}],
                             betas=(0.9, 0.999), eps=1e-8, weight_decay=float(recipe["weight_decay"]))
-    use_scaler = recipe.get("mixed_precision") == "fp16" and torch.device(device).type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    scaler = _grad_scaler(recipe, device)
     steps, losses = int(recipe["steps"]), []
     for step in range(steps):
         idx = next_batch()
         latents = sampler.sample(idx, gens["latents"])
-        with _autocast(recipe, device):
-            cond = te(caption_ids[idx.to(device)])[0]
-            loss = _eps_loss(unet, sched, latents, cond, gens)
+        weights = (torch.ones(len(idx)) / len(idx)).to(latents.device)  # the batch mean
         opt.zero_grad(set_to_none=True)
+        loss = _accumulate(recipe, "lora_ti", device, (te, unet, sched), latents, caption_ids[idx.to(device)],
+                           weights, gens, scaler)
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(opt)
-        else:
-            loss.backward()
         torch.nn.utils.clip_grad_norm_(lora_params, float(recipe["grad_clip"]))
         if scaler is not None:
             scaler.step(opt)
@@ -337,7 +399,7 @@ def train_lora_ti(recipe: dict[str, Any], train_part: Any, ctx: Any, folder: Pat
             opt.step()
         with torch.no_grad():  # only the class tokens may change [DM train_lora.py:1050-1060]
             embedding[keep] = original[keep]
-        losses.append(float(loss.detach()))
+        losses.append(float(loss))
         if progress is not None:
             progress(step + 1, losses[-1])
         if snapshots and step + 1 in snapshots:  # intermediate checkpoints (recipe studies)
@@ -379,16 +441,19 @@ def train_ti(recipe: dict[str, Any], train_part: Any, ctx: Any, folder: Path,
     keep[ids] = False
     embedding.requires_grad_(True)
     unet.eval()
+    if recipe["gradient_checkpointing"]:
+        enable_checkpointing(unet, te)
+    _prepare_precision(recipe, device, vae, unet)  # the text encoder stays fp32: the tokens train through it
 
     labels = torch.tensor(train_part.labels)
     present = sorted(set(labels.tolist()))
     by_class = {c: torch.nonzero(labels == c).flatten() for c in present}
-    images = _load_images(ctx.source, train_part.image_ids, int(recipe["resolution"]))
-    sampler = LatentSampler(vae, images, int(recipe["resolution"]), bool(recipe["flip"]), device)
+    sampler = _latent_sampler(recipe, "ti", ctx, train_part, vae, device)
     templates = (IMAGENET_TEMPLATES_SMALL if recipe["templates"] == "imagenet_small"
                  else (recipe["templates"].replace("{token}", "{}").replace("{meta}", _meta(ctx)),))
     opt = torch.optim.AdamW([embedding], lr=float(recipe["lr"]), betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=float(recipe["weight_decay"]))
+    scaler = _grad_scaler(recipe, device)
     bs, steps, losses = int(recipe["batch_size"]), int(recipe["steps"]), []
     orders: dict[int, list[int]] = {c: [] for c in present}
     for step in range(steps):
@@ -403,15 +468,20 @@ def train_ti(recipe: dict[str, Any], train_part: Any, ctx: Any, folder: Path,
         pick = torch.randint(0, len(templates), (len(idx),), generator=gens["captions"]).tolist()
         captions = [" ".join(templates[p].format(tokens[int(labels[i])]).split()) for p, i in zip(pick, idx.tolist())]
         latents = sampler.sample(idx, gens["latents"])
-        with _autocast(recipe, device):
-            cond = te(_tokenize(tok, captions, device))[0]
-            loss = _eps_loss(unet, sched, latents, cond, gens, torch.tensor(groups, device=device))
+        step_ids = _tokenize(tok, captions, device)
+        # the loss is the sum over classes of each class's mean MSE: row weight 1 / rows of its class
+        groups_t = torch.tensor(groups)
+        weights = (1.0 / torch.bincount(groups_t).float())[groups_t].to(latents.device)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = _accumulate(recipe, "ti", device, (te, unet, sched), latents, step_ids, weights, gens, scaler)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         with torch.no_grad():
             embedding[keep] = original[keep]
-        losses.append(float(loss.detach()) / len(present))
+        losses.append(float(loss) / len(present))
         if progress is not None:
             progress(step + 1, losses[-1])
         if snapshots and step + 1 in snapshots:
