@@ -91,3 +91,37 @@ def test_suite_json_gives_back_the_resolved_suite_with_its_profile(tmp_path):
     (tmp_path / "suite.json").write_text(json.dumps({**data, "format": "augbench.suite/9"}))
     with pytest.raises(RecordError, match="suite format 'augbench.suite/9'"):
         read_run_suite(tmp_path)
+
+
+def test_stage_memory_attributes_each_peak_to_the_stage_that_held_it():
+    import numpy as np
+
+    from augbench.run.memory import StageMemory
+
+    memory = StageMemory(interval=0.01)
+    memory.enter("generate")
+    big = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
+    memory.enter("train")
+    del big
+    peaks = memory.peaks()
+    memory.close()
+    assert list(peaks) == ["prepare", "generate", "train"]
+    assert peaks["generate"]["rss_gb"] - peaks["prepare"]["rss_gb"] > 0.3
+    assert peaks["generate"]["cuda_gb"] is None and 0 < peaks["generate"]["anon_gb"] <= peaks["generate"]["rss_gb"]
+
+
+def test_records_before_schema_4_read_with_empty_memory(tmp_path):
+    from augbench.run.records import RECORD_SCHEMA_VERSION, CellRecord, stage_peak_memory
+
+    assert RECORD_SCHEMA_VERSION == 4
+    old = cell_record("original").to_dict()
+    old.pop("memory")
+    old["schema_version"] = 3
+    assert CellRecord.from_dict(old).memory == {}
+    old["schema_version"] = 4
+    with pytest.raises(RecordError, match="lacks fields memory"):
+        CellRecord.from_dict(old)
+    peaks = stage_peak_memory([{"memory": {"train": {"rss_gb": 2.0, "anon_gb": 1.0, "cuda_gb": None},
+                                           "prepare": {"rss_gb": 1.0}}},
+                               {"memory": {"train": {"rss_gb": 3.5, "anon_gb": 0.5, "cuda_gb": 1.5}}}, {}])
+    assert list(peaks.items()) == [("prepare", 1.0), ("train", 3.5), ("anon:train", 1.0), ("cuda:train", 1.5)]

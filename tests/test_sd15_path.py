@@ -60,12 +60,14 @@ def test_every_few_shot_method_rehearses_the_sd15_path(sd15_shaped, tmp_path, mo
                  str(tmp_path / "cache"), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0, captured.out + captured.err
+    assert "peak memory per stage: prepare" in captured.out
     records = {json.loads(p.read_text())["cell"]["method"]: json.loads(p.read_text())
                for p in (run_dir / "records").glob("*.json")}
     assert sorted(records) == sorted(suite.methods)  # every method, one 5-shot cell each
     for method, record in records.items():
         assert record["profile"] == "sd15" and record["subset"]["train_size"] == 15, method  # 3 classes x 5 shots
         assert record["metrics"]["top1"] is not None
+        assert record["memory"]["train"]["rss_gb"] > 0.1, method  # peak memory per stage that ran
         synthetic = record["synthetic"]
         if synthetic is None:
             continue
@@ -89,3 +91,37 @@ def test_every_few_shot_method_rehearses_the_sd15_path(sd15_shaped, tmp_path, mo
     assert "P2" not in report.split("REHEARSAL")[0]  # no published rows above the caption
     for method in suite.methods:
         assert f"`{method}`" in report or method in report
+
+
+def test_the_sd15_table_renders_with_its_published_rows(sd15_shaped, tmp_path, monkeypatch):
+    """The same records under the real (not rehearsal) suite: our CUB column beside P2 Tab.1's numbers."""
+    from record_builders import cell_record
+
+    from augbench.reporting.published import load_published
+    from augbench.reporting.tables import build_table, caption, to_markdown
+
+    full = load_suite(str(sd15_shaped["suite"]), "sd15")
+    assert full.published == ("p2_tab1_resnet50",) and not full.rehearsal
+    records = [cell_record(m, dataset="cub", profile="sd15", metrics={"top1": 50.0 + i})
+               for i, m in enumerate(full.methods)]
+    table = build_table(full.table_kind, records, method_order=list(full.methods))
+    published = load_published("p2_tab1_resnet50")
+    text = to_markdown(table, caption(table, full.to_dict(), "sd15"), [published])
+    assert "REHEARSAL" not in text and published.title in text
+    ours, paper = text.split(f"**Published: {published.title}")[:2]
+    assert "diff_ii" in ours and "64.00" in ours  # our 15th row: 50 + 14
+    assert "| Ours (Diff-II)   | diff_ii" in paper  # the paper's row, matched to our method id
+
+
+def test_a_missing_model_stops_the_run_before_the_first_cell(sd15_shaped, tmp_path, monkeypatch, capsys):
+    for name, value in sd15_shaped["env"].items():
+        monkeypatch.setenv(name, value)
+    empty = tmp_path / "not_a_pipeline"
+    empty.mkdir()
+    monkeypatch.setenv("AUGBENCH_SD15_PIPELINE", str(empty))
+    run_dir = tmp_path / "run"
+    code = main(["run", "--suite", str(sd15_shaped["suite"]), "--profile", "sd15", "--rehearsal", "--datasets", "cub",
+                 "--device", "cpu", "--data-root", str(sd15_shaped["data"]), "--run-dir", str(run_dir), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "AUGBENCH_SD15_PIPELINE" in err and str(empty) in err
+    assert len(err.strip().splitlines()) == 1 and not (run_dir / "records").exists()

@@ -10,6 +10,8 @@ Usage::
     python -m tools.perf --section lpips --lpips-n 32 --lpips-size 64
     python -m tools.perf --section noisecutmix_step --ncm-batch 8 --threads 1
     python -m tools.perf --section sd15_unet          # on a CUDA machine: SD1.5 UNet images/s and MFU
+    python -m tools.perf --section stage_memory --memory-suite few_shot --memory-profile sd15 --rehearsal \
+        --memory-datasets cub --data-root /data   # peak memory and seconds of each stage of a run
 
 The last line printed is a Markdown table of every section's headline ratio.
 """
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 __all__ = ["SECTIONS", "generation_batched_vs_single", "lpips_gram_vs_naive", "main", "noisecutmix_step_vs_cfg_step",
-           "process_pool_vs_serial", "sd15_unet_throughput", "summary_table"]
+           "process_pool_vs_serial", "sd15_unet_throughput", "stage_memory", "summary_table"]
 
 
 def _best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -234,6 +236,29 @@ def process_pool_vs_serial(seeds: int = 2, workers: int = 2, suite: str = "smoke
             "speedup_pool_over_serial": round(walls["serial"] / walls["pool"], 2)}
 
 
+def stage_memory(suite: str = "smoke", profile: str = "embedded", rehearsal: bool = False,
+                 datasets: list[str] | None = None, data_root: str | None = None) -> dict[str, Any]:
+    """Peak memory and time of each stage of ``suite`` on ``profile`` (``--rehearsal``: the rehearsal overlay),
+    from empty caches in a temporary folder: the run's own per-stage peaks (``augbench.run.memory``; RSS,
+    and CUDA allocated on a GPU) and seconds, as its records hold them."""
+    import tempfile
+    from pathlib import Path
+
+    from augbench.run.runner import run_suite
+    from augbench.run.suites import RunOptions
+
+    with tempfile.TemporaryDirectory(prefix="augbench-perf-") as tmp:
+        opts = RunOptions(suite=suite, profile=profile, rehearsal=rehearsal, datasets=datasets, data_root=data_root,
+                          run_dir=str(Path(tmp) / "run"), cache_dir=str(Path(tmp) / "cache"), progress=False,
+                          log=lambda line: None)
+        summary = run_suite(opts)
+    peaks = summary["stage_peak_memory_gb"]
+    return {"section": "stage_memory", "suite": suite, "profile": profile, "rehearsal": rehearsal,
+            "cells": summary["cells"], "failed": len(summary["failed"]), "peak_gb": peaks,
+            "max_peak_gb": max((gb for stage, gb in peaks.items() if ":" not in stage), default=None),
+            "stage_seconds": summary["stage_seconds"]}
+
+
 #: SD v1.5's UNet configuration (stable-diffusion-v1-5 ``unet/config.json``), so the CUDA section needs
 #: no download: random weights, the real architecture.
 SD15_UNET_CONFIG = {
@@ -291,6 +316,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "noisecutmix_step": noisecutmix_step_vs_cfg_step,
     "process_pool": process_pool_vs_serial,
     "sd15_unet": sd15_unet_throughput,
+    "stage_memory": stage_memory,
 }
 
 #: The headline number of each section for the summary table: (key, what it compares, target).
@@ -300,6 +326,7 @@ HEADLINES = {
     "noisecutmix_step": ("ratio_noisecutmix_over_cfg", "one NoiseCutMix step (3 branches) / one CFG step", 1.6),
     "process_pool": ("speedup_pool_over_serial", "suite wall time: serial / --workers 2", None),
     "sd15_unet": ("images_per_s", "SD1.5 UNet, 25-step CFG at 512 px (images/s; MFU)", None),
+    "stage_memory": ("max_peak_gb", "highest per-stage peak memory of a run (GB; every stage: the JSON line)", None),
 }
 
 
@@ -330,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-n", type=int, default=32, help="images generated each way in the generation section")
     parser.add_argument("--ncm-batch", type=int, default=8, help="requests per step in the noisecutmix_step section")
     parser.add_argument("--workers", type=int, default=2, help="processes of the process_pool section")
+    parser.add_argument("--memory-suite", default="smoke", help="suite of the stage_memory section (default smoke)")
+    parser.add_argument("--memory-profile", default="embedded", help="profile of the stage_memory section")
+    parser.add_argument("--memory-datasets", nargs="+", default=None, help="restrict the stage_memory run's datasets")
+    parser.add_argument("--data-root", default=None, help="data root of the stage_memory run (sd15)")
+    parser.add_argument("--rehearsal", action="store_true", help="stage_memory: run the suite as a rehearsal")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -339,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         "noisecutmix_step": {"batch": args.ncm_batch, "repeats": max(args.repeats, 10), "device": args.device},
         "process_pool": {"workers": args.workers},
         "sd15_unet": {"device": "cuda" if args.device == "cpu" else args.device},
+        "stage_memory": {"suite": args.memory_suite, "profile": args.memory_profile, "rehearsal": args.rehearsal,
+                         "datasets": args.memory_datasets, "data_root": args.data_root},
     }
     results = []
     for name in args.section or list(SECTIONS):

@@ -17,7 +17,7 @@ import torch
 
 from augbench.run.store import finite_or_none  # noqa: F401 - re-exported: metrics write no NaN
 
-__all__ = ["as_float01", "cached_network", "dominant_labels", "finite_or_none"]
+__all__ = ["as_float01", "cached_network", "dominant_labels", "finite_or_none", "release_networks"]
 
 _NETWORKS: dict[tuple, Any] = {}
 
@@ -27,6 +27,11 @@ def cached_network(key: tuple, build: Callable[[], Any]) -> Any:
     if key not in _NETWORKS:
         _NETWORKS[key] = build()
     return _NETWORKS[key]
+
+
+def release_networks() -> None:
+    """Forget every cached metric network (``augbench.run.stages.release_warm_models``, before training)."""
+    _NETWORKS.clear()
 
 
 def dominant_labels(labels: torch.Tensor | Sequence) -> torch.Tensor:

@@ -34,12 +34,13 @@ from augbench.run.suites import Suite
 
 #: What a cell record is (its ``format``); the layout version is ``schema_version``.
 RECORD_FORMAT = "augbench.record"
-#: The record layout this augbench writes. 3: ``schema_version`` field (the fields of 2 otherwise).
-RECORD_SCHEMA_VERSION = 3
+#: The record layout this augbench writes. 3: ``schema_version`` field (the fields of 2 otherwise);
+#: 4: ``memory``, the peak memory of each stage (read as empty from records of 2 and 3).
+RECORD_SCHEMA_VERSION = 4
 #: Layout versions read, mapped to how they were spelled before ``schema_version`` existed. Version 1
 #: (replacement mode inside the train config) is not read: rerun the cells, finished stages are reused.
 _LEGACY_FORMATS = {"augbench.record/2": 2}
-READABLE_SCHEMA_VERSIONS = (2, RECORD_SCHEMA_VERSION)
+READABLE_SCHEMA_VERSIONS = (2, 3, RECORD_SCHEMA_VERSION)
 RESULTS_FORMAT = "augbench.results/1"
 SUITE_FORMAT = "augbench.suite/1"
 
@@ -75,6 +76,8 @@ class CellRecord:
     timings: dict[str, float]
     stage_keys: dict[str, Any]
     reused: list[str] = field(default_factory=list)
+    # {stage: {"rss_gb", "cuda_gb"}}: augbench.run.memory.StageMemory of the run that wrote the record
+    memory: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=lambda: versions())
     git_commit: str | None = field(default_factory=lambda: git_commit())
     format: str = RECORD_FORMAT
@@ -104,6 +107,8 @@ class CellRecord:
             raise RecordError(f"{source}: a record is a JSON object, not {type(data).__name__}")
         schema = _schema_version(data, source)
         body = {k: v for k, v in data.items() if k not in ("format", "schema_version")}
+        if schema < 4:
+            body.setdefault("memory", {})
         names = [f.name for f in dataclasses.fields(cls) if f.name not in ("format", "schema_version")]
         unknown = sorted(set(body) - set(names))
         missing = [name for name in names if name not in body]
@@ -229,6 +234,27 @@ def stage_seconds(records: list[dict[str, Any]]) -> dict[str, float]:
             totals["train"] -= evaluation
     totals["total"] = sum(totals.values())
     return {k: round(v, 1) for k, v in totals.items()}
+
+
+def stage_peak_memory(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The highest resident memory (GB) each stage reached over ``records`` (their ``memory``), in chain order;
+    ``anon:<stage>`` its anonymous part (``augbench.run.memory``) and ``cuda:<stage>`` where it ran on CUDA."""
+    peaks: dict[str, float] = {}
+    for rec in records:
+        for stage, peak in (rec.get("memory") or {}).items():
+            for prefix, key in (("", "rss_gb"), ("anon:", "anon_gb"), ("cuda:", "cuda_gb")):
+                if peak.get(key) is not None:
+                    name = f"{prefix}{stage}"
+                    peaks[name] = max(peaks.get(name, 0.0), float(peak[key]))
+    order = ["prepare", *STAGE_ORDER]
+    kinds = ("", "anon:", "cuda:")
+
+    def rank(name: str) -> tuple[int, int]:
+        kind = next(k for k in reversed(kinds) if name.startswith(k))
+        stage = name.removeprefix(kind)
+        return kinds.index(kind), order.index(stage) if stage in order else len(order)
+
+    return dict(sorted(peaks.items(), key=lambda kv: rank(kv[0])))
 
 
 def format_stage_seconds(totals: dict[str, float]) -> str:

@@ -27,6 +27,7 @@ from augbench.run.records import (
     CellRecord,
     format_stage_seconds,
     read_record,
+    stage_peak_memory,
     stage_seconds,
     write_results,
     write_run_suite,
@@ -60,8 +61,11 @@ from augbench.run.suites import (
 STAGE_OF_STORE_FOLDER = {"synthetic": "generate", "selections": "select"}
 
 
-def run_cell(cell: Cell, env: CellEnv) -> dict[str, Any]:
-    """Run (or reuse) every stage of ``cell`` and write its record; returns the record as a dict."""
+def run_cell(cell: Cell, env: CellEnv, memory: Any = None) -> dict[str, Any]:
+    """Run (or reuse) every stage of ``cell`` and write its record; returns the record as a dict.
+
+    ``memory``: the cell's ``augbench.run.memory.StageMemory``, whose per-stage peaks the record keeps.
+    """
     from augbench.data import open_dataset
     from augbench.data.views import first_classes
 
@@ -101,6 +105,7 @@ def run_cell(cell: Cell, env: CellEnv) -> dict[str, Any]:
                    if env.profile.classifier_weights_file else {}),
                 **({"alexnet_weights": env.profile.alexnet_weights} if env.profile.alexnet_weights else {})},
         timings=timings, reused=[STAGE_OF_STORE_FOLDER.get(s.split("/")[0], s.split("/")[0]) for s in reused],
+        memory=memory.peaks() if memory is not None else {},
         stage_keys={"train": train_key, "synthetic": syn_info["key"] if syn_info else None,
                     "artifacts": [a.key for a in artifacts.values()]},
     )
@@ -155,7 +160,18 @@ class CellRunner:
     opts: RunOptions
 
     def __call__(self, cell: Cell, log: Callable[[str], None], on_stage=lambda stage: None) -> dict[str, Any]:
-        return run_cell(cell, self.env(log, on_stage))
+        from augbench.run.memory import StageMemory
+
+        memory = StageMemory()
+
+        def stage(name: str) -> None:
+            memory.enter(name)
+            on_stage(name)
+
+        try:
+            return run_cell(cell, self.env(log, stage), memory)
+        finally:
+            memory.close()
 
     def env(self, log: Callable[[str], None], on_stage=lambda stage: None) -> CellEnv:
         import torch
@@ -259,12 +275,19 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
                "computed_stages": outcome["computed"], "wall_seconds": wall}
     records = [read_record(p) for c in cells if (p := run_dir / "records" / f"{c.key}.json").is_file()]
     summary["stage_seconds"] = stage_seconds([r.to_dict() for r in records])
+    summary["stage_peak_memory_gb"] = stage_peak_memory([r.to_dict() for r in records])
     write_json_atomic(run_dir / "last_run.json", summary)
     write_results(run_dir, suite.to_dict(), {k: v for k, v in summary.items() if k not in ("reused_stages",
                                                                                        "computed_stages")}, records)
     log(f"done: {len(cells) - len(outcome['failed'])}/{len(cells)} cells in {wall / 60:.1f} min "
         f"({len(outcome['reused'])} stages reused, {len(outcome['computed'])} computed)")
     log(f"time per stage: {format_stage_seconds(summary['stage_seconds'])}")
+    peaks = summary["stage_peak_memory_gb"]
+    if peaks:
+        log("peak memory per stage: " + ", ".join(f"{stage} {gb:.1f} GB" for stage, gb in peaks.items()
+                                                  if ":" not in stage or stage.startswith("cuda:")))
+        log("  of which anonymous (not memory-mapped files): " + ", ".join(
+            f"{stage.removeprefix('anon:')} {gb:.1f} GB" for stage, gb in peaks.items() if stage.startswith("anon:")))
     if outcome["failed"]:
         log(f"{len(outcome['failed'])} cells failed; see {run_dir / 'last_run.json'}")
     return summary

@@ -260,6 +260,8 @@ def metrics_stage(env: CellEnv, synthetic_set, source, selection_key: str) -> di
                         "profile": env.profile.name, "clip": env.profile.clip_key})
 
     def compute() -> dict[str, Any]:
+        # the cell's synthetic set exists: its pipelines are not needed again by this cell (CLIP and LPIPS now)
+        release_warm_models()
         env.on_stage("metrics")
         t = time.time()
         metrics = synthetic_set_metrics(synthetic_set.images, synthetic_set.class_of(), source.card, env.profile,
@@ -325,8 +327,8 @@ def train_stage(env: CellEnv, inputs: TrainInputs) -> tuple[dict[str, Any], str,
     key = train_key(env, inputs, cfg)
 
     def compute() -> dict[str, Any]:
+        release_warm_models()  # first, so the stage's peak memory is its own
         env.on_stage("train")
-        release_warm_models()
         t = time.time()
         result = _train(env, inputs, cfg)
         result["seconds"] = time.time() - t
@@ -337,20 +339,39 @@ def train_stage(env: CellEnv, inputs: TrainInputs) -> tuple[dict[str, Any], str,
 
 
 def release_warm_models() -> None:
-    """Drop this process's warm pipelines before a classifier trains: an sd15 ``real_guidance`` cell peaked
-    at 14.6 GB in training with its pipeline still loaded, 8.3 GB without (issue 23). The next cell that
-    generates loads its pipeline again (seconds; synthetic sets are cached, so often it needs none)."""
+    """Drop this process's warm pipelines and metric networks before the metrics and train stages: an sd15
+    ``real_guidance`` cell peaked at 14.6 GB in training with its pipeline still loaded, 8.3 GB without
+    (issue 23). The next cell that generates loads its pipeline again (seconds; synthetic sets are
+    cached, so often it needs none)."""
     import gc
 
     import torch
 
     from augbench.diffusion.cache import PROCESS_PIPELINES
+    from augbench.metrics.common import release_networks
 
-    if len(PROCESS_PIPELINES):
-        PROCESS_PIPELINES.clear()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    release_networks()
+    PROCESS_PIPELINES.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    _return_freed_heap()
+
+
+def _return_freed_heap() -> None:
+    """Hand the C heap's freed pages back to the OS (glibc ``malloc_trim``). Without it, an sd15 rehearsal on
+    random SD1.5 weights kept 2.5 GB of freed activations resident into the next cell, which then loaded its
+    4.3 GB pipeline on top (issue 23). A no-op where the C library has no ``malloc_trim``."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
