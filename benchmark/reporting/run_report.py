@@ -129,7 +129,7 @@ def render_suite_report(suite: str | Path | None = None, run_dir: str | Path | N
     if unknown:
         raise ReportError(f"unknown report format {unknown[0]!r}; expected some of {', '.join(REPORT_FORMATS)}")
     spec = run.suite.to_dict()
-    table = build_table(run.suite.table_kind, run.records, method_order=list(run.suite.methods))
+    table = build_table(run.suite.table_kind, run.records, method_order=list(run.suite.rows))
     cap = caption(table, spec, run.suite.profile)
     published = [load_published(t) for t in run.suite.published]
     out_dir = run.run_dir / "reports"

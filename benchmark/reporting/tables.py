@@ -320,6 +320,11 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
     if spec.get("rehearsal"):
         text = (f"{REHEARSAL_MARK} REHEARSAL: a shrunk run of the real code path ({_rehearsal_scale(spec)}); its "
                 f"numbers say nothing about the methods, so no published table is shown beside it. " + text)
+    references = [r for r in spec.get("references") or () if r in table.methods]
+    if references:
+        text += (f" Reference rows, not augmentation methods: {', '.join(f'`{r}`' for r in references)} — fresh "
+                 "renders of each class by the embedded world's own renderer, what a perfect generator would add "
+                 "(`world_renders.wrongN`: N % of them rendered from another class, labelled as the requested one).")
     if table.summary["oracle_fidelity"].notna().any():
         text += (" Fid. = oracle fidelity, the share (%) of synthetic images the world's oracle classifier assigns "
                  "to their label (DESIGN.md, Metrics).")

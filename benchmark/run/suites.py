@@ -100,6 +100,9 @@ class Suite:
     datasets: tuple[str, ...]
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
+    # reference rows run like methods but are not augmentation methods (the embedded world's ceiling,
+    # ``world_renders``: what a perfect generator gives); the caption marks them
+    references: tuple[str, ...] = ()
     description: str = ""
     table: str = ""
     test_dataset: str | None = None
@@ -152,6 +155,11 @@ class Suite:
         cls = get_protocol(self.protocol)
         values = {name: getattr(self, name) for name in cls.parameters() if name in _SUITE_FIELDS}
         return cls.from_values({**values, **self.protocol_params})
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """Every row of the table, in order: the methods, then the reference rows."""
+        return (*self.methods, *self.references)
 
     def family_params(self, family: str) -> dict[str, Any]:
         return dict(self.methods_params.get(family, {}))
@@ -280,17 +288,18 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded", rehearsal: b
     for key in ("protocol", "datasets", "methods", "seeds"):
         if key not in values:
             problems.append(f"[suite] needs {key!r}")
-    for entry in values.get("methods", []):
+    rows = [*values.get("methods", []), *values.get("references", [])]
+    for entry in rows:
         try:
             parse_method_entry(entry)
         except SuiteError as exc:
             problems.append(str(exc))
-    if len(set(values.get("methods", []))) != len(values.get("methods", [])):
-        problems.append("[suite] methods lists an entry twice (each entry is one table row)")
+    if len(set(rows)) != len(rows):
+        problems.append("[suite] methods and references list an entry twice (each entry is one table row)")
     if problems:
         raise SuiteError(f"{path} (profile {profile}): " + "; ".join(problems))
     values.setdefault("name", path.stem)
-    for key in ("datasets", "methods", "seeds", "shots", "imbalance_factors", "published"):
+    for key in ("datasets", "methods", "references", "seeds", "shots", "imbalance_factors", "published"):
         if key in values:
             values[key] = tuple(values[key])
     if isinstance(values.get("class_group_thresholds"), Mapping):
@@ -406,7 +415,7 @@ def validate_suite(suite: Suite, registry, datasets_dir=None) -> None:
 
     problems: list[str] = []
     families: set[str] = set()
-    for entry in suite.methods:
+    for entry in suite.rows:
         try:
             method_id, row_params = parse_method_entry(entry)
             resolved = registry.resolve(method_id)
@@ -526,7 +535,7 @@ class Cell:
 def plan_cells(suite: Suite, opts: RunOptions) -> list[Cell]:
     """The grid of cells, in the order they run (datasets, protocol parameters, methods, seeds)."""
     datasets = opts.datasets or suite.datasets
-    methods = opts.methods or suite.methods
+    methods = opts.methods or suite.rows
     seeds = opts.seeds if opts.seeds is not None else suite.seeds
     protocol = suite.protocol_object()
     if opts.shots:

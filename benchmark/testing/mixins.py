@@ -261,11 +261,15 @@ class OfflineMethodTesterMixin(MethodTesterMixin):
         """Default: a tiny random Stable Diffusion (diffusers format, from configs) and a 3-class source.
 
         Enough for any method that needs only the profile's pipeline; methods that need more (a
-        dataset's real images of a certain size, another model) override it.
+        dataset's real images of a certain size, another model) override it, or name the source they run on
+        in a ``contract_test_source`` class attribute (a callable returning an ``ImageSource``: the world's
+        renderer needs a world card).
         """
-        return MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline()),
-                             source=TinySource(per_class={"train": [3, 2, 1]}), batch_size=self.batch_size,
-                             cache_dir=tmp_dir)
+        cls = self.get_registry().get_class(method_family(self.method_id))
+        make_source = getattr(cls, "contract_test_source", None)
+        source = make_source() if make_source is not None else TinySource(per_class={"train": [3, 2, 1]})
+        return MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline()), source=source,
+                             batch_size=self.batch_size, cache_dir=tmp_dir)
 
     def get_subset(self, ctx: MethodContext) -> Subset:
         assert ctx.source is not None

@@ -31,7 +31,6 @@ from augbench.world.render import (
     LAND_CONTEXTS,
     RENDER_VERSION,
     WATER_CONTEXTS,
-    BirdSpec,
     Scene,
     caption,
     render_scene,
@@ -152,7 +151,11 @@ class WorldSource(ImageSource):
             return WorldItem(image_id, 0, scene, caption(scene, rng, genus), habitat=habitat or "none")
         if not (0 <= label < self.num_classes and 0 <= index < int(cfg["per_class"])):
             raise DataError(f"{self.card.id}: image id {image_id!r} is out of range for split {split!r}")
-        spec: BirdSpec = self.species[label]
+        scene = self._species_scene(label, rng, cfg, index)
+        return WorldItem(image_id, label, scene, caption(scene), habitat=self.habitats[label])
+
+    def _species_scene(self, label: int, rng: np.random.Generator, cfg: dict, index: int) -> Scene:
+        """A scene of species ``label`` with the context policy of a split's ``cfg`` (module docstring)."""
         habitat = self.habitats[label]
         own = WATER_CONTEXTS if habitat == "water" else LAND_CONTEXTS
         other = LAND_CONTEXTS if habitat == "water" else WATER_CONTEXTS
@@ -161,5 +164,15 @@ class WorldSource(ImageSource):
         else:
             pool = own if rng.random() < float(cfg.get("habitat_consistency", 1.0)) else other
         context = str(rng.choice(list(pool)))
-        scene = sample_scene(spec, rng, context)
-        return WorldItem(image_id, label, scene, caption(scene), habitat=habitat)
+        return sample_scene(self.species[label], rng, context)
+
+    def fresh_scene(self, label: int, rng: np.random.Generator, split: str = "train") -> Scene:
+        """A new scene of species ``label`` drawn from ``rng`` with ``split``'s context policy (its habitat
+        consistency: Waterbirds' training correlation), for a generator that renders the world itself
+        (``augbench.methods.world_renders``): no image of any split is reused, since the split items' seeds
+        come from their own namespace (``derive_seed("augbench-world", card, split, label, index)``)."""
+        self._check_split(split)
+        if self.mode != "species" or not 0 <= label < self.num_classes:
+            raise DataError(f"{self.card.id}: no species {label} to render (mode {self.mode!r}, "
+                            f"{self.num_classes} classes)")
+        return self._species_scene(label, rng, self.split_cfg[split], int(rng.integers(0, 2**31)))
