@@ -83,3 +83,39 @@ def test_the_suites_show_it_as_a_marked_reference_row():
     table = build_table(suite.table_kind, records, method_order=list(suite.rows))
     assert list(table.methods) == ["original", "world_renders"]
     assert "Reference rows, not augmentation methods: `world_renders`" in caption(table, suite.to_dict(), "embedded")
+
+
+def test_fidelity_gain_picture_places_methods_against_the_reference_curve(tmp_path):
+    from record_builders import cell_record, synthetic_set, write_records
+
+    from augbench.reporting.fidelity_gain import gain_points
+    from augbench.reporting.run_report import render_suite_report
+    from augbench.reporting.tables import build_table
+    from augbench.run.records import write_run_suite
+    from augbench.run.suites import load_suite
+
+    # (method, fidelity, accuracy gain per seed) over three seeds; original at 70 + seed
+    rows = {"sd_random": (40.0, (-5.0, -7.0, -6.0)), "world_renders": (99.0, (12.0, 14.0, 13.0)),
+            "world_renders.wrong30": (70.0, (1.0, 0.0, 2.0))}
+    records = []
+    for seed in range(3):
+        for shots in (5, 10):
+            records.append(cell_record("original", seed, params={"shots": shots}, metrics={"top1": 70.0 + seed}))
+            for method, (fid, gains) in rows.items():
+                records.append(cell_record(method, seed, params={"shots": shots}, metrics={"top1": 70.0 + seed + gains[seed]},
+                                           synthetic=synthetic_set(30.0, 60.0, fid)))
+    references = ("world_renders", "world_renders.wrong30")
+    table = build_table("few_shot", records, method_order=["original", *rows])
+    points = {p.method: p for p in gain_points(table, references)}
+    assert set(points) == set(rows)
+    assert points["world_renders"].reference and not points["sd_random"].reference
+    assert points["sd_random"].gain == pytest.approx(-6.0) and points["sd_random"].fidelity == 40.0
+    assert points["world_renders"].low < 13.0 < points["world_renders"].high  # paired interval over 3 seeds
+
+    suite = load_suite("ceiling")
+    write_run_suite(tmp_path, suite)
+    write_records(tmp_path, records)
+    paths = render_suite_report(run_dir=tmp_path, formats=["md", "html"], echo=None)
+    png = tmp_path / "reports" / "ceiling_fidelity_gain.png"
+    assert png in paths and png.stat().st_size > 1000
+    assert "oracle fidelity" in (tmp_path / "reports" / "ceiling.html").read_text()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from augbench.reporting.fidelity_gain import fidelity_gain_figures
 from augbench.reporting.html import to_html
 from augbench.reporting.published import load_published
 from augbench.reporting.tables import (
@@ -136,12 +137,14 @@ def render_suite_report(suite: str | Path | None = None, run_dir: str | Path | N
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{run.stem}_sweep.png"
     figures = sweep_figures(table, run.records, png)
+    gain_png = out_dir / f"{run.stem}_fidelity_gain.png"  # with an oracle (the embedded world) only
+    figures += fidelity_gain_figures(table, run.suite.references, gain_png)
     writers = {"md": lambda: to_markdown(table, cap, published), "tex": lambda: to_latex(table, cap, published),
                "csv": lambda: to_csv(table, published),
                "html": lambda: to_html(table, run.records, run.run_dir,
                                        title=f"augbench — {run.suite.name} ({run.suite.profile})",
                                        tables=report_tables(table, cap, published), figures=figures)}
-    paths = [png] if figures and png.is_file() else []
+    paths = [p for p in (png, gain_png) if figures and p.is_file()]
     for fmt in (f.strip() for f in formats):
         path = out_dir / f"{run.stem}.{fmt}"
         path.write_text(writers[fmt](), encoding="utf-8")
