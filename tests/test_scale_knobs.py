@@ -118,3 +118,20 @@ def test_max_synthetic_caps_a_method_that_plans_more(tmp_path, one_thread):
     assert len(rows) == 4
     loose = generate_synthetic_set("sd_random", source, subset, profile, 0, tmp_path / "loose", max_images=100)
     assert len(read_manifest(loose)) == len(subset.samples)  # expansion 1: fewer than the cap, as planned
+
+
+def test_bad_concept_values_are_refused_at_load(tmp_path):
+    path = _suite(tmp_path, "[concepts.ti]\nmicro_batch = -1\n")
+    with pytest.raises(suites.SuiteError, match=r"\[concepts.ti\]: .*micro_batch"):
+        suites.load_suite(str(path), "sd15")
+
+
+def test_concept_learning_load_errors_name_the_profile_variable(tmp_path):
+    import dataclasses
+
+    from augbench.diffusion.concepts.training import load_base_components
+    from augbench.diffusion.pipelines import ModelLoadError
+
+    profile = dataclasses.replace(get_profile("sd15", environ={}), pipeline=str(tmp_path), local_files_only=True)
+    with pytest.raises(ModelLoadError, match="concept learning: .*AUGBENCH_SD15_PIPELINE"):
+        load_base_components(profile, "cpu")

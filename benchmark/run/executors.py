@@ -144,7 +144,7 @@ def _failed(cell: Cell, exc: BaseException, stage: str, opts: RunOptions) -> tup
     log_path = write_failure_log(failure_log_path(opts.run_dir, cell.key), cell, stage, exc)
     message = failure_message(exc, stage, log_path)
     entry = {"cell": cell.key, "error": f"{type(exc).__name__}: {exc}", "stage": stage, "message": message,
-             "log": str(log_path) if log_path else None, "out_of_memory": is_out_of_memory(exc)}
+             "log": str(log_path) if log_path else None, "out_of_memory": is_out_of_memory(exc) or getattr(exc, "names_its_knob", False)}
     return entry, message
 
 

@@ -297,8 +297,10 @@ def train_config(env: CellEnv, inputs: TrainInputs):
     integration = inputs.resolved.training
     mode = {"replacement_mode": integration.replacement_mode,
             "replacement_p": float(integration.replacement_p)} if integration else {}
+    family = parse_method_id(inputs.resolved.method_id)[0][0]  # DRW: [training] or [training.<first family>]
     return TrainConfig(recipe=recipe, seed=cell.seed, selection=suite.selection, device=env.device,
-                       dataset=cell.dataset, input_size=env.profile.classifier_size, **mode)
+                       dataset=cell.dataset, input_size=env.profile.classifier_size, **mode,
+                       **suite.class_weighting(family))
 
 
 def train_key(env: CellEnv, inputs: TrainInputs, cfg) -> str:

@@ -38,6 +38,9 @@ EXECUTORS = ("local", "ray")
 # Keys of [training] / [training.<family>] (METHODS_SPEC §4); the values are checked by
 # augbench.contract.TrainingIntegration when a cell resolves them.
 TRAINING_KEYS = ("replacement_mode", "replacement_p", "labels", "label_gamma", "label_sigma")
+# Keys of [training] / [training.<family>] that set the classifier's loss for any method, synthetic set or
+# not (DRW, METHODS_SPEC §5.4; checked by augbench.training.config.check_class_weighting)
+WEIGHTING_KEYS = ("class_weighting", "drw_beta", "drw_start")
 # Keys of [profile]: the profile fields a suite may refine (generation and classifier sizes, sampler
 # defaults, weight precision); hashed into every stage key they change (``Suite.profile_key``)
 PROFILE_KEYS = ("image_size", "classifier_size", "num_inference_steps", "guidance_scale", "dtype")
@@ -165,9 +168,15 @@ class Suite:
         return dict(self.methods_params.get(family, {}))
 
     def training_overrides(self, family: str) -> dict[str, Any]:
-        """Suite-wide ``[training]`` values, then ``[training.<family>]`` on top."""
+        """Suite-wide ``[training]`` values, then ``[training.<family>]`` on top (the keys of :data:`TRAINING_KEYS`)."""
         base = {k: v for k, v in self.training.items() if k in TRAINING_KEYS}
-        return {**base, **dict(self.training.get(family, {}))}
+        return {**base, **{k: v for k, v in dict(self.training.get(family, {})).items() if k in TRAINING_KEYS}}
+
+    def class_weighting(self, family: str) -> dict[str, Any]:
+        """The loss re-weighting keys (:data:`WEIGHTING_KEYS`): suite-wide ``[training]``, then ``[training.<family>]``."""
+        base = {k: v for k, v in self.training.items() if k in WEIGHTING_KEYS}
+        own = {k: v for k, v in dict(self.training.get(family, {})).items() if k in WEIGHTING_KEYS}
+        return {**base, **own}
 
     def to_dict(self) -> dict[str, Any]:
         return json_ready(dataclasses.asdict(self))
@@ -279,12 +288,12 @@ def load_suite(name_or_path: str | Path, profile: str = "embedded", rehearsal: b
         tables["suite"].update(rehearsal=True, published=[])
     methods_params, training, values = tables["methods_params"], tables["training"], tables["suite"]
     protocol_params, protocol_problems = _protocol_keys(values)
-    problems += protocol_problems + _scale_problems(tables["profile"], tables["concepts"])
-    problems += _unknown({k: v for k, v in training.items() if not isinstance(v, Mapping)}, TRAINING_KEYS,
-                         "key in [training]")
+    problems += protocol_problems + _scale_problems(tables["profile"], tables["concepts"], profile)
+    problems += _unknown({k: v for k, v in training.items() if not isinstance(v, Mapping)},
+                         (*TRAINING_KEYS, *WEIGHTING_KEYS), "key in [training]")
     for family, table in training.items():
         if isinstance(table, Mapping):
-            problems += _unknown(table, TRAINING_KEYS, f"key in [training.{family}]")
+            problems += _unknown(table, (*TRAINING_KEYS, *WEIGHTING_KEYS), f"key in [training.{family}]")
     for key in ("protocol", "datasets", "methods", "seeds"):
         if key not in values:
             problems.append(f"[suite] needs {key!r}")
@@ -321,8 +330,9 @@ def _protocol_takes(name: Any) -> tuple[str, ...]:
         return ()
 
 
-def _scale_problems(profile_table: Mapping[str, Any], concepts: Mapping[str, Any]) -> list[str]:
-    """Unknown keys of ``[profile]`` and ``[concepts.<kind>]`` (the recipe keys of each kind)."""
+def _scale_problems(profile_table: Mapping[str, Any], concepts: Mapping[str, Any], profile: str) -> list[str]:
+    """Unknown keys of ``[profile]`` and ``[concepts.<kind>]`` (the recipe keys of each kind), and bad values of
+    the latter on top of ``profile``'s recipe (where the profile has a built-in one)."""
     from augbench.diffusion.concepts.recipes import RECIPE_KEYS
 
     problems = _unknown(profile_table, PROFILE_KEYS, "key in [profile]")
@@ -333,9 +343,24 @@ def _scale_problems(profile_table: Mapping[str, Any], concepts: Mapping[str, Any
         elif not isinstance(table, Mapping):
             problems.append(f"concepts.{kind} = {table!r}: expected a table of recipe keys")
         else:
-            problems += _unknown({k: v for k, v in table.items() if k != "seed"}, RECIPE_KEYS[kind],
-                                 f"key in [concepts.{kind}]")
+            unknown = _unknown({k: v for k, v in table.items() if k != "seed"}, RECIPE_KEYS[kind],
+                               f"key in [concepts.{kind}]")
+            problems += unknown or _recipe_value_problems(kind, table, profile)
     return problems
+
+
+def _recipe_value_problems(kind: str, table: Mapping[str, Any], profile: str) -> list[str]:
+    """``[concepts.<kind>]`` values the recipe refuses (``micro_batch = -1``), checked at load, not hours later."""
+    from augbench.contract import ConfigError
+    from augbench.diffusion.concepts.recipes import RECIPES, concept_recipe
+
+    if profile not in RECIPES[kind]:  # a plugin profile: its recipe is known only once the profile is
+        return []
+    try:
+        concept_recipe(kind, profile, **dict(table))
+    except ConfigError as exc:
+        return [f"[concepts.{kind}]: {exc}"]
+    return []
 
 
 def _protocol_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -460,6 +485,9 @@ def validate_suite(suite: Suite, registry, datasets_dir=None) -> None:
     if suite.selection not in SELECTION_RULES:
         problems.append(f"unknown selection {suite.selection!r}{did_you_mean(suite.selection, SELECTION_RULES)}; "
                         f"expected one of {', '.join(SELECTION_RULES)}")
+    from augbench.training.config import class_weighting_problems
+
+    problems += class_weighting_problems(suite)
     for key in _COUNT_KEYS:
         value = getattr(suite, key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

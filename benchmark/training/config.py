@@ -40,6 +40,9 @@ class TrainConfig:
         amp: bf16 autocast on CUDA (never on CPU).
         channels_last: channels-last memory format (faster on CPU and GPU for convnets).
         eval_batch_size: evaluation batch size.
+        class_weighting / drw_beta / drw_start: ``drw`` re-weights the loss per class with
+            ``losses.drw_class_weights(counts, drw_beta)`` from the first epoch after ``drw_start`` of the schedule
+            (Diff-Mix: epoch 160 of 200, METHODS_SPEC §5.4), uniform before; ``none``: plain cross-entropy.
         dataset: dataset id, recorded with the run. It does not change the learning rate: pass it to
             ``get_recipe`` for the per-dataset rate of §5.1 recipes.
     """
@@ -61,12 +64,39 @@ class TrainConfig:
     channels_last: bool = True
     eval_batch_size: int = 256
     dataset: str | None = None
+    class_weighting: str = "none"
+    drw_beta: float = 0.9999
+    drw_start: float = 0.8
+
+    def __post_init__(self) -> None:
+        check_class_weighting(self.class_weighting, self.drw_beta, self.drw_start)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the recipe's mappings as plain dicts)."""
+        """A JSON-ready dict (the recipe's mappings as plain dicts); the DRW fields only when DRW is on, so the
+        keys of runs without it stay what they were."""
         d = asdict(self)
         d["recipe"] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d["recipe"].items()}
+        if self.class_weighting == "none":
+            for key in ("class_weighting", "drw_beta", "drw_start"):
+                d.pop(key)
         return d
+
+
+#: ``[training] class_weighting``: ``none`` (plain cross-entropy) or ``drw`` (deferred re-weighting, §5.4)
+CLASS_WEIGHTINGS = ("none", "drw")
+
+
+def check_class_weighting(mode: str, beta: float, start: float) -> None:
+    """DRW's settings: a known rule, ``beta`` in [0, 1), the deferral a fraction of the schedule in (0, 1)."""
+    from augbench.contract import ConfigError
+
+    if mode not in CLASS_WEIGHTINGS:
+        raise ConfigError(f"class_weighting = {mode!r}: expected one of {', '.join(CLASS_WEIGHTINGS)}")
+    if not 0.0 <= float(beta) < 1.0:
+        raise ConfigError(f"drw_beta = {beta}: expected a value in [0, 1) (DRW: 0.9999, METHODS_SPEC §5.4)")
+    if not 0.0 < float(start) < 1.0:
+        raise ConfigError(f"drw_start = {start}: the deferral must fall inside the schedule, a fraction in (0, 1) of "
+                          "its epochs (Diff-Mix: epoch 160 of 200 = 0.8)")
 
 
 @dataclass
@@ -92,3 +122,20 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "history": self.history, "timings": self.timings, "config": self.config}
+
+
+def class_weighting_problems(suite: Any) -> list[str]:
+    """Every ``[training]`` / ``[training.<family>]`` DRW setting of ``suite`` this module refuses, as lines."""
+    from augbench.contract import ConfigError
+
+    scopes = [("[training]", "")] + [(f"[training.{family}]", family) for family, table in suite.training.items()
+                                     if isinstance(table, Mapping)]
+    problems = []
+    for scope, family in scopes:
+        keys = suite.class_weighting(family)
+        try:
+            check_class_weighting(keys.get("class_weighting", "none"), keys.get("drw_beta", 0.9999),
+                                  keys.get("drw_start", 0.8))
+        except ConfigError as exc:
+            problems.append(f"{scope}: {exc}")
+    return problems

@@ -33,7 +33,13 @@ from augbench.run.seeding import derive_seed, make_generator
 from augbench.training.config import TrainConfig, TrainResult
 from augbench.training.evaluation import evaluate_model
 from augbench.training.inputs import BatchMixer, LabeledImages, SyntheticSet
-from augbench.training.losses import one_hot, smoothed_targets, soft_target_cross_entropy
+from augbench.training.losses import (
+    class_weighted_cross_entropy,
+    drw_class_weights,
+    one_hot,
+    smoothed_targets,
+    soft_target_cross_entropy,
+)
 from augbench.training.recipes import Recipe, cosine_warmup_lr
 from augbench.training.replacement import REPLACEMENT_MODES, ReplacementSampler
 from augbench.training.runtime import autocast, resolve_device, torch_threads
@@ -312,6 +318,28 @@ def _loss_targets(targets: torch.Tensor, mixed: bool, recipe: Recipe, num_classe
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _DRW:
+    """Deferred re-weighting (METHODS_SPEC §5.4): uniform weights before ``first_epoch`` (1-based), DRW's after.
+
+    Diff-Mix re-weights from 0-based epoch 160 of 200; ``drw_start`` is that point as a fraction of the
+    schedule, so a recipe of E epochs re-weights from 1-based epoch ``round(drw_start * E) + 1``.
+    """
+
+    first_epoch: int
+    class_weights: torch.Tensor
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, labels: torch.Tensor, num_classes: int, epochs: int) -> _DRW | None:
+        if cfg.class_weighting != "drw":
+            return None
+        counts = torch.bincount(labels.long(), minlength=num_classes)
+        return cls(int(round(cfg.drw_start * epochs)) + 1, drw_class_weights(counts, cfg.drw_beta))
+
+    def weights(self, epoch: int) -> torch.Tensor | None:
+        return self.class_weights if epoch >= self.first_epoch else None
+
+
 class _Run:
     """One call of ``train_classifier``: prepares everything, trains epoch by epoch, reports."""
 
@@ -345,6 +373,8 @@ class _Run:
             self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
             if cfg.selection == "ema" else None)
         self.history: list[dict[str, Any]] = []
+        self.drw = _DRW.of(cfg, self.pool.real_labels, num_classes, self.plan.epochs)
+        self.class_weights: torch.Tensor | None = None
         self.step = 0
         self.images_seen = 0
         self.train_time = self.eval_time = 0.0
@@ -368,6 +398,7 @@ class _Run:
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the epoch's images; returns the epoch's history record (not yet evaluated)."""
+        self.class_weights = self.drw.weights(epoch) if self.drw is not None else None
         bs = self.plan.batch_size
         perm = torch.randperm(self.pool.epoch_length, generator=self.streams.shuffle)
         loss_sum, loss_n, replaced = 0.0, 0, 0
@@ -406,7 +437,8 @@ class _Run:
             group["lr"] = lr
         with autocast(self.device, self.amp):
             logits = self.model(x)
-        loss = soft_target_cross_entropy(logits, q)
+        loss = (soft_target_cross_entropy(logits, q) if self.class_weights is None
+                else class_weighted_cross_entropy(logits, q, self.class_weights))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -466,6 +498,9 @@ class _Run:
             epoch_length=pool.epoch_length,
             epochs=plan.epochs,
             eval_epochs=sorted(plan.eval_at),
+            **({"drw": {"first_epoch": self.drw.first_epoch, "beta": self.cfg.drw_beta,
+                        "class_weights": [round(float(w), 6) for w in self.drw.class_weights]}}
+               if self.drw is not None else {}),
             batch_size=plan.batch_size,
             steps_per_epoch=plan.steps_per_epoch,
             t_max=plan.t_max,

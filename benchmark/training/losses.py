@@ -51,6 +51,22 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
     return -(targets.float() * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
+def drw_class_weights(counts, beta: float) -> torch.Tensor:
+    """DRW's per-class weights (METHODS_SPEC §5.4, [DM train_hub_imb.py L497-506]): ``w_k = (1 - beta) /
+    (1 - beta^{n_k})`` normalised to sum to C; ``beta = 0`` gives 1 for every class. ``n_k`` are the real
+    training subset's class counts (a class without images counts as one, so its weight stays finite)."""
+    n = torch.as_tensor(counts, dtype=torch.float64).clamp_min(1.0)
+    weights = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(float(beta), dtype=torch.float64), n))
+    return (weights / weights.sum() * len(n)).float()
+
+
+def class_weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i sum_k w_k q_ik (-log p_ik) / sum_i sum_k w_k q_ik``: ``F.cross_entropy(weight=w)`` (its mean
+    divides by the weights of the targets) for probability targets, so mixed labels are re-weighted too."""
+    weighted = targets.float() * weights.to(logits.device).float()[None, :]
+    return -(weighted * F.log_softmax(logits.float(), dim=1)).sum() / weighted.sum().clamp_min(1e-12)
+
+
 def label_smoothing_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
     """DII ``LabelSmoothing`` / DM ``LabelSmoothingLoss`` (§5.7): integer ``[N]`` or vector ``[N, C]`` targets."""
     q = smoothed_targets(target, logits.shape[1], smoothing)

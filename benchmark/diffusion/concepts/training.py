@@ -84,8 +84,10 @@ def load_base_components(profile: Any, device: str) -> dict[str, Any]:
             "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", **kw, **dtype),
             "noise_scheduler": DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kw),
         }
-    except (OSError, ValueError) as exc:
-        raise OSError(f"cannot load the base model {path!r} for concept learning (profile {profile.name!r}): {exc}") from exc
+    except (OSError, ValueError) as exc:  # the same one line as a pipeline that does not load (names the variable)
+        from augbench.diffusion.pipelines import ModelLoadError, load_error_message
+
+        raise ModelLoadError(f"concept learning: {load_error_message(profile, exc)}") from exc
     for name in ("text_encoder", "unet", "vae"):
         comps[name].to(device).requires_grad_(False)
     # channels-last convolutions: textual inversion's 96-row UNet forward + backward (24 classes x 4) took
