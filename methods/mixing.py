@@ -38,7 +38,7 @@ import torch
 
 from augbench.contract import BatchMethod, MethodCard, MethodConfig, param
 
-__all__ = ["CutMix", "CutMixParams", "MixUp", "MixUpParams", "sample_beta", "sample_partners"]
+__all__ = ["CMO", "CMOParams", "CutMix", "CutMixParams", "MixUp", "MixUpParams", "sample_beta", "sample_partners"]
 
 DECISIONS = ("per_sample", "per_batch")
 PARTNERS = ("uniform", "permutation", "roll")
@@ -310,3 +310,87 @@ class MixUp(BatchMethod):
         mixed = lam * images + (1 - lam) * images[params.partner.to(images.device)]
         out = torch.where(params.apply.to(images.device).view(shape), mixed, images)
         return out, _mix_targets(targets, params.partner, params.lam)
+
+
+# --- CMO -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CMOParams:
+    """Everything random in one CMO batch: whether it mixes, the Beta draw, the box and its area-corrected λ."""
+
+    apply: bool
+    lam_sampled: float
+    box: tuple[int, int, int, int]
+    lam: float
+
+
+@dataclass(frozen=True)
+class CMOConfig(MethodConfig):
+    beta: float = param(1.0, "λ ~ Beta(beta, beta) sets the box size", paper="DM --beta 1 [§5.4]")
+    prob: float = param(0.5, "probability that a batch is mixed", paper="DM --cutmix_prob 0.5 [§5.4]")
+    start_data_aug: int = param(3, "mix only in 0-based epochs e with start < e < epochs - end",
+                                paper="DM --start_data_aug 3 [§5.4]")
+    end_data_aug: int = param(3, "see start_data_aug", paper="DM --end_data_aug 3 [§5.4]")
+    class_weighting: str = param("none", "the run's loss re-weighting: none, or drw (P2's CMO-DRW row; any other "
+                                 "method takes DRW from [training] class_weighting)",
+                                 paper="P2 Table 2: CMO and CMO-DRW rows [§5.4]", choices=("none", "drw"))
+    num_classes: int | None = param(None, "number of classes, only needed for integer labels")
+
+    def validate(self) -> None:
+        super().validate()
+        if not (0.0 <= self.prob <= 1.0) or self.beta <= 0:
+            raise ValueError(f"CMO needs 0 <= prob <= 1 and beta > 0; got prob={self.prob}, beta={self.beta}")
+        if self.start_data_aug < 0 or self.end_data_aug < 0:
+            raise ValueError("CMO's start_data_aug and end_data_aug are epoch counts >= 0")
+
+
+class CMO(BatchMethod):
+    """CMO, context-rich minority oversampling (METHODS_SPEC §5.4; Park et al. 2022): a CutMix box from a batch
+    drawn with per-sample weights 1/n_k (the training loop's ``inverse_frequency`` partner sampler, weighted_alpha
+    = 1) pasted into the regular batch, so minority objects appear on majority backgrounds.
+
+    Per batch, in 0-based epochs ``start < e < E - end``: with probability ``prob`` one ``lam ~ Beta(beta, beta)``,
+    one box (CutMix geometry, centre uniform over pixels) for the whole batch, ``lam`` corrected to the box area;
+    targets ``lam * y + (1 - lam) * y_minority``, i.e. the loss ``lam CE(out, y) + (1 - lam) CE(out, y_minority)``
+    [DM train_hub_imb.py L596-646, 692-708]. Random draws, in order: decision, λ, centre row, centre column.
+    """
+
+    family: ClassVar[str] = "cmo"
+    Config: ClassVar[type[MethodConfig]] = CMOConfig
+    partner_sampler: ClassVar[str | None] = "inverse_frequency"
+    presets: ClassVar[dict] = {"drw": {"class_weighting": "drw"}}  # P2 Table 2's CMO-DRW
+    card: ClassVar[MethodCard] = MethodCard(
+        summary="CMO: paste a box from a minority-oversampled batch into the regular batch (long-tail baseline)",
+        changes="training batches: a rectangle of every image of a mixed batch comes from a class-balanced batch",
+        labels="soft: lam*y + (1-lam)*y_minority with lam = 1 - box area / image area",
+        cost="a second (class-weighted) batch per step, loaded and augmented; negligible otherwise",
+        references=("METHODS_SPEC §5.4", "P2 Table 2 (CMO, CMO-DRW)", "Park et al. 2022"),
+    )
+
+    def active(self, epoch: int, num_epochs: int) -> bool:
+        e = epoch - 1  # DM counts epochs from 0
+        return self.config.start_data_aug < e < num_epochs - self.config.end_data_aug
+
+    def make_params(self, batch_size: int, image_hw: tuple[int, int], generator: torch.Generator) -> CMOParams:
+        cfg = self.config
+        h, w = int(image_hw[0]), int(image_hw[1])
+        apply = bool(torch.rand(1, generator=generator, dtype=torch.float64) < cfg.prob)
+        lam_sampled = float(sample_beta(cfg.beta, cfg.beta, 1, generator)[0])
+        cy, cx = int(torch.randint(0, h, (1,), generator=generator)), int(torch.randint(0, w, (1,), generator=generator))
+        box = cutmix_box(lam_sampled, (h, w), (cy, cx)) if apply else (0, 0, 0, 0)
+        lam = 1.0 - (box[1] - box[0]) * (box[3] - box[2]) / float(h * w)
+        return CMOParams(apply=apply, lam_sampled=lam_sampled, box=box, lam=lam)
+
+    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: CMOParams,
+              partner: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paste ``params.box`` of the partner batch into every image and mix the targets by the box area."""
+        if partner is None:
+            raise ValueError("CMO mixes with a partner batch: apply(images, targets, params, partner=(images, targets))")
+        targets, minority = self.soft_targets(targets), self.soft_targets(partner[1]).to(targets.device)
+        y0, y1, x0, x1 = params.box
+        if not params.apply or y1 <= y0 or x1 <= x0:
+            return images.clone(), targets
+        out = images.clone()
+        out[:, :, y0:y1, x0:x1] = partner[0][:, :, y0:y1, x0:x1].to(images.device)
+        return out, params.lam * targets + (1.0 - params.lam) * minority.to(targets.dtype)

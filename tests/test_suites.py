@@ -103,7 +103,7 @@ def test_image_budget_reaches_the_training_recipe_cli_over_suite(tmp_path):
         env = SimpleNamespace(suite=suite, opts=RunOptions(suite="s", **opts), device="cpu",
                               profile=SimpleNamespace(classifier_size=64))
         inputs = SimpleNamespace(cell=SimpleNamespace(dataset="toybirds", seed=0),
-                                 resolved=SimpleNamespace(training=None, method_id="original"))
+                                 resolved=SimpleNamespace(training=None, method_id="original", mixer=None))
         return train_config(env, inputs).recipe
 
     assert recipe_with().image_budget == 3000 and recipe_with().num_epochs(120) == 25

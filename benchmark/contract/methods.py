@@ -169,6 +169,14 @@ class BatchMethod(Method):
     """
 
     kind: ClassVar[str] = "batch"
+    #: the partner batch the method mixes with: ``None`` (partners are members of the batch: CutMix, MixUp), or
+    #: the sampler the training loop draws a second batch with and passes as ``partner`` -- ``inverse_frequency``
+    #: (per-sample weights 1/n_k of the real training subset: CMO, METHODS_SPEC §5.4)
+    partner_sampler: ClassVar[str | None] = None
+
+    def active(self, epoch: int, num_epochs: int) -> bool:
+        """Whether the method mixes in 1-based ``epoch`` of ``num_epochs`` (default: every epoch)."""
+        return True
 
     def make_params(self, batch_size: int, image_hw: tuple[int, int], generator: torch.Generator) -> Any:
         """Sample everything random for one batch (λ, boxes, partners, decisions)."""
@@ -179,13 +187,16 @@ class BatchMethod(Method):
         raise NotImplementedError
 
     def __call__(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
+        partner: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``apply(images, targets, make_params(B, (H, W), generator))``.
+        """``apply(images, targets, make_params(B, (H, W), generator))``; a method with a ``partner_sampler``
+        gets the partner batch too: ``apply(..., partner=(partner_images, partner_targets))``.
 
         Raises:
             TypeError: ``generator`` is not a CPU ``torch.Generator`` (global RNG state is never used).
-            ValueError: images are not ``[B, C, H, W]`` or targets do not match the batch.
+            ValueError: images are not ``[B, C, H, W]`` or targets do not match the batch; a partner batch
+                missing for a method that needs one, or given to one that pairs within the batch.
         """
         if not isinstance(generator, torch.Generator):
             raise TypeError(
@@ -198,8 +209,20 @@ class BatchMethod(Method):
                 f"(got one on {generator.device}); the batch itself may live on any device"
             )
         self.check_inputs(images, targets)
+        name = type(self).__name__
+        if self.partner_sampler is not None and partner is None:
+            raise ValueError(f"{name} mixes with a partner batch drawn by the {self.partner_sampler!r} sampler; "
+                             "pass partner=(images, targets) (the training loop draws it)")
+        if self.partner_sampler is None and partner is not None:
+            raise ValueError(f"{name} pairs images within the batch; it takes no partner batch")
         params = self.make_params(images.shape[0], (images.shape[-2], images.shape[-1]), generator)
-        return self.apply(images, targets, params)
+        if partner is None:
+            return self.apply(images, targets, params)
+        self.check_inputs(*partner)
+        if tuple(partner[0].shape) != tuple(images.shape):
+            raise ValueError(f"{name}: the partner batch {tuple(partner[0].shape)} differs from the batch "
+                             f"{tuple(images.shape)}")
+        return self.apply(images, targets, params, partner=partner)
 
     def check_inputs(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4:

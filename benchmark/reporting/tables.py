@@ -320,6 +320,11 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
     if spec.get("rehearsal"):
         text = (f"{REHEARSAL_MARK} REHEARSAL: a shrunk run of the real code path ({_rehearsal_scale(spec)}); its "
                 f"numbers say nothing about the methods, so no published table is shown beside it. " + text)
+    if any(m.split("(")[0].split("+")[0].split(".")[0] == "cmo" for m in table.methods):
+        text += (" CMO: a CutMix box from a batch drawn with weights 1/n_k, pasted in 0-based epochs 3 < e < E − 3 "
+                 "with p = 0.5 per batch; CMO-DRW (`cmo.drw`) adds deferred re-weighting from 80 % of the schedule "
+                 "(Diff-Mix's epoch 160 of 200), β = 0.9999 (defaults of METHODS_SPEC §5.4; each record's train "
+                 "config holds the epochs used; the configuration behind P2's copied numbers is unspecified).")
     references = [r for r in spec.get("references") or () if r in table.methods]
     if references:
         text += (f" Reference rows, not augmentation methods: {', '.join(f'`{r}`' for r in references)} — fresh "

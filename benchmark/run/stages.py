@@ -298,9 +298,12 @@ def train_config(env: CellEnv, inputs: TrainInputs):
     mode = {"replacement_mode": integration.replacement_mode,
             "replacement_p": float(integration.replacement_p)} if integration else {}
     family = parse_method_id(inputs.resolved.method_id)[0][0]  # DRW: [training] or [training.<first family>]
+    weighting = suite.class_weighting(family)
+    mixer_rule = getattr(getattr(inputs.resolved.mixer, "config", None), "class_weighting", "none")
+    if mixer_rule != "none":  # a method whose own row is re-weighted (cmo.drw, P2's CMO-DRW)
+        weighting = {**weighting, "class_weighting": mixer_rule}
     return TrainConfig(recipe=recipe, seed=cell.seed, selection=suite.selection, device=env.device,
-                       dataset=cell.dataset, input_size=env.profile.classifier_size, **mode,
-                       **suite.class_weighting(family))
+                       dataset=cell.dataset, input_size=env.profile.classifier_size, **mode, **weighting)
 
 
 def train_key(env: CellEnv, inputs: TrainInputs, cfg) -> str:

@@ -183,17 +183,32 @@ class BatchMethodTesterMixin(MethodTesterMixin):
         labels = torch.arange(self.batch_size) % self.num_classes
         return images, torch.nn.functional.one_hot(labels, self.num_classes).float()
 
+    def get_partner(self, method: BatchMethod) -> dict[str, Any]:
+        """``{"partner": (images, targets)}`` for a method with a ``partner_sampler`` (other images and labels
+        than :meth:`get_dummy_inputs`, as the training loop's second sampler gives), else ``{}``."""
+        if method.partner_sampler is None:
+            return {}
+        g = make_generator(4321)
+        images = torch.rand(self.batch_size, 3, *self.image_hw, generator=g)
+        labels = (torch.arange(self.batch_size) + 1) % self.num_classes
+        return {"partner": (images, torch.nn.functional.one_hot(labels, self.num_classes).float())}
+
+    def call(self, method: BatchMethod, images: torch.Tensor, targets: torch.Tensor,
+             generator: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``method(images, targets, generator)``, with the partner batch where the method takes one."""
+        return method(images, targets, generator, **self.get_partner(method))
+
     def run_method(self, seed: int, method: BatchMethod | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         method = method or self.get_method()
         images, targets = self.get_dummy_inputs()
-        return method(images, targets, make_generator(seed))
+        return self.call(method, images, targets, make_generator(seed))
 
     def test_is_batch_method(self) -> None:
         assert isinstance(self.get_method(), BatchMethod)
 
     def test_shapes_and_soft_labels(self) -> None:
         images, targets = self.get_dummy_inputs()
-        out_images, out_targets = self.get_method()(images, targets, make_generator(0))
+        out_images, out_targets = self.call(self.get_method(), images, targets, make_generator(0))
         assert out_images.shape == images.shape and out_images.dtype == images.dtype
         assert out_targets.shape == (self.batch_size, self.num_classes)
         assert out_targets.is_floating_point()
@@ -203,7 +218,7 @@ class BatchMethodTesterMixin(MethodTesterMixin):
     def test_inputs_untouched(self) -> None:
         images, targets = self.get_dummy_inputs()
         before = images.clone(), targets.clone()
-        self.get_method()(images, targets, make_generator(0))
+        self.call(self.get_method(), images, targets, make_generator(0))
         assert torch.equal(images, before[0]) and torch.equal(targets, before[1])
 
     def test_same_seed_same_output(self) -> None:
@@ -222,14 +237,23 @@ class BatchMethodTesterMixin(MethodTesterMixin):
         method = self.get_method()
         images, targets = self.get_dummy_inputs()
         params = method.make_params(self.batch_size, self.image_hw, make_generator(3))
-        pinned = method.apply(images, targets, params)
-        called = method(images, targets, make_generator(3))
+        pinned = method.apply(images, targets, params, **self.get_partner(method))
+        called = self.call(method, images, targets, make_generator(3))
         assert torch.equal(pinned[0], called[0]) and torch.equal(pinned[1], called[1])
+
+    def test_partner_batch_contract(self) -> None:
+        """A method with a partner sampler refuses to run without its partner batch; one without refuses one."""
+        method = self.get_method()
+        images, targets = self.get_dummy_inputs()
+        wrong = {} if method.partner_sampler is not None else {"partner": (images.clone(), targets.clone())}
+        with pytest.raises(ValueError, match="partner batch"):
+            method(images, targets, make_generator(0), **wrong)
+        assert all(isinstance(method.active(e, 10), bool) for e in range(1, 11))
 
     def test_requires_explicit_generator(self) -> None:
         images, targets = self.get_dummy_inputs()
         with pytest.raises(TypeError, match="torch.Generator"):
-            self.get_method()(images, targets, None)  # type: ignore[arg-type]
+            self.call(self.get_method(), images, targets, None)
 
     def test_global_rng_untouched(self) -> None:
         state = torch.get_rng_state()

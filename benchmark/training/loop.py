@@ -261,10 +261,12 @@ class _Streams:
     replace: torch.Generator
     augment: torch.Generator
     mix: torch.Generator
+    partner: torch.Generator  # a mixer's partner batch (CMO): its indices, replacements and augmentation
 
     @classmethod
     def from_seed(cls, seed: int) -> _Streams:
-        return cls(*(make_generator(derive_seed(seed, "train", name)) for name in ("shuffle", "replace", "augment", "mix")))
+        names = ("shuffle", "replace", "augment", "mix", "partner")
+        return cls(*(make_generator(derive_seed(seed, "train", name)) for name in names))
 
 
 class _BestWeights:
@@ -316,6 +318,34 @@ def _loss_targets(targets: torch.Tensor, mixed: bool, recipe: Recipe, num_classe
 # --------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PartnerSampler:
+    """Indices of a mixer's partner batch (``BatchMethod.partner_sampler``), over the real training images.
+
+    ``inverse_frequency``: drawn with replacement with per-sample weights ``1 / n_k`` (CMO's weighted_alpha = 1,
+    METHODS_SPEC §5.4); on a subset whose classes are all the same size (few-shot) that is uniform, and the
+    record says so.
+    """
+
+    weights: torch.Tensor
+    uniform: bool
+
+    @classmethod
+    def of(cls, mixer: Any, labels: torch.Tensor, num_classes: int) -> _PartnerSampler | None:
+        rule = getattr(mixer, "partner_sampler", None)
+        if rule is None:
+            return None
+        if rule != "inverse_frequency":
+            raise ValueError(f"{type(mixer).__name__}: unknown partner_sampler {rule!r}; the training loop draws "
+                             "'inverse_frequency' partner batches")
+        counts = torch.bincount(labels.long(), minlength=num_classes).double()
+        present = counts[counts > 0]
+        return cls(1.0 / counts[labels.long()], bool((present == present[0]).all()))
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.multinomial(self.weights, n, replacement=True, generator=generator)
 
 
 @dataclass(frozen=True)
@@ -374,6 +404,8 @@ class _Run:
             if cfg.selection == "ema" else None)
         self.history: list[dict[str, Any]] = []
         self.drw = _DRW.of(cfg, self.pool.real_labels, num_classes, self.plan.epochs)
+        self.partner = _PartnerSampler.of(mixer, self.pool.real_labels, num_classes)
+        self.mixing = mixer is not None
         self.class_weights: torch.Tensor | None = None
         self.step = 0
         self.images_seen = 0
@@ -399,6 +431,8 @@ class _Run:
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the epoch's images; returns the epoch's history record (not yet evaluated)."""
         self.class_weights = self.drw.weights(epoch) if self.drw is not None else None
+        active = getattr(self.mixer, "active", None)  # a plain (images, targets, generator) callable mixes always
+        self.mixing = self.mixer is not None and (active is None or bool(active(epoch, self.plan.epochs)))
         bs = self.plan.batch_size
         perm = torch.randperm(self.pool.epoch_length, generator=self.streams.shuffle)
         loss_sum, loss_n, replaced = 0.0, 0, 0
@@ -428,9 +462,9 @@ class _Run:
         x = augment_batch(images, self.recipe, self.clf.input_size, self.padding, self.streams.augment,
                           self.clf.mean, self.clf.std, self.cfg.channels_last)
         targets = targets.to(self.device)
-        mixed = self.mixer is not None
+        mixed = self.mixing  # this epoch mixes (CutMix, MixUp: every epoch; CMO: inside its window)
         if mixed:
-            x, targets = self.mixer(x, targets, self.streams.mix)
+            x, targets = self.mixer(x, targets, self.streams.mix, **self._partner_batch(len(x)))
             targets = targets.to(self.device).float()
         q = _loss_targets(targets, mixed, self.recipe, self.num_classes)
         for group in self.optimizer.param_groups:
@@ -446,6 +480,16 @@ class _Run:
             self.ema.update_parameters(self.model)
         self.step += 1
         return float(loss.detach())
+
+    def _partner_batch(self, n: int) -> dict[str, Any]:
+        """``{"partner": (images, targets)}`` for a mixer with a partner sampler (drawn, replaced and augmented
+        with the partner stream only), else ``{}``."""
+        if self.partner is None:
+            return {}
+        images, targets, _ = self.pool.batch(self.partner.draw(n, self.streams.partner), self.streams.partner)
+        x = augment_batch(images, self.recipe, self.clf.input_size, self.padding, self.streams.partner,
+                          self.clf.mean, self.clf.std, self.cfg.channels_last)
+        return {"partner": (x, targets.to(self.device))}
 
     def _evaluate(self, record: dict[str, Any]) -> None:
         """Validation and test metrics into ``record``; keep the weights if the selection rule prefers them."""
@@ -498,6 +542,10 @@ class _Run:
             epoch_length=pool.epoch_length,
             epochs=plan.epochs,
             eval_epochs=sorted(plan.eval_at),
+            **({"partner_sampler": {"rule": self.mixer.partner_sampler, "uniform": self.partner.uniform,
+                                    "mixing_epochs": [e for e in range(1, plan.epochs + 1)
+                                                      if self.mixer.active(e, plan.epochs)]}}
+               if self.partner is not None else {}),
             **({"drw": {"first_epoch": self.drw.first_epoch, "beta": self.cfg.drw_beta,
                         "class_weights": [round(float(w), 6) for w in self.drw.class_weights]}}
                if self.drw is not None else {}),
