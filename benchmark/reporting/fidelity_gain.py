@@ -76,13 +76,14 @@ def fidelity_gain_figure(points: Sequence[GainPoint], title: str = ""):
         ax.errorbar([p.fidelity], [p.gain], yerr=err, ms=5, capsize=2, lw=0.8, ls="none", zorder=2, **style)
         ax.annotate(p.method.replace("world_renders", "renders"), (p.fidelity, p.gain), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(0, 102)  # the whole fidelity scale, so pictures of different runs compare at a glance
     ax.set_xlabel("oracle fidelity of the synthetic set (%)")
     ax.set_ylabel("paired Δ accuracy over original (points)")
     if title:
         ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     if refs:
-        ax.legend(fontsize=7, loc="upper left", frameon=False)
+        ax.legend(fontsize=7, loc="lower right", frameon=False)
     return figure_image(fig, plt)
 
 
