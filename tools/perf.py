@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from augbench.testing.sd15_shaped import unet_config
+
 __all__ = ["SECTIONS", "generation_batched_vs_single", "lpips_gram_vs_naive", "main", "noisecutmix_step_vs_cfg_step",
            "process_pool_vs_serial", "sd15_unet_throughput", "stage_memory", "summary_table"]
 
@@ -260,13 +262,8 @@ def stage_memory(suite: str = "smoke", profile: str = "embedded", rehearsal: boo
 
 
 #: SD v1.5's UNet configuration (stable-diffusion-v1-5 ``unet/config.json``), so the CUDA section needs
-#: no download: random weights, the real architecture.
-SD15_UNET_CONFIG = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "attention_head_dim": 8,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-}
+#: no download: random weights, the real architecture (the one config ``augbench.testing.sd15_shaped`` builds).
+SD15_UNET_CONFIG = unet_config("full")
 
 #: Dense bf16/fp16 tensor-core peak (FLOP/s) per GPU name fragment, for model FLOP utilisation.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}

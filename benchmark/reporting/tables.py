@@ -292,6 +292,16 @@ def _noise_text(table: ReportTable) -> str:
 REHEARSAL_MARK = "[rehearsal]"
 
 
+def _family(row: str) -> str | None:
+    """The family of a table row's first part (``cmo.drw`` -> ``cmo``); ``None`` for a row that is no method id."""
+    from augbench.method_ids import MethodIdError, method_family
+
+    try:
+        return method_family(row)
+    except MethodIdError:
+        return None
+
+
 def _rehearsal_scale(spec: Mapping[str, Any]) -> str:
     """What a rehearsal shrank, from the suite's scale knobs (``--rehearsal``'s overlay)."""
     keys = ("classes", "test_per_class", "max_synthetic", "epochs", "classifier_batch_size")
@@ -320,7 +330,7 @@ def caption(table: ReportTable, spec: Mapping[str, Any], profile: str) -> str:
     if spec.get("rehearsal"):
         text = (f"{REHEARSAL_MARK} REHEARSAL: a shrunk run of the real code path ({_rehearsal_scale(spec)}); its "
                 f"numbers say nothing about the methods, so no published table is shown beside it. " + text)
-    if any(m.split("(")[0].split("+")[0].split(".")[0] == "cmo" for m in table.methods):
+    if any(_family(m) == "cmo" for m in table.methods):
         text += (" CMO: a CutMix box from a batch drawn with weights 1/n_k, pasted in 0-based epochs 3 < e < E − 3 "
                  "with p = 0.5 per batch; CMO-DRW (`cmo.drw`) adds deferred re-weighting from 80 % of the schedule "
                  "(Diff-Mix's epoch 160 of 200), β = 0.9999 (defaults of METHODS_SPEC §5.4; each record's train "

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from augbench.run.memory import is_out_of_memory
 from augbench.run.suites import Cell, RunOptions
 
 CellFn = Callable[..., dict[str, Any]]
@@ -48,7 +49,6 @@ MEMORY_KNOBS = {
 }
 #: The stage a cell is in before its first ``on_stage`` call (datasets, subsets, method resolution).
 FIRST_STAGE = "subset"
-_OOM_TEXT = ("out of memory", "can't allocate memory")
 _TRIED = re.compile(r"tried to allocate\s+(\d+\s+bytes|[\d.]+\s*[KMGTP]i?B)\b", re.IGNORECASE)
 
 
@@ -91,20 +91,6 @@ class Progress:
 
 # --- failures ------------------------------------------------------------------------------------------
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """``torch.OutOfMemoryError``, ``MemoryError``, or a ``RuntimeError`` whose message says the allocator ran
-    out (``CUDA out of memory``, CPU ``can't allocate memory``) -- here or anywhere in its cause chain."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-            return True
-        if isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in _OOM_TEXT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def failure_log_path(run_dir: str | os.PathLike | None, cell_key: str) -> Path | None:
     """``<run_dir>/logs/<cell key>.log``, where a failed cell's traceback goes (``None`` without a run dir)."""
     return Path(run_dir) / "logs" / f"{cell_key}.log" if run_dir else None
@@ -144,7 +130,7 @@ def _failed(cell: Cell, exc: BaseException, stage: str, opts: RunOptions) -> tup
     log_path = write_failure_log(failure_log_path(opts.run_dir, cell.key), cell, stage, exc)
     message = failure_message(exc, stage, log_path)
     entry = {"cell": cell.key, "error": f"{type(exc).__name__}: {exc}", "stage": stage, "message": message,
-             "log": str(log_path) if log_path else None, "out_of_memory": is_out_of_memory(exc) or getattr(exc, "names_its_knob", False)}
+             "log": str(log_path) if log_path else None, "out_of_memory": is_out_of_memory(exc)}
     return entry, message
 
 

@@ -21,9 +21,25 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["StageMemory"]
+__all__ = ["StageMemory", "is_out_of_memory"]
 
 GB = 1024**3
+_OOM_TEXT = ("out of memory", "can't allocate memory")
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """``torch.OutOfMemoryError``, ``MemoryError``, or a ``RuntimeError`` whose message says the allocator ran
+    out (``CUDA out of memory``, CPU ``can't allocate memory``) -- here or anywhere in its cause chain. Torch-free
+    (the type is matched by name), for the executors and for concept learning's memory guard alike."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            return True
+        if isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in _OOM_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class StageMemory:

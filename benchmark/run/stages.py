@@ -12,6 +12,7 @@ A reader can follow one cell top to bottom in :func:`run_cell`.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -367,16 +368,22 @@ def _return_freed_heap() -> None:
     """Hand the C heap's freed pages back to the OS (glibc ``malloc_trim``). Without it, an sd15 rehearsal on
     random SD1.5 weights kept 2.5 GB of freed activations resident into the next cell, which then loaded its
     4.3 GB pipeline on top (issue 23). A no-op where the C library has no ``malloc_trim``."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """The C library's ``malloc_trim``, looked up once per process (``find_library`` may run ``ldconfig``)."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
-        trim = None
-    if trim is not None:
-        trim(0)
+        return None
 
 
 def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 __all__ = ["SIZES", "cached_sd15_shaped_pipeline", "clip_vit_b32_config", "save_sd15_shaped_clip",
-           "save_sd15_shaped_pipeline", "sd15_components"]
+           "save_sd15_shaped_pipeline", "sd15_components", "unet_config"]
 
 # per size: UNet / VAE channels, UNet layers per block, text-encoder layers and MLP width, group-norm groups
 SIZES: dict[str, dict[str, Any]] = {
@@ -32,6 +32,17 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"unet": (32, 32, 64, 64), "vae": (32, 32, 32, 32), "layers": 1, "text_layers": 1, "text_mlp": 64,
              "groups": 32, "vae_layers": 1},
 }
+
+
+def unet_config(size: str = "full") -> dict[str, Any]:
+    """``UNet2DConditionModel`` keyword arguments of SD1.5's UNet (stable-diffusion-v1-5 ``unet/config.json``), at
+    full size or with the narrow channels of ``SIZES["tiny"]``; ``tools/perf.py`` builds its CUDA section from it."""
+    s = SIZES[size]
+    return {"sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": s["layers"],
+            "block_out_channels": s["unet"], "attention_head_dim": 8, "cross_attention_dim": 768,
+            "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            "norm_num_groups": s["groups"]}
 
 
 def sd15_components(size: str = "tiny", seed: int = 0) -> dict[str, Any]:
@@ -47,12 +58,7 @@ def sd15_components(size: str = "tiny", seed: int = 0) -> dict[str, Any]:
     s = SIZES[size]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=64, in_channels=4, out_channels=4, layers_per_block=s["layers"],
-            block_out_channels=s["unet"], attention_head_dim=8, cross_attention_dim=768,
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            norm_num_groups=s["groups"])
+        unet = UNet2DConditionModel(**unet_config(size))
         torch.manual_seed(seed)
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, block_out_channels=s["vae"],
