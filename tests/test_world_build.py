@@ -12,6 +12,7 @@ import torch
 import augbench.world.build as build_module
 from augbench.run.profiles import WORLD_WEIGHTS
 from augbench.world.build import BuildConfig, build, sd15_scheduler_config, stage_identities
+from augbench.world.build.recipe import COMMITTED_EDITOR
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,84 @@ def test_oracle_alone_equals_the_full_builds_oracle(smoke_world, tmp_path):
 
     out, _ = smoke_world
     torch.manual_seed(12345)  # global RNG state must not matter
-    build_oracle(tmp_path, BuildConfig.smoke(), log=lambda s: None)
+    build_oracle(tmp_path, BuildConfig.smoke(), log=lambda s: None, vae=out / "sd" / "vae")
     assert (tmp_path / "oracle" / "model.safetensors").read_bytes() == (out / "oracle" / "model.safetensors").read_bytes()
+    assert not (tmp_path.with_name(tmp_path.name + ".oracle-building")).exists()  # its work folder is removed
+
+
+def test_oracle_alone_needs_the_worlds_vae(tmp_path):
+    from augbench.world.build import build_oracle
+
+    with pytest.raises(FileNotFoundError, match="AutoencoderKL folder at"):
+        build_oracle(tmp_path, BuildConfig.smoke(), log=lambda s: None)
+    # without the VAE round trip among its degradations it needs none; a resume finding files of another
+    # recipe (its identity differs) starts afresh instead of loading them
+    cfg = dataclasses.replace(BuildConfig.smoke(), oracle_degradations=("blur", "jpeg"))
+    work = tmp_path.with_name(tmp_path.name + ".oracle-building")
+    work.mkdir(exist_ok=True)  # the failed build above left its (empty) work folder, as a stopped one does
+    (work / "oracle.json").write_text(json.dumps({"oracle_lr": 1.0}))
+    (work / "oracle.ckpt.pt").write_bytes(b"not a checkpoint")
+    lines = []
+    assert np.isfinite(build_oracle(tmp_path, cfg, log=lines.append, resume=True)["final_loss"])
+    assert not any("resum" in line for line in lines)
+
+
+def _interrupt_oracle_after(monkeypatch, steps: int):
+    """Make the oracle loop die right after it checkpointed ``steps`` steps."""
+    from augbench.world.build.loops import LoopCheckpoint
+
+    real_save = LoopCheckpoint.maybe_save
+
+    def save_then_die(self, done, total, modules, *args, **kwargs):
+        real_save(self, done, total, modules, *args, **kwargs)
+        if done == steps and "oracle" in modules:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(LoopCheckpoint, "maybe_save", save_then_die)
+
+
+def test_oracle_alone_resumes_from_its_epoch_checkpoint(smoke_world, tmp_path, monkeypatch):
+    """A killed ``build_oracle`` continues from its last epoch with ``resume=True`` and gives the bytes of an
+    uninterrupted run."""
+    from augbench.world.build import build_oracle
+
+    out, _ = smoke_world
+    cfg = dataclasses.replace(BuildConfig.smoke(), oracle_epochs=2)  # 48 images, batch 16: 3 steps an epoch
+    vae = out / "sd" / "vae"
+    build_oracle(tmp_path / "a", cfg, log=lambda s: None, vae=vae)
+    with monkeypatch.context() as m:
+        _interrupt_oracle_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            build_oracle(tmp_path / "b", cfg, log=lambda s: None, vae=vae)
+    work = tmp_path / "b.oracle-building"
+    assert {"oracle.json", "oracle_recon.pt", "oracle.ckpt.pt"} <= {p.name for p in work.iterdir()}
+    lines = []
+    stats = build_oracle(tmp_path / "b", cfg, log=lines.append, vae=vae, resume=True)
+    assert any("resumed from" in line and "step 3" in line for line in lines), lines[:4]
+    assert stats["recon_seconds"] == 0.0  # the VAE round trips were reused too
+    weights = "oracle/model.safetensors"
+    assert (tmp_path / "a" / weights).read_bytes() == (tmp_path / "b" / weights).read_bytes()
+
+
+def test_oracle_alone_rewrites_only_the_oracle_entries_of_build_json(smoke_world, tmp_path):
+    from augbench.world.build import build_oracle
+
+    out, _ = smoke_world
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "build.json").write_text((out / "build.json").read_text())
+    before = json.loads((out / "build.json").read_text())
+    cfg = dataclasses.replace(BuildConfig.smoke(), oracle_lr=1e-3, oracle_blur_sigma=(0.2, 0.9))
+    stats = build_oracle(tmp_path / "w", cfg, log=lambda s: None, vae=out / "sd" / "vae")
+    after = json.loads((tmp_path / "w" / "build.json").read_text())
+    assert after["stats"]["oracle"] == json.loads(json.dumps(stats))
+    assert after["config"]["oracle_lr"] == 1e-3 and after["config"]["oracle_blur_sigma"] == [0.2, 0.9]
+    assert list(after["config"]) == list(before["config"])  # same keys, in the same places
+    for key in set(before["config"]) - {"oracle_lr", "oracle_blur_sigma"}:
+        assert after["config"][key] == before["config"][key], key
+    assert {k: v for k, v in after.items() if k not in ("config", "stats")} == \
+        {k: v for k, v in before.items() if k not in ("config", "stats")}
+    assert {k: v for k, v in after["stats"].items() if k != "oracle"} == \
+        {k: v for k, v in before["stats"].items() if k != "oracle"}
 
 
 def test_weights_are_saved_in_fp16(smoke_world):
@@ -163,7 +240,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused():
 def test_world_check_runs_on_smoke_models(smoke_world, tmp_path):
     """``world check`` end to end on the smoke-built models with a handful of images: every metric,
     old and new keys, and the sample grid (values are meaningless for 2-step models)."""
-    from augbench.world.check import ATTRIBUTE_KEYS, TARGETS, CheckConfig, run_check
+    from augbench.world.check import ATTRIBUTE_KEYS, MAX_TARGETS, TARGETS, CheckConfig, run_check
 
     out, _ = smoke_world
     cfg = CheckConfig(weights=out, heldout_images=4, generated_per_species=1, num_inference_steps=4,
@@ -175,12 +252,16 @@ def test_world_check_runs_on_smoke_models(smoke_world, tmp_path):
                 "description_beats_plain_name", "check_seconds", "grid_path",  # the keys before issue 14
                 "vae_recon_oracle_accuracy", "vae_real_oracle_accuracy", "img2img_fidelity_0.3",
                 "img2img_fidelity_0.5", "img2img_fidelity_0.7", "attribute_chance",
-                "attribute_faithfulness_plain_name", "attribute_faithfulness_description"):
+                "attribute_faithfulness_plain_name", "attribute_faithfulness_description",
+                "blurred_oracle_accuracy", "oracle_degradation_gap", "max_targets"):
         assert key in results, key
     for key in ("clip_zero_shot_accuracy", "oracle_test_accuracy", "faithfulness_description",
                 "vae_recon_oracle_accuracy", "img2img_fidelity_0.5"):
         assert 0.0 <= results[key] <= 1.0, key
-    assert set(results["meets_targets"]) == set(TARGETS)
+    assert set(results["meets_targets"]) == set(TARGETS) | set(MAX_TARGETS)
+    assert results["oracle_degradation_gap"] == max(
+        results["oracle_test_accuracy"] - results["blurred_oracle_accuracy"],
+        results["vae_real_oracle_accuracy"] - results["vae_recon_oracle_accuracy"])
     assert set(results["attribute_faithfulness_description"]) == set(ATTRIBUTE_KEYS)
     assert results["attribute_chance"]["habitat"] == pytest.approx(0.5)  # 12 water and 12 land species
     assert (tmp_path / "grid.png").exists()
@@ -253,6 +334,38 @@ def test_oracle_degradations_are_seeded_and_optional():
     b = degrade_images(x, torch.Generator().manual_seed(1), p=1.0)
     assert torch.equal(a, b) and a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
     assert all(not torch.equal(a[i], x[i]) for i in range(len(x)))
+    # the VAE round trip replaces an image by its reconstruction; it needs them
+    recon = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(degrade_images(x, torch.Generator().manual_seed(1), 1.0, ("vae",), recon), recon)
+    with pytest.raises(ValueError, match="needs the images' VAE round trips"):
+        degrade_images(x, torch.Generator().manual_seed(1), 1.0, ("vae",))
+    with pytest.raises(ValueError, match="unknown oracle degradations"):
+        degrade_images(x, torch.Generator().manual_seed(1), 1.0, ("sharpen",))
+    # a second degradation goes on top of the VAE round trip: some reconstructions come out noisy
+    x, recon = torch.zeros(64, 3, 8, 8), torch.full((64, 3, 8, 8), 0.5)
+    both = degrade_images(x, torch.Generator().manual_seed(1), 1.0, ("vae", "noise"), recon, second=1.0)
+    from_recon = (both - 0.5).abs().amax((1, 2, 3)) < 0.25  # else noise on the zero image
+    assert from_recon.any() and (~from_recon).any()
+    assert any(not torch.equal(both[i], recon[i]) for i in torch.nonzero(from_recon).flatten())
+
+
+def test_oracle_blur_is_a_gaussian_of_the_drawn_radius_and_jpeg_a_lossy_round_trip():
+    from augbench.world.build.oracle import down_up, gaussian_blur, jpeg_round_trip
+
+    delta = torch.zeros(2, 3, 21, 21)
+    delta[:, :, 10, 10] = 1.0
+    sigma = torch.tensor([0.7, 1.4])
+    blurred = gaussian_blur(delta, sigma)
+    offsets = (torch.arange(21) - 10.0).square()
+    second_moment = (blurred[:, 0].sum(1) * offsets).sum(1)  # variance of the row profile
+    torch.testing.assert_close(blurred.sum((2, 3)), torch.ones(2, 3))
+    torch.testing.assert_close(second_moment, sigma.square(), rtol=0.02, atol=0.01)
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat, sigma), flat)
+    torch.testing.assert_close(down_up(flat, torch.tensor([2.0, 3.0])), flat)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    low, high = jpeg_round_trip(x, torch.tensor([10, 10])), jpeg_round_trip(x, torch.tensor([95, 95]))
+    assert low.shape == x.shape and (low - x).abs().mean() > (high - x).abs().mean()
 
 
 def test_recipes_are_named():
@@ -323,7 +436,7 @@ def test_resume_with_a_longer_unet_reuses_the_kept_clip_and_vae(smoke_world, tmp
     lines = []
     record = build(tmp_path / "w", dataclasses.replace(cfg, unet_steps=cfg.unet_steps + 1), log=lines.append,
                    resume=True)
-    assert any("reusing clip, vae (unet redone)" in line for line in lines), lines[:3]
+    assert any("reusing clip, vae (unet, editor redone)" in line for line in lines), lines[:3]
     stats = record["stats"]
     assert stats["clip"]["resumed"] and stats["vae"]["resumed"] and not stats["unet"].get("resumed")
     assert not kept.exists() and not (tmp_path / "w.building").exists()
@@ -397,8 +510,10 @@ def test_recipes_differ_only_where_documented():
     assert dataclasses.replace(v2, vae_steps=cpu.vae_steps, unet_steps=cpu.unet_steps) == cpu
     assert stage_identities(v3)["clip"] == stage_identities(v2)["clip"]
     v4 = BuildConfig.recipe("v4", init_from=str(WORLD_WEIGHTS))
-    # v4 continues a built world's UNet at half the peak learning rate; nothing else differs
-    assert dataclasses.replace(v4, unet_lr=v3.unet_lr, init_from=None) == v3
+    # v4 continues a built world's UNet at half the peak learning rate and trains the longer editor; nothing else
+    assert dataclasses.replace(v4, unet_lr=v3.unet_lr, init_from=None, editor_steps=v3.editor_steps,
+                               editor_pairs=v3.editor_pairs) == v3
+    assert (v4.editor_steps, v4.editor_pairs) == (COMMITTED_EDITOR["editor_steps"], COMMITTED_EDITOR["editor_pairs"])
     assert v4.unet_lr == v3.unet_lr / 2 and v4.unet_steps == v3.unet_steps
     assert all(stage_identities(v4)[s]["init_sha256"] for s in ("clip", "vae", "unet"))
     with pytest.raises(ValueError, match="expected one of cpu, gpu, v2, v3, v4"):

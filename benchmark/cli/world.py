@@ -22,8 +22,8 @@ def add_world_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device for `build` (default: the recipe's: cpu / cuda)")
     p.add_argument("--recipe", default="cpu",
-                   help="`build` recipe (BuildConfig.RECIPES): cpu (default, ~35 min on 2 cores), v4 (the committed "
-                        "models: a v3 world's UNet trained 6k more steps, ~1.2 h; needs --init-from), v3 (cpu trained "
+                   help="`build` recipe (BuildConfig.RECIPES): cpu (default, ~45 min on 2 cores), v4 (the committed "
+                        "models: a v3 world's UNet trained 6k more steps and the editor, ~2.5 h; needs --init-from), v3 (cpu trained "
                         "longer, ~1.6 h on 2 cores), v2 (the previous ones), gpu (longer schedule for a GPU)")
     p.add_argument("--init-from", default=None,
                    help="`build`: continue this built world folder (its CLIP, VAE and oracle as they are; its UNet "

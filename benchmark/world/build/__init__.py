@@ -115,9 +115,13 @@ def build(out_dir: str | Path, cfg: BuildConfig | None = None, log: Log = print,
     save_pipeline(cfg, vae, text_encoder, tokenizer, unet, staging / "sd")
     share_text_tower(staging)
     oracle_stats = oracle_stage(cfg, staging, init, log) if with_oracle else None
+    # imported here: `python -m augbench.world.build.editor` runs that module as __main__
+    from augbench.world.build.editor import editor_stage
 
-    record = build_record(cfg, init, {"clip": clip_stats, "vae": vae_stats, "unet": unet_stats, "oracle": oracle_stats},
-                          scaling, resume, t_start)
+    editor_stats = editor_stage(cfg, stages, staging, log)
+
+    record = build_record(cfg, init, {"clip": clip_stats, "vae": vae_stats, "unet": unet_stats, "oracle": oracle_stats,
+                                      "editor": editor_stats}, scaling, resume, t_start)
     (staging / "build.json").write_text(json.dumps(record, indent=2) + "\n")
     publish(staging, stages, out_dir, keep_stages, log)
     log(f"world built in {record['build_seconds'] / 60:.1f} min -> {out_dir}")

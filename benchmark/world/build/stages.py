@@ -19,13 +19,15 @@ from augbench.world.build.loops import Log, torch_save_atomic
 from augbench.world.build.recipe import BuildConfig
 
 # Which BuildConfig fields each stage reads (besides the shared corpus ones); the UNet also depends
-# on the CLIP and VAE it is trained with.
+# on the CLIP and VAE it is trained with, the instruction editor on all three (it is the UNet fine-tuned).
 _STAGE_FIELDS = {
     "clip": ("clip_", "text_", "vision_", "projection_dim"),
     "vae": ("vae_",),
     "unet": ("unet_", "caption_dropout", "ema_decay"),
+    "editor": ("editor_",),
 }
-_STAGE_FILES = {"clip": ("clip.json", "clip"), "vae": ("vae.pt", "vae.ckpt.pt"), "unet": ("unet.pt", "unet.ckpt.pt")}
+_STAGE_FILES = {"clip": ("clip.json", "clip"), "vae": ("vae.pt", "vae.ckpt.pt"), "unet": ("unet.pt", "unet.ckpt.pt"),
+                "editor": ("editor.pt", "editor.ckpt.pt")}
 
 
 def weights_fingerprint(folder: Path) -> str:
@@ -40,7 +42,9 @@ def weights_fingerprint(folder: Path) -> str:
 def stage_identities(cfg: BuildConfig) -> dict[str, dict]:
     """Per stage, what must match for a resumed build to reuse it: the render version, the corpus
     (seed, size, image size), the device and the stage's own settings -- for the UNet also the CLIP's
-    and the VAE's. Thread/process counts and the checkpoint interval change no stage's inputs."""
+    and the VAE's, for the editor also the UNet's and the edit transforms' version. Thread/process counts
+    and the checkpoint interval change no stage's inputs."""
+    from augbench.world.build.edits import EDIT_VERSION
     from augbench.world.render import RENDER_VERSION
 
     values = json.loads(json.dumps(asdict(cfg)))
@@ -49,8 +53,9 @@ def stage_identities(cfg: BuildConfig) -> dict[str, dict]:
     if cfg.init_from:  # continuing a built world: its bytes, not its path, are the input
         common["init_sha256"] = weights_fingerprint(Path(cfg.init_from))
     own = {stage: {k: v for k, v in values.items() if k.startswith(prefixes)} for stage, prefixes in _STAGE_FIELDS.items()}
-    return {"clip": {**common, **own["clip"]}, "vae": {**common, **own["vae"]},
-            "unet": {**common, **own["clip"], **own["vae"], **own["unet"]}}
+    unet = {**common, **own["clip"], **own["vae"], **own["unet"]}
+    return {"clip": {**common, **own["clip"]}, "vae": {**common, **own["vae"]}, "unet": unet,
+            "editor": {**unet, **own["editor"], "edit_version": EDIT_VERSION}}
 
 
 def prepare_staging(staging: Path, cfg: BuildConfig, resume: bool, log: Log, kept: Path) -> Path:
