@@ -55,7 +55,8 @@ def test_each_command_is_handled_by_its_own_module():
     assert top == {"methods": "augbench.cli.methods", "datasets": "augbench.cli.data",
                    "data": "augbench.cli.data", "concepts": "augbench.cli.concepts",
                    "generate": "augbench.cli.generate", "run": "augbench.cli.run",
-                   "report": "augbench.cli.report", "world": "augbench.cli.world", "models": "augbench.cli.models"}
+                   "report": "augbench.cli.report", "world": "augbench.cli.world", "models": "augbench.cli.models",
+                   "metrics": "augbench.cli.metrics"}
     assert all(module == top[name.split()[0]] for name, module in handlers.items())  # subcommands too
     assert "data verify" in handlers and "concepts build" in handlers
 

@@ -221,7 +221,8 @@ def test_metrics_json_holds_no_nan_and_says_why_a_value_is_missing(tiny_clip_dir
 
     from augbench.metrics.common import finite_or_none
     from augbench.metrics.synthetic_set import NO_IMAGES_REASON, synthetic_set_metrics, with_reasons
-    from augbench.reporting.tables import _synthetic_metrics
+    from augbench.protocols.base import TableLayout
+    from augbench.reporting.synthetic_table import synthetic_metrics
 
     profile = dataclasses.replace(get_profile("embedded").with_overrides(clip=str(tiny_clip_dir)), oracle=None)
     card, x = load_card("toybirds"), _images(3, size=32, seed=7)
@@ -230,7 +231,7 @@ def test_metrics_json_holds_no_nan_and_says_why_a_value_is_missing(tiny_clip_dir
     assert res["lpips"]["n_pairs"] == 0 and res["lpips"]["per_class"] == {}
     assert math.isfinite(res["clip_score"]["value"]) and "reason" not in res["clip_score"]
     json.dumps(res, allow_nan=False)  # raises on NaN or infinity
-    frame = _synthetic_metrics([SimpleNamespace(cell={"method": "m"}, synthetic={"metrics": res})])
+    frame = synthetic_metrics([SimpleNamespace(cell={"method": "m"}, synthetic={"metrics": res})], TableLayout())
     assert math.isnan(frame.loc[0, "lpips"]) and frame.loc[0, "lpips_name"] is None
     assert frame.loc[0, "clip_score"] == pytest.approx(res["clip_score"]["value"])
     # every non-finite number anywhere becomes null; an empty set says so

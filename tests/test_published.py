@@ -10,9 +10,10 @@ from record_builders import cell_record
 from report_parsing import html_tables, markdown_tables
 
 from augbench.registry import default_registry
+from augbench.reporting.formats import to_csv, to_latex, to_markdown
 from augbench.reporting.published import PUBLISHED_DIR, PublishedError, list_published, load_published
 from augbench.reporting.run_report import render_suite_report
-from augbench.reporting.tables import build_table, to_csv, to_latex, to_markdown
+from augbench.reporting.tables import build_table
 
 TABLES = {"p1_tab1": "full_data", "p2_tab1_resnet50": "few_shot", "p2_tab1_vitb16": "few_shot",
           "p2_tab2": "long_tail", "p2_tab3": "waterbirds", "p2_tab4": "few_shot"}

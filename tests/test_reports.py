@@ -10,15 +10,8 @@ import pytest
 from record_builders import artifact, cell_record, synthetic_set, training
 from report_parsing import markdown_tables
 
-from augbench.reporting.tables import (
-    build_table,
-    caption,
-    csv_frame,
-    replacement_mode,
-    to_csv,
-    to_latex,
-    to_markdown,
-)
+from augbench.reporting.formats import csv_frame, to_csv, to_latex, to_markdown
+from augbench.reporting.tables import build_table, caption, replacement_mode
 
 
 def _record(method, seed, dataset="toybirds", params=None, metrics=None, lpips=None, clip=None, **extra):

@@ -8,13 +8,14 @@
     augbench models check [--profile embedded|sd15] [--suite SUITE] [--offline] [--json]
     augbench concepts build|show|import ...
     augbench generate --method M --dataset D [--protocol few_shot --shots K] --seed S --out DIR
+    augbench metrics --synthetic DIR --dataset D [--profile P] [--split train|test|both] [--json]
     augbench run --suite SUITE [--profile embedded|sd15] [--methods ...] [--seeds ...] [--run-dir DIR]
     augbench report [--run-dir DIR] [--suite SUITE] [--format md,tex,csv,html]
     augbench world build|check [--json]
 
-Each command is one module of ``augbench.cli`` (``methods``, ``data``, ``models``, ``concepts``, ``generate``, ``run``,
-``report``, ``world``) that adds its sub-parser and handles it. Heavy libraries (torch, diffusers, pandas)
-are imported inside the handlers, so ``augbench --help`` and one command never pay for another's.
+Each command is one module of ``augbench.cli`` (``methods``, ``data``, ``models``, ``concepts``, ``generate``,
+``metrics``, ``run``, ``report``, ``world``) that adds its sub-parser and handles it. Heavy libraries (torch,
+diffusers, pandas) are imported inside the handlers, so ``augbench --help`` and one command never pay for another's.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from augbench.cli.concepts import add_concepts_commands
 from augbench.cli.data import add_data_commands
 from augbench.cli.generate import add_generate_command
 from augbench.cli.methods import add_methods_command
+from augbench.cli.metrics import add_metrics_command
 from augbench.cli.models import add_models_command
 from augbench.cli.report import add_report_command
 from augbench.cli.run import add_run_command
@@ -34,7 +36,7 @@ from augbench.cli.world import add_world_command
 
 #: Sub-parser builders in ``augbench --help`` order.
 COMMANDS = (add_methods_command, add_data_commands, add_models_command, add_concepts_commands, add_generate_command,
-            add_run_command, add_report_command, add_world_command)
+            add_metrics_command, add_run_command, add_report_command, add_world_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,11 @@ LPIPS diversity (§7.2, :mod:`augbench.metrics.perceptual`), CLIP score (§7.3,
 :mod:`augbench.metrics.clip`) and oracle fidelity (:mod:`augbench.metrics.fidelity`), each with the
 networks the profile names, loaded once per process and device.
 
+With ``references`` (``{"train": (images, labels), "test": (images, labels)}``) the result also has
+``"distribution"``: per reference, the distribution metrics of :mod:`augbench.metrics.distribution` (FD, KID,
+precision / recall / density / coverage, Vendi, per class and pooled, on the profile's CLIP features; the
+synthetic images encoded once); without it the result is what it always was.
+
 The result is JSON without NaN: a metric that cannot be computed (LPIPS diversity when no class has two
 synthetic images; any metric of an empty set) has ``value: null`` and a ``reason`` saying why, which
 reports show as a blank cell; any other non-finite number is written as ``null`` too.
@@ -11,6 +16,7 @@ reports show as a blank cell; any other non-finite number is written as ``null``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -27,8 +33,10 @@ NO_IMAGES_REASON = "the synthetic set is empty"
 
 
 def synthetic_set_metrics(images: Any, labels: Any, card: Any, profile: Any,
-                          device: str | torch.device = "cpu") -> dict[str, Any]:
-    """``{"lpips", "clip_score", "oracle_fidelity"}`` of a synthetic set with ``profile``'s networks.
+                          device: str | torch.device = "cpu",
+                          references: Mapping[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """``{"lpips", "clip_score", "oracle_fidelity"}`` (+ ``"distribution"``) of a synthetic set with ``profile``'s
+    networks.
 
     Args:
         images: uint8 ``[N, 3, H, W]`` (or a list of images).
@@ -36,16 +44,25 @@ def synthetic_set_metrics(images: Any, labels: Any, card: Any, profile: Any,
         card: the dataset card, whose ``prompt(label)`` is the CLIP text (§7.3).
         profile: a ``augbench.run.profiles.Profile``: its ``lpips`` network, ``clip`` and ``oracle``.
         device: where the networks run.
+        references: real image sets to compare with, by name (``{"train": (images, labels), "test": (images,
+            labels)}``: the cell's training part and its test images); ``None``: no distribution metrics.
 
     Returns:
         The three JSON-ready results (no NaN: :func:`with_reasons`); ``oracle_fidelity`` is ``None`` when the
-        profile has no oracle.
+        profile has no oracle. With ``references``, ``"distribution": {name: result}`` as
+        :func:`augbench.metrics.distribution.distribution_metrics` returns it (a class with fewer than two
+        images there or in the reference is ``null`` with a reason).
     """
-    return with_reasons({
+    out = with_reasons({
         "lpips": lpips_diversity(images, labels, profile=profile, device=device),
         "clip_score": clip_score(images, labels, card, profile=profile, device=device),
         "oracle_fidelity": profile_oracle_fidelity(images, labels, profile, device),
     })
+    if references is not None:
+        from augbench.metrics.distribution import reference_distribution_metrics
+
+        out["distribution"] = reference_distribution_metrics(images, labels, references, profile, device)
+    return out
 
 
 def with_reasons(metrics: dict[str, Any]) -> dict[str, Any]:

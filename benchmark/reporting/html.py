@@ -238,7 +238,7 @@ def _pyplot():
 def to_html(table, records: Sequence[CellRecord], run_dir: Path, title: str, tables: Sequence[tuple[Any, str]],
             grid_classes: int = 8, grid_per_class: int = 6, figures: Sequence[tuple[Image.Image, str]] = ()) -> str:
     """The whole page. ``table`` is the ``augbench.reporting.tables.ReportTable`` (for the plots); ``tables`` are
-    the (DataFrame, caption) pairs of ``augbench.reporting.tables.report_tables``: ours, the class-group table,
+    the (DataFrame, caption) pairs of ``augbench.reporting.formats.report_tables``: ours, the class-group table,
     the published ones, exactly as the text reports render them; ``figures`` are more (image, caption)
     plots shown first (a sweep's CLIP score and LPIPS, ``augbench.reporting.plots``)."""
     esc = html.escape

@@ -19,20 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from augbench.reporting.fidelity_gain import fidelity_gain_figures
+from augbench.reporting.formats import report_tables, to_csv, to_latex, to_markdown
 from augbench.reporting.html import to_html
 from augbench.reporting.published import load_published
-from augbench.reporting.tables import (
-    REPORT_FORMATS,
-    build_table,
-    caption,
-    report_tables,
-    sweep_figures,
-    to_csv,
-    to_latex,
-    to_markdown,
-)
+from augbench.reporting.tables import REPORT_FORMATS, build_table, caption, sweep_figures
+from augbench.run.cells import default_run_dir
 from augbench.run.records import CellRecord, read_records, read_run_suite
-from augbench.run.suites import Suite, default_run_dir, load_suite, suite_path
+from augbench.run.suites import Suite, load_suite, suite_path
 
 __all__ = ["ReportError", "RunToReport", "find_run", "render_suite_report"]
 

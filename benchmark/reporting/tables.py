@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pandas as pd
 
@@ -47,6 +47,12 @@ from augbench.protocols import get_protocol, protocol_names
 from augbench.protocols.base import TableLayout
 from augbench.protocols.long_tail import CLASS_GROUP_NAMES as CLASS_GROUPS
 from augbench.reporting.published import Column, PublishedTable
+from augbench.reporting.synthetic_table import (
+    SUMMARY_METRICS,
+    mean_by_method,
+    synthetic_metrics,
+    synthetic_set_frame,
+)
 from augbench.run.records import CellRecord
 from augbench.training.selection import SELECTION_NOTES as SELECTION_TEXT
 
@@ -136,6 +142,8 @@ class ReportTable:
                                for m in self.methods]
             if self.summary["paired_n"].max() >= 2:  # paired differences need two seeds
                 data["Δ paired (95% CI)"] = [_fmt_paired(self.summary.loc[m]) for m in self.methods]
+            if self.summary["syn_only"].notna().any():  # suites with syn_only: the classification accuracy score
+                data["Syn-only"] = [_fmt_opt(self.summary.loc[m, "syn_only"]) for m in self.methods]
         for column, label in self.extra_columns:
             data[label] = [_fmt(*self.cell(m, column)[:2]) for m in self.methods]
         if not components:
@@ -144,6 +152,11 @@ class ReportTable:
         if self.summary["oracle_fidelity"].notna().any():  # profiles with an oracle (embedded)
             data["Fid."] = [_fmt_opt(self.summary.loc[m, "oracle_fidelity"]) for m in self.methods]
         return pd.DataFrame(data)
+
+    def synthetic_frame(self) -> pd.DataFrame | None:
+        """The synthetic-set table (``augbench.reporting.synthetic_table``); None without syn_only / distribution
+        metrics."""
+        return synthetic_set_frame(self.methods, self.summary)
 
     def class_group_frame(self) -> pd.DataFrame | None:
         """Long tail: many / medium / few per method and column as ``a / b / c`` text (None without them)."""
@@ -185,9 +198,9 @@ def build_table(kind: str, records: Sequence[CellRecord], method_order: Sequence
     base = summary["avg"].get("original", math.nan)
     summary["delta"] = summary["avg"] - base  # NaN without an original row
     summary = summary.join(_paired_differences(_measurements(layout, records), methods, columns))
-    synthetic = _synthetic_metrics(records)
-    for metric in ("lpips", "clip_score", "oracle_fidelity"):
-        summary[metric] = synthetic[metric].groupby(synthetic["method"]).mean() if len(synthetic) else math.nan
+    synthetic = synthetic_metrics(records, layout)
+    for metric in SUMMARY_METRICS:  # LPIPS, CLIP, Fid., and syn_only / distribution metrics where measured
+        summary[metric] = mean_by_method(synthetic, metric)
     seeds = sorted({r.cell["seed"] for r in records})
     selection = sorted({r.selection for r in records})
     lpips_names = sorted({n for n in synthetic.get("lpips_name", []) if isinstance(n, str)})
@@ -258,21 +271,6 @@ def _class_groups(layout: TableLayout, records: Sequence[CellRecord]) -> pd.Data
     frame = pd.DataFrame(rows, columns=["method", "dataset", "setting", "group", "value"])
     return frame.pivot_table(index=["method", "dataset", "setting"], columns="group", values="value",
                              aggfunc="mean", sort=False).reindex(columns=list(CLASS_GROUPS))
-
-
-def _synthetic_metrics(records: Sequence[CellRecord]) -> pd.DataFrame:
-    """One row per record with a synthetic set: method, LPIPS diversity (and its network), CLIP score."""
-    rows = []
-    for rec in records:
-        if rec.synthetic is None:
-            continue  # no synthetic set, no synthetic-set metrics (the method's columns stay NaN)
-        metrics = rec.synthetic["metrics"]
-        lp, fid = metrics["lpips"], metrics["oracle_fidelity"]  # fidelity: None without an oracle (sd15)
-        rows.append({"method": rec.cell["method"], "lpips": lp["value"], "clip_score": metrics["clip_score"]["value"],
-                     "oracle_fidelity": fid["value"] if fid else None,
-                     "lpips_name": lp["metric"] if lp["value"] is not None else None})
-    frame = pd.DataFrame(rows, columns=["method", "lpips", "clip_score", "oracle_fidelity", "lpips_name"])
-    return frame.astype({"lpips": float, "clip_score": float, "oracle_fidelity": float})
 
 
 def _noise_text(table: ReportTable) -> str:
@@ -438,124 +436,6 @@ def _published_view(table: ReportTable, pub: PublishedTable) -> tuple[list[Colum
 def _fmt_printed_avg(avg: float | None, delta: float | None) -> str:
     parts = ([f"{avg:.2f}"] if avg is not None else []) + ([f"[{delta:+.2f}]"] if delta is not None else [])
     return " ".join(parts) or "—"
-
-
-class RenderedTable(NamedTuple):
-    """One table as every format shows it: the printed cells and the caption."""
-
-    frame: pd.DataFrame
-    caption: str
-
-
-def published_table(table: ReportTable, pub: PublishedTable) -> RenderedTable:
-    """``pub`` restricted to ``table``'s columns, in its order, numbers as printed (METHODS_SPEC §9)."""
-    cols, averages = _published_view(table, pub)
-    labels = dict(zip(table.columns, table.labels))
-    data: dict[str, list[str]] = {"Method (paper)": [r.method for r in pub.rows],
-                                  "id": [r.method_id or "—" for r in pub.rows]}
-    if any(r.lpips is not None for r in pub.rows):  # P2 Tab.4 prints the synthetic set's LPIPS (%) first
-        data["LPIPS"] = [_fmt_opt(r.lpips) for r in pub.rows]
-    for col in cols:
-        data[labels[col]] = [_fmt(*r.cells[col]) for r in pub.rows]
-    for i in averages:
-        data[f"{pub.averages[i].label} [Δ]"] = [_fmt_printed_avg(r.avg[i], r.delta[i]) for r in pub.rows]
-    cap = (f"Published: {pub.title}. Source: {pub.source}. Backbone {pub.backbone} (our recipe `{pub.recipe}`); "
-           f"{pub.statistic}. Shown: {len(cols)} of the {len(pub.columns)} published columns (those this report "
-           f"has, in its order) and the printed averages over shown columns only; numbers and Avg [Δ] as printed. "
-           + " ".join(pub.notes))
-    return RenderedTable(pd.DataFrame(data), cap)
-
-
-def report_tables(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> list[RenderedTable]:
-    """Every table of a report in order: ours, its class-group table (long tail), the published ones."""
-    tables = [RenderedTable(table.frame(), cap)]
-    groups = table.class_group_frame()
-    if groups is not None:
-        tables.append(RenderedTable(groups, "Many / medium / few (mean per-class accuracy, %)"))
-    return tables + [published_table(table, pub) for pub in published]
-
-
-def to_markdown(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> str:
-    """Our table, its class-group table, then each ``published`` table restricted to our columns."""
-    return "\n".join(f"**{t.caption}**\n\n{_markdown_table(t.frame)}\n" for t in report_tables(table, cap, published))
-
-
-#: Columns of names (left-aligned in Markdown; numbers are right-aligned, as in the papers' tables).
-NAME_COLUMNS = ("Method", "Method (paper)", "id")
-
-
-def _markdown_table(frame: pd.DataFrame) -> str:
-    # disable_numparse: cells are already formatted text, and tabulate must not re-read "51.00" as 51
-    return frame.to_markdown(index=False, disable_numparse=True,
-                             colalign=["left" if c in NAME_COLUMNS else "right" for c in frame.columns])
-
-
-#: Unicode in cells and captions and its LaTeX form (applied after LaTeX escaping).
-_TEX_SYMBOLS = (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("·", r"$\cdot$"), ("≥", r"$\geq$"), ("—", "--"),
-                ("×", r"$\times$"), (FOREIGN_MARK, r"$\dagger$"), (ORACLE_MARK, r"$\ddagger$"))
-
-
-def _tex_symbols(text: str) -> str:
-    for a, b in _TEX_SYMBOLS:
-        text = text.replace(a, b)
-    return text
-
-
-def _tex_escape(text: str) -> str:
-    """A caption as LaTeX text (Styler escapes cells, not captions)."""
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                 ("{", r"\{"), ("}", r"\}"), ("$", r"\$"), ("`", "")):
-        text = text.replace(a, b)
-    return _tex_symbols(text)
-
-
-def _latex(t: RenderedTable) -> str:
-    styler = (t.frame.style.hide(axis="index")
-              .format(_tex_symbols, escape="latex")  # pandas escapes first, then the symbols become math
-              .format_index(_tex_symbols, escape="latex", axis=1))
-    return styler.to_latex(caption=_tex_escape(t.caption), hrules=True, position="t", position_float="centering",
-                           column_format="l" + "c" * (t.frame.shape[1] - 1), environment="table")
-
-
-def to_latex(table: ReportTable, cap: str, published: Sequence[PublishedTable] = ()) -> str:
-    """Our table as a LaTeX float, then one float (a second tabular) per ``published`` table."""
-    return "".join(_latex(t) for t in report_tables(table, cap, published))
-
-
-CSV_COLUMNS = ("method", "dataset", "setting", "top1_mean", "top1_std", "n_seeds", "avg", "delta_vs_original",
-               "paired_delta", "paired_ci_low", "paired_ci_high", "paired_seeds", "lpips", "clip_score",
-               "oracle_fidelity")
-
-
-def csv_frame(table: ReportTable, published: Sequence[PublishedTable] = ()) -> pd.DataFrame:
-    """One row per method and column (summary columns included); with ``published`` tables a ``source``
-    column is added (``measured`` for ours, the table id for the paper's rows restricted to our columns)."""
-    rows = []
-    for method in table.methods:
-        s = table.summary.loc[method]
-        for column in [*table.columns, *(key for key, _ in table.extra_columns)]:
-            mean, std, n = table.cell(method, column)
-            paired = (s["paired_diff"], s["paired_lo"], s["paired_hi"], s["paired_n"] or None)
-            rows.append((method, *column, mean, std, n or None, s["avg"], s["delta"], *paired, s["lpips"],
-                         s["clip_score"], s["oracle_fidelity"], "measured"))
-    for pub in published:
-        cols, averages = _published_view(table, pub)
-        covering = {c: i for i in averages for c in pub.averages[i].columns}
-        for row in pub.rows:
-            for col in cols:
-                i = covering.get(col)
-                avg, delta = (None, None) if i is None else (row.avg[i], row.delta[i])
-                rows.append((row.method_id or row.method, *col, *row.cells[col], pub.trials, avg, delta,
-                             None, None, None, None, row.lpips, None, None, pub.id))
-    frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "source"])
-    counts = ("n_seeds", "paired_seeds")
-    frame = frame.astype({c: float for c in CSV_COLUMNS[3:] if c not in counts} | dict.fromkeys(counts, "Int64"))
-    return frame if published else frame.drop(columns="source")
-
-
-def to_csv(table: ReportTable, published: Sequence[PublishedTable] = ()) -> str:
-    """``csv_frame`` as CSV text: four decimals, empty fields where there is no value."""
-    return csv_frame(table, published).to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
 def sweep_figures(table: ReportTable, records: Sequence[CellRecord], png: Path) -> list[tuple[Any, str]]:
