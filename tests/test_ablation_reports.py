@@ -11,10 +11,11 @@ from record_builders import artifact, cell_record, synthetic_set
 from report_parsing import html_tables, markdown_tables
 
 from augbench.registry import default_registry
+from augbench.reporting.formats import to_csv, to_latex, to_markdown
 from augbench.reporting.plots import sweep_points, swept_parameter
 from augbench.reporting.published import PublishedError, load_published
 from augbench.reporting.run_report import render_suite_report
-from augbench.reporting.tables import ORACLE_MARK, build_table, caption, to_csv, to_latex, to_markdown
+from augbench.reporting.tables import ORACLE_MARK, build_table, caption
 from augbench.run.suites import load_suite, validate_suite
 
 PRESETS = ["diff_ii.vanilla_t2i", "diff_ii.cl_only", "diff_ii.cl_li", "diff_ii.cl_li_td", "diff_ii.cl_si",

@@ -65,8 +65,9 @@ def test_long_tail_suite_has_cmo_and_cmo_drw_rows_matched_to_p2_table_2():
     from types import SimpleNamespace
 
     from augbench.reporting.published import load_published
+    from augbench.run.cells import Cell, RunOptions
     from augbench.run.stages import resolve_method, train_config
-    from augbench.run.suites import Cell, RunOptions, load_suite
+    from augbench.run.suites import load_suite
 
     for profile in ("embedded", "sd15"):
         suite = load_suite("long_tail", profile)

@@ -259,9 +259,10 @@ def test_cli_build_trains_on_the_cells_training_part(mini, tmp_path, capsys):
     """``concepts build`` keys and trains exactly as the runner's artifact stage for the cell."""
     from augbench.cli.main import main
     from augbench.data import open_dataset
+    from augbench.run.cells import Cell
     from augbench.run.profiles import get_profile
     from augbench.run.stages import subset_stage
-    from augbench.run.suites import Cell, Suite
+    from augbench.run.suites import Suite
 
     _, cards, _ = mini
     argv = ["concepts", "build", "--kind", "ti", "--dataset", "minibirds", "--shots", "5", "--seed", "0",

@@ -113,8 +113,9 @@ def test_subset_errors_are_explained(root, capsys):
 def test_subset_draws_what_a_run_draws(capsys):
     """`data subset` and `augbench run` call the same protocol object: the Waterbirds training subset
     (the few-shot draw of the card's train_dataset) and its test split are the run's (METHODS_SPEC §6.3)."""
+    from augbench.run.cells import Cell
     from augbench.run.stages import subset_stage
-    from augbench.run.suites import Cell, Suite
+    from augbench.run.suites import Suite
 
     out = run_json(capsys, "data", "subset", "toywaterbirds", "--protocol", "waterbirds", "--seed", "2", "--json")
     birds, water = open_dataset("toybirds"), open_dataset("toywaterbirds")

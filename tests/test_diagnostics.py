@@ -11,8 +11,8 @@ from fixtures_real import corrupt, make_cub
 
 from augbench.data import DataError, open_dataset
 from augbench.data.image_cache import DecodedImages, load_rgb
+from augbench.run.cells import Cell, RunOptions
 from augbench.run.executors import MEMORY_KNOBS, RAISE_ENV, failure_message, is_out_of_memory, run_local
-from augbench.run.suites import Cell, RunOptions
 from augbench.training.runtime import torch_threads, usable_cores, user_threads
 
 

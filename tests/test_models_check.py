@@ -10,9 +10,10 @@ import shutil
 import pytest
 import torch
 
+from augbench.run.cells import RunOptions, plan_cells
 from augbench.run.models import ModelsMissingError, check_models, describe_folder, inspect_model, suite_models
 from augbench.run.profiles import PROFILES, get_profile
-from augbench.run.suites import RunOptions, load_suite, plan_cells
+from augbench.run.suites import load_suite
 from augbench.testing.tiny import cached_tiny_clip, cached_tiny_sd_pipeline
 
 
@@ -122,7 +123,7 @@ def test_a_missing_model_stops_the_check_with_one_message(empty_caches):
 def test_the_embedded_profile_s_check_passes_on_the_committed_world():
     suite = load_suite("few_shot", "embedded")
     entries = check_models(suite, _cells(suite, "embedded"), get_profile("embedded", environ={}))
-    assert {e.role for e in entries} == {"pipeline", "clip", "lpips_effnet", "oracle", "classifier"}
+    assert {e.role for e in entries} == {"pipeline", "clip", "lpips_effnet", "oracle", "classifier", "instruct_pix2pix"}
     assert all(e.present for e in entries), [e.detail for e in entries if not e.present]
 
 
@@ -152,7 +153,7 @@ def test_cli_models_check_exit_codes_and_table(empty_caches, capsys):
 
     assert main(["models", "check", "--suite", "few_shot"]) == 0
     out = capsys.readouterr().out
-    assert "models of suite few_shot on profile embedded" in out and "all 5 models available" in out
+    assert "models of suite few_shot on profile embedded" in out and "all 6 models available" in out
     assert "pipeline" in out and "present" in out
     assert main(["models", "check", "--profile", "sd15", "--suite", "few_shot", "--offline"]) == 1
     out = capsys.readouterr().out

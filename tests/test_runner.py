@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -11,6 +12,7 @@ from report_parsing import markdown_tables
 
 from augbench.cli.main import main
 from augbench.registry import default_registry
+from augbench.run import cells as run_cells
 from augbench.run import runner, suites
 from augbench.run.profiles import WORLD_WEIGHTS
 
@@ -112,7 +114,7 @@ def test_unknown_suite_and_method_errors_are_helpful(mini, tmp_path):
     from augbench.registry import UnknownMethodError
 
     with pytest.raises(UnknownMethodError, match="cutmix"):
-        runner.run_suite(suites.RunOptions(suite=str(suite), methods=["cutmx"], run_dir=str(tmp_path),
+        runner.run_suite(run_cells.RunOptions(suite=str(suite), methods=["cutmx"], run_dir=str(tmp_path),
                                            datasets_dir=str(cards), log=lambda s: None))
 
 
@@ -172,7 +174,7 @@ def test_ray_executor_gives_the_local_records(mini, tmp_path, monkeypatch):
     assert summary["executor"] == "ray" and summary["failed"] == []
 
     spec = suites.load_suite(str(suite))
-    cells = suites.plan_cells(spec, suites.RunOptions(suite=str(suite), seeds=[0, 1]))
+    cells = run_cells.plan_cells(spec, run_cells.RunOptions(suite=str(suite), seeds=[0, 1]))
     groups = group_cells_by_subset(cells)
     assert [[c.seed for c in g] for g in groups] == [[0, 0], [1, 1]]
 
@@ -296,8 +298,8 @@ def test_auto_workers_one_per_core_on_the_embedded_cpu_profile_only(mini, monkey
 
     _, _, suite = mini
     spec = suites.load_suite(str(suite))
-    opts = suites.RunOptions(suite=str(suite), seeds=[0, 1, 2], workers="auto", device="cpu")
-    cells = suites.plan_cells(spec, opts)
+    opts = run_cells.RunOptions(suite=str(suite), seeds=[0, 1, 2], workers="auto", device="cpu")
+    cells = run_cells.plan_cells(spec, opts)
     monkeypatch.setenv("AUGBENCH_NUM_THREADS", "8")  # usable cores
     assert resolve_workers(opts, cells) == 3  # one per subset group
     monkeypatch.setenv("AUGBENCH_NUM_THREADS", "2")
@@ -306,6 +308,7 @@ def test_auto_workers_one_per_core_on_the_embedded_cpu_profile_only(mini, monkey
 
     assert resolve_workers(dataclasses.replace(opts, profile="sd15"), cells) == 1
     assert resolve_workers(dataclasses.replace(opts, device="cuda"), cells) == 1
+    monkeypatch.setattr("augbench.training.runtime.available_cpus", lambda: 8)
     assert resolve_workers(dataclasses.replace(opts, workers="3"), cells) == 3
 
 
@@ -325,3 +328,71 @@ def test_stage_seconds_counts_only_what_a_record_computed_and_splits_out_evaluat
     assert format_stage_seconds(totals) == "subset 1 s, artifacts 25 s, generate 30 s, train 17 s, evaluate 3 s"
     assert format_stage_seconds(stage_seconds([{**computed, "timings": {"generate": 600.0, "train": 3.2}}])) == \
         "generate 10.0 min, evaluate 3 s"
+
+
+def test_explicit_workers_beyond_the_cpus_are_capped_with_a_warning(mini, monkeypatch):
+    from augbench.run.runner import resolve_workers
+    from augbench.training import runtime
+
+    _, _, suite = mini
+    spec = suites.load_suite(str(suite))
+    said: list[str] = []
+    opts = run_cells.RunOptions(suite=str(suite), workers="16", device="cpu", log=said.append)
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+    assert resolve_workers(opts, run_cells.plan_cells(spec, opts)) == 2
+    assert said == ["warning: --workers 16 is more than the 2 usable CPU cores; running 2 workers"]
+    assert resolve_workers(dataclasses.replace(opts, workers="2"), []) == 2 and len(said) == 1
+
+
+def test_cpus_follow_the_cgroup_quota_and_a_loaded_machine_is_named(tmp_path, monkeypatch):
+    from augbench.training import runtime
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert runtime.cgroup_cpu_quota(str(tmp_path)) == 2  # 1.5 CPUs: two threads, rounded up
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert runtime.cgroup_cpu_quota(str(tmp_path)) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
+    assert runtime.cgroup_cpu_quota(str(tmp_path)) == 4  # cgroup v1
+    monkeypatch.setattr(runtime, "cgroup_cpu_quota", lambda: 1)
+    monkeypatch.delenv("AUGBENCH_NUM_THREADS", raising=False)
+    assert runtime.available_cpus() == 1 == runtime.usable_cores()
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (3.5, 1.0, 1.0))
+    assert "load average 3.5 exceeds the 2 usable cores" in runtime.load_warning(2)
+    assert runtime.load_warning(4) is None
+
+
+def test_syn_only_trains_once_per_synthetic_set_and_the_report_shows_it(mini, tmp_path, capsys):
+    """``syn_only = true``: rows sharing a synthetic set (sd_random, sd_random+cutmix) share one synthetic-only
+    training; the table gets a Syn-only column and the report a synthetic-set table that explains it, with the
+    distribution metrics against the training part and the test split (``distribution_metrics = true``)."""
+    _, cards, suite = mini
+    edited = tmp_path / "syn_only.toml"
+    text = suite.read_text().replace('name = "mini_suite"', 'name = "syn_only"').replace(
+        'methods = ["original", "sd_random+cutmix"]', 'methods = ["original", "sd_random", "sd_random+cutmix"]')
+    edited.write_text(text.replace("epochs = 1\n", "epochs = 1\nsyn_only = true\ndistribution_metrics = true\n", 1))
+    run_dir = tmp_path / "run"
+    capsys.readouterr()
+    assert _run(edited, run_dir, cards, "--json") == 0
+    computed = json.loads(out_json(capsys.readouterr().out))["computed_stages"]
+    assert len([s for s in computed if s.startswith("syn_only/")]) == 1
+    records = {p.name.split(".")[3]: json.loads(p.read_text()) for p in (run_dir / "records").glob("*.json")}
+    plain, mixed = records["sd_random"]["synthetic"]["syn_only"], records["sd_random+cutmix"]["synthetic"]["syn_only"]
+    assert plain == mixed and 0 <= plain["metrics"]["top1"] <= 100
+    assert records["original"]["synthetic"] is None
+    assert main(["report", "--suite", str(edited), "--run-dir", str(run_dir)]) == 0
+    ours, synthetic = markdown_tables((run_dir / "reports" / "syn_only.md").read_text())[:2]
+    assert "Syn-only" in ours[0] and "Syn-only" in synthetic[0]
+    column = ours[0].index("Syn-only")
+    by_method = {row[0]: row[column] for row in ours[1:]}
+    assert by_method["original"] == "—" and by_method["sd_random"] == f"{plain['metrics']['top1']:.1f}"
+    assert "classification accuracy score" in (run_dir / "reports" / "syn_only.md").read_text()
+    distribution = records["sd_random"]["synthetic"]["metrics"]["distribution"]
+    # the training part: 5 shots x 4 classes less the validation images (selection = "val_split")
+    assert distribution["train"]["n"]["reference"] == 16 and distribution["test"]["n"]["reference"] == 32
+    assert {"FD (train)", "KID (test)", "P", "C", "Vendi"} <= set(synthetic[0])
+    fd = synthetic[0].index("FD (train)")
+    assert float(next(r for r in synthetic[1:] if r[0] == "sd_random")[fd]) == pytest.approx(
+        distribution["train"]["fd"]["value"], rel=5e-3)

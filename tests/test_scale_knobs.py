@@ -6,7 +6,7 @@ import pytest
 
 from augbench.data.views import FirstClasses, first_classes
 from augbench.protocols.base import EvaluationSet
-from augbench.run import suites
+from augbench.run import cells, suites
 from augbench.run.profiles import get_profile
 from augbench.run.stages import first_per_class
 from augbench.testing.tiny import TinySource, tiny_card, tiny_subset
@@ -39,8 +39,8 @@ def test_rehearsal_overlay_shrinks_every_builtin_suite_in_both_profiles():
 
 
 def test_rehearsal_runs_into_its_own_run_directory():
-    assert str(suites.default_run_dir("few_shot", "sd15", rehearsal=True)).endswith("few_shot-sd15-rehearsal")
-    assert str(suites.default_run_dir("few_shot", "sd15")).endswith("few_shot-sd15")
+    assert str(cells.default_run_dir("few_shot", "sd15", rehearsal=True)).endswith("few_shot-sd15-rehearsal")
+    assert str(cells.default_run_dir("few_shot", "sd15")).endswith("few_shot-sd15")
 
 
 def test_unknown_profile_and_concept_keys_are_refused_with_hints(tmp_path):

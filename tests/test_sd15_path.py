@@ -2,7 +2,7 @@
 
 The models are SD1.5's architecture with reduced widths (``augbench.testing.sd15_shaped``: the same block
 types, cross-attention width 768 and CLIP tokenizer), a ViT-B/32-shaped CLIP at 224 px, random timm
-ResNet-50 and AlexNet weights through the profile's weight variables, and a CUB_200_2011-layout fixture
+ResNet-50 and AlexNet weights, an SD1.5-shaped InstructPix2Pix for DiffuseMix through the profile's weight variables, and a CUB_200_2011-layout fixture
 with realistic image sizes. The run is ``augbench run --profile sd15 --rehearsal`` of the suite
 ``tools/make_random_sd15.py`` writes (few_shot, Diff-II's suffixes from a file), exactly as the README's
 "Before a long sd15 run" says, then ``augbench report``.
@@ -34,7 +34,11 @@ def sd15_shaped(tmp_path_factory):
     import torchvision
     from safetensors.torch import save_file
 
-    from augbench.testing.sd15_shaped import cached_sd15_shaped_pipeline, save_sd15_shaped_clip
+    from augbench.testing.sd15_shaped import (
+        cached_sd15_shaped_instruct_pipeline,
+        cached_sd15_shaped_pipeline,
+        save_sd15_shaped_clip,
+    )
 
     root = tmp_path_factory.mktemp("sd15_shaped")
     save_file(timm.create_model("resnet50", pretrained=False).state_dict(), str(root / "resnet50.safetensors"))
@@ -42,7 +46,8 @@ def sd15_shaped(tmp_path_factory):
     env = {"AUGBENCH_SD15_PIPELINE": str(cached_sd15_shaped_pipeline()),
            "AUGBENCH_SD15_CLIP": str(save_sd15_shaped_clip(root / "clip", "tiny")),
            "AUGBENCH_SD15_CLASSIFIER_WEIGHTS": str(root / "resnet50.safetensors"),
-           "AUGBENCH_SD15_ALEXNET": str(root / "alexnet.pth")}
+           "AUGBENCH_SD15_ALEXNET": str(root / "alexnet.pth"),
+           "AUGBENCH_SD15_INSTRUCT_PIPELINE": str(cached_sd15_shaped_instruct_pipeline())}
     make_cub(root / "data", n_classes=3, train_per_class=6, test_per_class=4, image_size=(80, 60))
     suite = make_random_sd15.write_rehearsal_suite(root / "few_shot.toml", root / "suffixes.txt")
     return {"env": env, "data": root / "data", "suite": suite}
@@ -97,8 +102,9 @@ def test_the_sd15_table_renders_with_its_published_rows(sd15_shaped, tmp_path, m
     """The same records under the real (not rehearsal) suite: our CUB column beside P2 Tab.1's numbers."""
     from record_builders import cell_record
 
+    from augbench.reporting.formats import to_markdown
     from augbench.reporting.published import load_published
-    from augbench.reporting.tables import build_table, caption, to_markdown
+    from augbench.reporting.tables import build_table, caption
 
     full = load_suite(str(sd15_shaped["suite"]), "sd15")
     assert full.published == ("p2_tab1_resnet50",) and not full.rehearsal

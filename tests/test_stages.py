@@ -29,7 +29,7 @@ from augbench.contract import (
 )
 from augbench.registry import Registry
 from augbench.run import runner
-from augbench.run.suites import RunOptions
+from augbench.run.cells import RunOptions
 
 
 @dataclass(frozen=True)

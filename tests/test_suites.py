@@ -6,7 +6,8 @@ import pytest
 
 from augbench.cli.main import main
 from augbench.registry import default_registry
-from augbench.run.suites import RunOptions, SuiteError, load_suite, plan_cells, validate_suite
+from augbench.run.cells import RunOptions, plan_cells
+from augbench.run.suites import SuiteError, load_suite, validate_suite
 
 HEAD = '[suite]\nprotocol = "few_shot"\ndatasets = ["toybirds"]\nmethods = ["original", "sd_random"]\nseeds = [0]\n'
 

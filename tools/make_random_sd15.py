@@ -38,6 +38,7 @@ ENV = {
     "AUGBENCH_SD15_CLIP": "clip",
     "AUGBENCH_SD15_CLASSIFIER_WEIGHTS": "resnet50.safetensors",
     "AUGBENCH_SD15_ALEXNET": "alexnet.pth",
+    "AUGBENCH_SD15_INSTRUCT_PIPELINE": "instruct_pix2pix",
 }
 
 
@@ -47,11 +48,16 @@ def build(out: Path, classes: int, train: int, test: int) -> None:
     import torchvision
     from safetensors.torch import save_file
 
-    from augbench.testing.sd15_shaped import save_sd15_shaped_clip, save_sd15_shaped_pipeline
+    from augbench.testing.sd15_shaped import (
+        save_sd15_shaped_clip,
+        save_sd15_shaped_instruct_pipeline,
+        save_sd15_shaped_pipeline,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     steps = [
         ("sd15", lambda: save_sd15_shaped_pipeline(out / "sd15", "full")),
+        ("instruct_pix2pix", lambda: save_sd15_shaped_instruct_pipeline(out / "instruct_pix2pix", "full")),
         ("clip", lambda: save_sd15_shaped_clip(out / "clip", "full")),
         ("resnet50", lambda: (out / "resnet50.safetensors").is_file() or save_file(
             timm.create_model("resnet50", pretrained=False).state_dict(), str(out / "resnet50.safetensors"))),

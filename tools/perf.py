@@ -219,8 +219,8 @@ def process_pool_vs_serial(seeds: int = 2, workers: int = 2, suite: str = "smoke
     import tempfile
     from pathlib import Path
 
+    from augbench.run.cells import RunOptions
     from augbench.run.runner import run_suite
-    from augbench.run.suites import RunOptions
 
     walls: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="augbench-perf-") as tmp:
@@ -246,8 +246,8 @@ def stage_memory(suite: str = "smoke", profile: str = "embedded", rehearsal: boo
     import tempfile
     from pathlib import Path
 
+    from augbench.run.cells import RunOptions
     from augbench.run.runner import run_suite
-    from augbench.run.suites import RunOptions
 
     with tempfile.TemporaryDirectory(prefix="augbench-perf-") as tmp:
         opts = RunOptions(suite=suite, profile=profile, rehearsal=rehearsal, datasets=datasets, data_root=data_root,

@@ -55,8 +55,8 @@ def suite_file(recipe: str, folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from augbench.run.cells import RunOptions
     from augbench.run.runner import run_suite
-    from augbench.run.suites import RunOptions
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", action="append", required=True)

@@ -115,10 +115,11 @@ def build_for_cell(kind: str, dataset: str, protocol: str, seed: int, *, shots: 
     from augbench.diffusion.concepts.recipes import concept_recipe
     from augbench.protocols.base import ProtocolError
     from augbench.run.artifacts import build_artifacts
+    from augbench.run.cells import Cell
     from augbench.run.profiles import get_profile
     from augbench.run.stages import subset_stage
     from augbench.run.store import Store, default_cache_root
-    from augbench.run.suites import Cell, Suite
+    from augbench.run.suites import Suite
 
     _check_kind(kind)
     source = open_dataset(dataset, data_root, datasets_dir)

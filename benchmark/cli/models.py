@@ -66,9 +66,10 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     """``augbench models check``: exit 0 when every model is available, 1 when one is missing."""
     import dataclasses
 
+    from augbench.run.cells import RunOptions, plan_cells
     from augbench.run.models import profile_models, suite_models
     from augbench.run.profiles import get_profile
-    from augbench.run.suites import RunOptions, load_suite, plan_cells
+    from augbench.run.suites import load_suite
 
     profile = get_profile(args.profile)
     if args.suite:

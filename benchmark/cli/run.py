@@ -20,8 +20,8 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Exit 0 when every cell finished, 1 when some failed (the summary names them)."""
+    from augbench.run.cells import RunOptions
     from augbench.run.runner import run_suite
-    from augbench.run.suites import RunOptions
 
     opts = RunOptions(
         suite=args.suite, profile=args.profile, methods=args.methods, seeds=args.seeds, run_dir=args.run_dir,

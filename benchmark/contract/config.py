@@ -33,6 +33,9 @@ __all__ = [
 # How a synthetic image replaces a fetched real one (METHODS_SPEC §4 (a)-(d')); ``concat`` (P1's
 # SD-random setting: real and synthetic sets concatenated) is the default of cards, suites and
 # ``augbench.training.TrainConfig``. ``augbench.training.replacement`` implements the modes.
+# ``synthetic_only``: an epoch runs over the synthetic set alone (the classification accuracy score, a
+# suite's ``syn_only`` column; DiffDA-Eval's training on generated images only). DiffDA-Eval's other modes
+# are ``concat`` (full-concat), ``same_class`` with p = 1 (full-replace) and p = 0.5 (random-replace).
 REPLACEMENT_MODES = (
     "same_class",
     "global_pool",
@@ -40,7 +43,10 @@ REPLACEMENT_MODES = (
     "inverse_freq_class",
     "global_pool_inverse_freq",
     "concat",
+    "synthetic_only",
 )
+#: the modes whose epoch is not the real images with some of them swapped (no ReplacementSampler)
+EPOCH_MODES = ("concat", "synthetic_only")
 DEFAULT_REPLACEMENT_MODE = "concat"
 
 

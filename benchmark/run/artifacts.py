@@ -277,7 +277,7 @@ def _check_kind(name: str, kind: Any) -> None:
 
 #: Every artifact kind. The diffusion kinds are listed by name and imported on first use (their modules
 #: import diffusers when a build runs): ``ti``, ``lora_ti`` (augbench.diffusion.concepts), Diff-II's
-#: ``ddim_inversion`` pool and ``suffixes``.
+#: ``ddim_inversion`` pool and ``suffixes``, DistDiff's CLIP prototypes (``distdiff_prototypes``).
 ARTIFACT_KINDS: Registry[ArtifactKind] = Registry(
     "artifact kind",
     "augbench.artifact_kinds",
@@ -288,6 +288,7 @@ ARTIFACT_KINDS: Registry[ArtifactKind] = Registry(
         "lora_ti": "augbench.diffusion.concepts.kinds:BUILTIN_KINDS",
         "ddim_inversion": "augbench.diffusion.inversion:BUILTIN_KINDS",
         "suffixes": "augbench.diffusion.suffixes:BUILTIN_KINDS",
+        "distdiff_prototypes": "augbench.diffusion.prototype_guidance:BUILTIN_KINDS",
     },
     adapt=_from_builtin_table,
     validate=_check_kind,

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from augbench.run.cells import Cell, RunOptions
 from augbench.run.memory import is_out_of_memory
-from augbench.run.suites import Cell, RunOptions
 
 CellFn = Callable[..., dict[str, Any]]
 

@@ -248,6 +248,13 @@ def _fix(role: str, location: str, profile: Any) -> str:
         return f"{world}{var('pipeline')}=DIR (a local diffusers copy){hub}"
     if role == "sd14_pipeline":
         return f"{var('sd14')}=DIR (a local copy of CompVis/stable-diffusion-v1-4){hub}"
+    if role == "instruct_pix2pix":
+        from augbench.diffusion.instruct import EDITOR_BUILD_COMMAND
+
+        if profile.name == "embedded":
+            return (f"`{EDITOR_BUILD_COMMAND}` (builds the embedded world's editor), or {var('instruct_pipeline')}=DIR "
+                    "(a StableDiffusionInstructPix2PixPipeline folder)")
+        return f"{var('instruct_pipeline')}=DIR (a local copy of timbrooks/instruct-pix2pix){hub}"
     if role == "clip":
         return f"{var('clip')}=DIR (a local transformers CLIPModel, e.g. openai/clip-vit-base-patch32){hub}"
     if role == "captioner":
@@ -379,7 +386,8 @@ def profile_models(profile: Any, suites: Sequence[str] | None = None, registry: 
     import dataclasses
 
     from augbench.registry import default_registry
-    from augbench.run.suites import Cell, RunOptions, list_suites, load_suite, plan_cells
+    from augbench.run.cells import Cell, RunOptions, plan_cells
+    from augbench.run.suites import list_suites, load_suite
 
     registry = registry or default_registry()
     merged: dict[tuple[str, str], list[str]] = {}

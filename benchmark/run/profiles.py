@@ -55,6 +55,10 @@ class Profile:
             PyPI package's file).
         alexnet_weights: torchvision's ``alexnet-owt-7be5be79.pth`` for the ``lpips_alex`` trunk
             (``AUGBENCH_<PROFILE>_ALEXNET``); ``None``: the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+        instruct_pipeline: the instruction editor DiffuseMix edits with, a diffusers
+            ``StableDiffusionInstructPix2PixPipeline`` folder or hub id (``AUGBENCH_<PROFILE>_INSTRUCT_PIPELINE``;
+            sd15: ``timbrooks/instruct-pix2pix``; embedded: the world's ``editor/``, built by
+            ``python -m augbench.world.build.editor``); ``None``: the profile has none.
     """
 
     name: str
@@ -74,6 +78,7 @@ class Profile:
     models_fingerprint: str | None = None
     classifier_weights_file: str | None = None
     alexnet_weights: str | None = None
+    instruct_pipeline: str | None = None
     extra: dict = field(default_factory=dict)
 
     def _model_key(self, location: str) -> str:
@@ -120,6 +125,8 @@ PROFILES: Registry[Profile] = Registry("profile", "augbench.profiles", validate=
         classifier_size=64,
         oracle=str(WORLD_WEIGHTS / "oracle"),
         models_fingerprint=world_fingerprint(),
+        # the world's instruction editor (DiffuseMix), an optional part of the world build
+        instruct_pipeline=str(WORLD_WEIGHTS / "editor"),
     ),
     "sd15": Profile(
         name="sd15",
@@ -132,6 +139,8 @@ PROFILES: Registry[Profile] = Registry("profile", "augbench.profiles", validate=
         classifier_size=224,
         local_files_only=False,
         dtype="float16",
+        # DiffuseMix's editor (khawar-islam/diffuseMix main.py:21)
+        instruct_pipeline="timbrooks/instruct-pix2pix",
         # DA-Fusion's base model (METHODS_SPEC §1.5, §3.6), for da_fusion.daf_sd14
         extra={"sd14_pipeline": "CompVis/stable-diffusion-v1-4"},
     ),
@@ -146,6 +155,8 @@ MODEL_VARIABLES = {
     "CLASSIFIER_WEIGHTS": "a local file (.safetensors/.pth/.bin) or a folder holding one: the classifier backbone's "
                           "pretrained weights (timm's, or the PyPI EfficientNet-Lite0 file)",
     "ALEXNET": "a local copy of torchvision's alexnet-owt-7be5be79.pth, the trunk of the lpips_alex LPIPS",
+    "INSTRUCT_PIPELINE": "DiffuseMix's instruction editor: a local diffusers StableDiffusionInstructPix2PixPipeline "
+                         "folder (timbrooks/instruct-pix2pix layout), or a hub id (the profile's `instruct_pipeline`)",
 }
 
 
@@ -183,7 +194,9 @@ def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
     * ``AUGBENCH_<PROFILE>_CLASSIFIER_WEIGHTS`` — the classifier backbone's pretrained weights, a file
       (``.safetensors`` / ``.pth`` / ``.bin``) or a folder holding one (``Profile.classifier_weights_file``);
     * ``AUGBENCH_<PROFILE>_ALEXNET`` — torchvision's ``alexnet-owt-7be5be79.pth`` for the ``lpips_alex``
-      trunk (``Profile.alexnet_weights``; default: ``$TORCH_HOME/hub/checkpoints``).
+      trunk (``Profile.alexnet_weights``; default: ``$TORCH_HOME/hub/checkpoints``);
+    * ``AUGBENCH_<PROFILE>_INSTRUCT_PIPELINE`` — DiffuseMix's InstructPix2Pix pipeline, folder or hub id
+      (``Profile.instruct_pipeline``, e.g. ``AUGBENCH_SD15_INSTRUCT_PIPELINE=/models/instruct-pix2pix``).
 
     A local pipeline *and* CLIP folder switch the profile to ``local_files_only``, so nothing is downloaded.
     A variable naming a path that does not exist raises ``ValueError`` naming the variable. Diff-II's
@@ -213,6 +226,9 @@ def get_profile(name: str, environ: Mapping[str, str] | None = None) -> Profile:
     if value("sd14"):  # DA-Fusion's base model (da_fusion.daf_sd14), e.g. a local copy of CompVis/stable-diffusion-v1-4
         sd14 = _folder_or_hub_id(profile_env_var(name, "sd14"), value("sd14"), profile.extra.get("sd14_pipeline"))
         profile = replace(profile, extra={**profile.extra, "sd14_pipeline": sd14})
+    if value("instruct_pipeline"):  # DiffuseMix's editor, e.g. a local copy of timbrooks/instruct-pix2pix
+        profile = replace(profile, instruct_pipeline=_folder_or_hub_id(
+            profile_env_var(name, "instruct_pipeline"), value("instruct_pipeline"), profile.instruct_pipeline))
     if not overrides:
         return profile
     all_local = all(Path(getattr(profile, a) if a not in overrides else overrides[a]).is_dir()

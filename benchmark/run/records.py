@@ -53,7 +53,7 @@ class RecordError(ValueError):
 class CellRecord:
     """One cell's result (the JSON keys are the field names).
 
-    ``cell`` is :meth:`augbench.run.suites.Cell.to_dict` (its ``method`` is the suite's entry as written,
+    ``cell`` is :meth:`augbench.run.cells.Cell.to_dict` (its ``method`` is the suite's entry as written,
     the table row); ``training`` is how the synthetic images joined training (METHODS_SPEC §4), ``None``
     without a synthetic set; ``metrics`` the classifier's test metrics; ``synthetic`` the synthetic set
     (key, size, selection, its LPIPS / CLIP / fidelity metrics), ``None`` for a method without one.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from augbench.run.cells import Cell, RunOptions, default_run_dir, plan_cells
 from augbench.run.records import (
     CellRecord,
     format_stage_seconds,
@@ -40,22 +41,15 @@ from augbench.run.stages import (
     full_split_of,
     generate_stage,
     metrics_stage,
+    reference_sets,
     resolve_method,
     select_stage,
     subset_stage,
+    syn_only_stage,
     train_stage,
 )
 from augbench.run.store import Store, default_cache_root, write_json_atomic
-from augbench.run.suites import (
-    EXECUTORS,
-    Cell,
-    RunOptions,
-    Suite,
-    SuiteError,
-    default_run_dir,
-    load_suite,
-    plan_cells,
-)
+from augbench.run.suites import EXECUTORS, Suite, SuiteError, load_suite
 
 # store folders named after what they hold; records and logs name the stage that made them
 STAGE_OF_STORE_FOLDER = {"synthetic": "generate", "selections": "select"}
@@ -82,7 +76,8 @@ def run_cell(cell: Cell, env: CellEnv, memory: Any = None) -> dict[str, Any]:
     subsets = subset_stage(cell, suite, source, test_source)
     resolved = resolve_method(cell, suite, env.registry)
     timings["subset"] = time.time() - t
-    synthetic, syn_info, artifacts = _synthetic_stages(env, cell, resolved, source, subsets, timings)
+    references = reference_sets(subsets, source, test_source) if suite.distribution_metrics else None
+    synthetic, syn_info, artifacts = _synthetic_stages(env, cell, resolved, source, subsets, timings, references)
 
     # many / medium / few from the training subset's counts (long tail, METHODS_SPEC §5.4), else None
     class_groups = suite.protocol_object().class_groups(subsets.subset, source)
@@ -90,6 +85,9 @@ def run_cell(cell: Cell, env: CellEnv, memory: Any = None) -> dict[str, Any]:
                          resolved, class_groups)
     result, train_key, _ = train_stage(env, inputs)
     timings["train"] = result.get("seconds", 0.0)
+    if suite.syn_only and synthetic is not None and len(synthetic):  # the classification accuracy score
+        syn_info["syn_only"] = syn_only_stage(env, inputs)
+        timings["syn_only"] = syn_info["syn_only"]["seconds"]
 
     reused = env.store.stages.reused[already_reused[0]:] + env.run_store.stages.reused[already_reused[1]:]
     record = CellRecord(
@@ -113,8 +111,10 @@ def run_cell(cell: Cell, env: CellEnv, memory: Any = None) -> dict[str, Any]:
     return record.to_dict()
 
 
-def _synthetic_stages(env: CellEnv, cell: Cell, resolved, source, subsets: Subsets, timings: dict[str, float]):
-    """artifacts → generate → select → metrics for an offline method; ``(None, None, {})`` otherwise."""
+def _synthetic_stages(env: CellEnv, cell: Cell, resolved, source, subsets: Subsets, timings: dict[str, float],
+                      references=None):
+    """artifacts → generate → select → metrics for an offline method; ``(None, None, {})`` otherwise.
+    ``references``: the real sets of the distribution metrics (``augbench.run.stages.reference_sets``)."""
     from augbench.synthetic.loading import load_synthetic
 
     offline = resolved.offline
@@ -131,7 +131,7 @@ def _synthetic_stages(env: CellEnv, cell: Cell, resolved, source, subsets: Subse
     synthetic, rows = load_synthetic(ref.folder, source.class_names, subsets.train_part.image_ids,
                                      kept=selection["kept"], integration=resolved.training)
     t = time.time()
-    syn_metrics = metrics_stage(env, synthetic, source, selection["key"])
+    syn_metrics = metrics_stage(env, synthetic, source, selection["key"], references)
     timings["metrics"] = time.time() - t
     info = {"key": ref.key, "dir": str(ref.folder), "size": len(rows), "generated": selection["generated"],
             "dropped_by_select": selection["dropped"], "selection": selection["key"], "metrics": syn_metrics,
@@ -253,10 +253,12 @@ def run_suite(opts: RunOptions) -> dict[str, Any]:
     import torch
 
     from augbench.run.executors import run_local, run_pool, run_ray
-    from augbench.training.runtime import torch_threads
+    from augbench.training.runtime import load_warning, torch_threads
 
     log = opts.log or (lambda s: print(s, flush=True))
     torch.set_num_threads(torch_threads())
+    if (warning := load_warning()) is not None:
+        log(warning)
     _quiet_library_progress_bars()
     suite, cells, run_dir = prepare_run(opts)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -298,10 +300,17 @@ def resolve_workers(opts: RunOptions, cells: list[Cell]) -> int:
     group) for the embedded profile on the CPU, where two 1-thread processes outrun one 2-thread
     process; 1 elsewhere (a GPU is shared badly by processes, and sd15 models are large)."""
     from augbench.run.executors import group_cells_by_subset
-    from augbench.training.runtime import usable_cores
+    from augbench.training.runtime import available_cpus, usable_cores
 
     if str(opts.workers) != "auto":
-        return int(opts.workers)
+        workers, cores = int(opts.workers), available_cpus()
+        if workers > cores and opts.executor == "local":
+            # capped, not refused: a pool wider than the cores gives each worker less than one core and only
+            # runs slower; records do not depend on the worker count (every stage is seeded)
+            (opts.log or print)(f"warning: --workers {workers} is more than the {cores} usable CPU cores; running "
+                                f"{cores} workers")
+            return cores
+        return workers
     on_cpu = (opts.device or ("cuda" if _cuda_available() else "cpu")).startswith("cpu")
     if opts.executor != "local" or opts.profile != "embedded" or not on_cpu:
         return 1

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from augbench.method_ids import format_method_id, parse_method_id
+from augbench.run.cells import Cell, RunOptions
 from augbench.run.hashing import content_hash
 from augbench.run.seeding import derive_seed
 from augbench.run.store import Store
-from augbench.run.suites import Cell, RunOptions, Suite, SuiteError, parse_method_entry
+from augbench.run.suites import Suite, SuiteError, parse_method_entry
 
 STAGE_VERSIONS = {"generate": 2, "select": 1, "metrics": 2, "train": 1}
 # requests per model call when a run does not set ``--batch-size`` (images equal any other batch's
@@ -213,7 +214,8 @@ def generate_stage(env: CellEnv, offline, source, train_part, seed: int, artifac
                         "subset": train_part.manifest_hash, "profile": env.profile.name,
                         "pipeline": env.profile.pipeline_key, "seed": seed,
                         "artifacts": sorted(a.key for a in artifacts.values()),
-                        **({"max_synthetic": env.suite.max_synthetic} if env.suite.max_synthetic else {})})
+                        **({"max_synthetic": env.suite.max_synthetic} if env.suite.max_synthetic else {}),
+                        **_extra_model_keys(offline, env.profile)})
     t = time.time()
 
     def build(folder: Path) -> None:
@@ -225,6 +227,17 @@ def generate_stage(env: CellEnv, offline, source, train_part, seed: int, artifac
 
     folder, reused = env.store.build_folder("synthetic", key, MANIFEST, build)
     return SyntheticRef(key, folder, reused, time.time() - t)
+
+
+def _extra_model_keys(offline, profile) -> dict[str, str]:
+    """Models beyond the pipeline a method generates with, as keys name them (DiffuseMix's instruction editor:
+    its location and, for the world's own, the hash of its build record), so a rebuilt model never reuses
+    images of the old one."""
+    if "instruct_pix2pix" not in offline.required_models(profile):
+        return {}
+    from augbench.diffusion.instruct import instruct_key
+
+    return {"instruct": instruct_key(profile)}
 
 
 def select_stage(env: CellEnv, offline, source, synthetic: SyntheticRef, artifacts: dict) -> dict[str, Any]:
@@ -252,25 +265,43 @@ def select_stage(env: CellEnv, offline, source, synthetic: SyntheticRef, artifac
     return value
 
 
-def metrics_stage(env: CellEnv, synthetic_set, source, selection_key: str) -> dict[str, Any]:
+def metrics_stage(env: CellEnv, synthetic_set, source, selection_key: str,
+                  references: dict[str, tuple[Any, Any, Any]] | None = None) -> dict[str, Any]:
     """LPIPS diversity, CLIP score and (where the profile has an oracle) oracle fidelity of the selected
-    synthetic set (METHODS_SPEC §7.2, §7.3; DESIGN.md "Metrics")."""
+    synthetic set (METHODS_SPEC §7.2, §7.3; DESIGN.md "Metrics"); with ``references`` (a suite's
+    ``distribution_metrics``: :func:`reference_sets`) also its distribution metrics against each of them."""
     from augbench.metrics.synthetic_set import synthetic_set_metrics
 
     key = content_hash({"stage": "metrics", "version": STAGE_VERSIONS["metrics"], "selection": selection_key,
-                        "profile": env.profile.name, "clip": env.profile.clip_key})
+                        "profile": env.profile.name, "clip": env.profile.clip_key,
+                        **({"references": {name: ident for name, (ident, _, _) in references.items()}}
+                           if references else {})})
 
     def compute() -> dict[str, Any]:
         # the cell's synthetic set exists: its pipelines are not needed again by this cell (CLIP and LPIPS now)
         release_warm_models()
         env.on_stage("metrics")
         t = time.time()
+        real = {name: (images(), labels) for name, (_, images, labels) in references.items()} if references else None
         metrics = synthetic_set_metrics(synthetic_set.images, synthetic_set.class_of(), source.card, env.profile,
-                                        env.device)
+                                        env.device, references=real)
         return {**metrics, "seconds": time.time() - t}
 
     value, _ = env.store.build_json("metrics", key, compute)
     return value
+
+
+def reference_sets(subsets: Subsets, source, test_source) -> dict[str, tuple[Any, Any, Any]]:
+    """The real sets distribution metrics compare a synthetic set with: the cell's training part
+    (``train``) and its test images (``test``), each as ``(key part, load images, labels)``; the images
+    load only when the metrics are computed, not when they are reused."""
+    from augbench.data.image_cache import IMAGES
+    from augbench.protocols.base import evaluation_key
+
+    part, test = subsets.train_part, subsets.test.subset.samples
+    test_ids = [x.image_id for x in test]
+    return {"train": (part.manifest_hash, lambda: IMAGES.get(source, part.image_ids), list(part.labels)),
+            "test": (evaluation_key(subsets.test), lambda: IMAGES.get(test_source, test_ids), [x.label for x in test])}
 
 
 # --- train ------------------------------------------------------------------------------------------
@@ -344,6 +375,41 @@ def train_stage(env: CellEnv, inputs: TrainInputs) -> tuple[dict[str, Any], str,
     return value, key, reused
 
 
+def syn_only_stage(env: CellEnv, inputs: TrainInputs) -> dict[str, Any]:
+    """A classifier trained on the cell's synthetic set alone and tested on the real test split (the
+    classification accuracy score; a suite's ``syn_only`` column, issue 25): the train stage's recipe,
+    seed and classifier with replacement mode ``synthetic_only``. Its key is the synthetic set's selection,
+    its label rule and the training, not the row: rows that share a synthetic set share this training."""
+    import dataclasses
+
+    from augbench.protocols.base import evaluation_key
+
+    cfg = dataclasses.replace(train_config(env, inputs), replacement_mode="synthetic_only", replacement_p=1.0,
+                              class_weighting="none")
+    integration = inputs.resolved.training
+    labels = {k: v for k, v in (integration.to_dict() if integration else {}).items()
+              if k not in ("replacement_mode", "replacement_p")}
+    s = inputs.subsets
+    key = content_hash({
+        "stage": "syn_only", "version": STAGE_VERSIONS["train"], "synthetic": inputs.synthetic_key, "labels": labels,
+        "dataset": inputs.cell.dataset, "seed": inputs.cell.seed, "train": cfg.to_dict(),
+        "classifier": [env.profile.classifier, env.profile.classifier_weights], "test": evaluation_key(s.test),
+        "class_groups": inputs.class_groups,
+    })
+
+    def compute() -> dict[str, Any]:
+        release_warm_models()
+        env.on_stage("train")
+        t = time.time()
+        result = _train(env, dataclasses.replace(inputs, resolved=dataclasses.replace(inputs.resolved, mixer=None)),
+                        cfg)
+        return {"metrics": result.get("metrics"), "epochs": result.get("epochs"), "seconds": time.time() - t,
+                "key": key}
+
+    value, _ = env.run_store.build_json("syn_only", key, compute)
+    return value
+
+
 def release_warm_models() -> None:
     """Drop this process's warm pipelines and metric networks before the metrics and train stages: an sd15
     ``real_guidance`` cell peaked at 14.6 GB in training with its pipeline still loaded, 8.3 GB without
@@ -408,11 +474,15 @@ def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
     test = LabeledImages(IMAGES.get(test_source, [x.image_id for x in test_samples]), [x.label for x in test_samples],
                          groups=groups)
     n_synthetic = len(inputs.synthetic) if inputs.synthetic is not None else 0
-    epoch_length = len(train) + (n_synthetic if cfg.replacement_mode == "concat" else 0)
+    epoch_length = {"concat": len(train) + n_synthetic, "synthetic_only": n_synthetic}.get(cfg.replacement_mode,
+                                                                                         len(train))
+    if cfg.replacement_mode == "synthetic_only":
+        images = f"{n_synthetic} synthetic images only"
+    else:
+        images = f"{len(train)} real" + (f" + {n_synthetic} synthetic ({cfg.replacement_mode})"
+                                         if inputs.synthetic is not None else "") + " images"
     env.log(f"  training {env.profile.classifier} ({cfg.recipe.name}, {cfg.recipe.num_epochs(epoch_length)} epochs) "
-            f"on {len(train)} real"
-            + (f" + {len(inputs.synthetic)} synthetic ({cfg.replacement_mode})" if inputs.synthetic is not None else "")
-            + " images")
+            f"on {images}")
     out = train_classifier(classifier.model, train, num_classes=source.num_classes, config=cfg, test=test, val=val,
                            synthetic=inputs.synthetic, mixer=inputs.resolved.mixer, class_groups=inputs.class_groups)
     result = out.to_dict()
@@ -421,5 +491,5 @@ def _train(env: CellEnv, inputs: TrainInputs, cfg) -> dict[str, Any]:
 
 
 __all__ = ["STAGE_VERSIONS", "CellEnv", "ResolvedMethod", "Subsets", "SyntheticRef", "TrainInputs",
-           "artifacts_stage", "draw_subset", "first_per_class", "full_split_of", "generate_stage", "metrics_stage",
-           "release_warm_models", "resolve_method", "select_stage", "subset_stage", "train_stage"]
+           "artifacts_stage", "draw_subset", "first_per_class", "full_split_of", "generate_stage", "metrics_stage", "reference_sets",
+           "release_warm_models", "resolve_method", "select_stage", "subset_stage", "syn_only_stage", "train_stage"]

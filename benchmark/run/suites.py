@@ -125,6 +125,11 @@ class Suite:
     published: tuple[str, ...] = ()
     class_group_thresholds: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     allow_foreign_artifacts: bool = False
+    # per synthetic set (issue 25): a classifier trained on it alone, tested on the real test split (the
+    # classification accuracy score; one more training per set, shared by rows with the same set), and its
+    # FD / KID / precision-recall-density-coverage / Vendi against the training part and the test split
+    syn_only: bool = False
+    distribution_metrics: bool = False
     # [suite] keys of a plugin protocol that are not fields here (its own parameters, as written)
     protocol_params: Mapping[str, Any] = field(default_factory=dict)
     # scale knobs (a rehearsal shrinks a run with these; None = all / the recipe's / the method's):
@@ -496,93 +501,4 @@ def validate_suite(suite: Suite, registry, datasets_dir=None) -> None:
         raise SuiteError(f"{suite.path} (profile {suite.profile}): " + "; ".join(problems))
 
 
-# --- run options and cells ---------------------------------------------------------------------------
-
-@dataclass
-class RunOptions:
-    """What ``augbench run`` was asked to do (CLI flags; ``None`` = the suite's value)."""
-
-    suite: str
-    profile: str = "embedded"
-    methods: list[str] | None = None
-    seeds: list[int] | None = None
-    run_dir: str | None = None
-    cache_dir: str | None = None
-    executor: str = "local"
-    # local executor: >1 runs the subset groups on a pool of this many processes (cores split among them);
-    # "auto": augbench.run.runner.resolve_workers
-    workers: int | str = 1
-    data_root: str | None = None
-    datasets_dir: str | None = None
-    device: str | None = None
-    datasets: list[str] | None = None
-    shots: list[int] | None = None
-    epochs: int | None = None
-    image_budget: int | None = None
-    batch_size: int | None = None
-    progress: bool = True
-    # False (--no-build-artifacts): a missing artifact is an error instead of a build (e.g. on a GPU-less
-    # login node, where concept learning would take hours)
-    build_artifacts: bool = True
-    # --executor ray: cluster address (None: RAY_ADDRESS or a local instance) and resources per task
-    ray_address: str | None = None
-    ray_cpus_per_task: float = 1
-    ray_gpus_per_task: float = 0
-    # --rehearsal: the suite with REHEARSAL_OVERLAY on top (load_suite), in its own run directory
-    rehearsal: bool = False
-    log: Any = None
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the grid: dataset × protocol parameters × method × seed."""
-
-    suite: str
-    profile: str
-    dataset: str
-    protocol: str
-    protocol_params: tuple[tuple[str, Any], ...]
-    method: str
-    seed: int
-
-    @property
-    def key(self) -> str:
-        params = "-".join(f"{k}{v}" for k, v in self.protocol_params)
-        return f"{self.dataset}.{self.protocol}.{params}.{self.method}.seed{self.seed}".replace("/", "_")
-
-    @property
-    def subset_group(self) -> tuple:
-        """Cells with the same group train on the same real subset (and share its stages)."""
-        return (self.dataset, self.protocol, self.protocol_params, self.seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "profile": self.profile, "dataset": self.dataset, "protocol": self.protocol,
-                "protocol_params": dict(self.protocol_params), "method": self.method, "seed": self.seed}
-
-
-def plan_cells(suite: Suite, opts: RunOptions) -> list[Cell]:
-    """The grid of cells, in the order they run (datasets, protocol parameters, methods, seeds)."""
-    datasets = opts.datasets or suite.datasets
-    methods = opts.methods or suite.rows
-    seeds = opts.seeds if opts.seeds is not None else suite.seeds
-    protocol = suite.protocol_object()
-    if opts.shots:
-        if "shots" not in protocol.parameters():
-            raise SuiteError(f"--shots: protocol {suite.protocol!r} does not take shots; its parameters: "
-                             f"{', '.join(protocol.parameters()) or '(none)'}")
-        try:
-            protocol = protocol.with_values(shots=tuple(opts.shots))
-        except ProtocolError as exc:
-            raise SuiteError(f"--shots: {exc}") from None
-    grid = protocol.settings()
-    return [Cell(suite.name, opts.profile, d, suite.protocol, params, m, s)
-            for d in datasets for params in grid for m in methods for s in seeds]
-
-
-def default_run_dir(suite: str, profile: str, rehearsal: bool = False) -> Path:
-    """``runs/<suite>-<profile>``; a rehearsal's records never join the real run's: ``...-rehearsal``."""
-    return Path("runs") / f"{Path(suite).stem}-{profile}{'-rehearsal' if rehearsal else ''}"
-
-
-__all__ = ["EXECUTORS", "Cell", "RunOptions", "Suite", "SuiteError", "default_run_dir",
-           "list_suites", "load_suite", "parse_method_entry", "plan_cells", "validate_suite"]
+__all__ = ["EXECUTORS", "Suite", "SuiteError", "list_suites", "load_suite", "parse_method_entry", "validate_suite"]

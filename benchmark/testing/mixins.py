@@ -287,12 +287,16 @@ class OfflineMethodTesterMixin(MethodTesterMixin):
         Enough for any method that needs only the profile's pipeline; methods that need more (a
         dataset's real images of a certain size, another model) override it, or name the source they run on
         in a ``contract_test_source`` class attribute (a callable returning an ``ImageSource``: the world's
-        renderer needs a world card).
+        renderer needs a world card) and adapt the tiny profile with ``contract_test_profile`` (a callable
+        ``Profile -> Profile``: DiffuseMix adds a tiny instruction editor).
         """
         cls = self.get_registry().get_class(method_family(self.method_id))
         make_source = getattr(cls, "contract_test_source", None)
         source = make_source() if make_source is not None else TinySource(per_class={"train": [3, 2, 1]})
-        return MethodContext(profile=tiny_profile(cached_tiny_sd_pipeline()), source=source,
+        profile = tiny_profile(cached_tiny_sd_pipeline())
+        # a method that needs a model the tiny profile lacks (DiffuseMix's instruction editor) adds it
+        adapt_profile = getattr(cls, "contract_test_profile", None)
+        return MethodContext(profile=adapt_profile(profile) if adapt_profile else profile, source=source,
                              batch_size=self.batch_size, cache_dir=tmp_dir)
 
     def get_subset(self, ctx: MethodContext) -> Subset:

@@ -129,3 +129,34 @@ def cached_sd15_shaped_pipeline(seed: int = 0, cache_dir: str | Path | None = No
 
     return _cached_folder("sd15_shaped", f"v1-seed{seed}-d{diffusers.__version__}", "model_index.json",
                           lambda p: save_sd15_shaped_pipeline(p, "tiny", seed), cache_dir)
+
+
+def save_sd15_shaped_instruct_pipeline(path: str | Path, size: str = "tiny", seed: int = 0) -> Path:
+    """An SD1.5-shaped random ``StableDiffusionInstructPix2PixPipeline`` (``timbrooks/instruct-pix2pix`` is SD1.5
+    with an 8-channel ``conv_in``): :func:`sd15_components` with the UNet widened by
+    ``augbench.diffusion.instruct.instruct_unet`` and the repo's Euler-ancestral scheduler; returns ``path``."""
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+
+    from augbench.diffusion.instruct import instruct_unet
+
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return path
+    parts = sd15_components(size, seed)
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"],
+        unet=instruct_unet(parts["unet"]), scheduler=EulerAncestralDiscreteScheduler.from_config(parts["scheduler"].config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def cached_sd15_shaped_instruct_pipeline(seed: int = 0, cache_dir: str | Path | None = None) -> Path:
+    """The tiny SD1.5-shaped InstructPix2Pix pipeline in the shared test cache (built once, atomically)."""
+    import diffusers
+
+    from augbench.testing.tiny import _cached_folder
+
+    return _cached_folder("sd15_shaped_instruct", f"v1-seed{seed}-d{diffusers.__version__}", "model_index.json",
+                          lambda p: save_sd15_shaped_instruct_pipeline(p, "tiny", seed), cache_dir)
+

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from augbench.contract.config import EPOCH_MODES
 from augbench.data.imaging import prepare_images
 from augbench.run.seeding import derive_seed, make_generator
 from augbench.training.config import TrainConfig, TrainResult
@@ -162,7 +163,8 @@ def _resolve_classifier(model: Any, cfg: TrainConfig) -> _Classifier:
 class _TrainingPool:
     """The training images on the device, and how a batch of epoch positions becomes images and targets.
 
-    An epoch runs over the real images, or over real then synthetic images with ``concat``. In the
+    An epoch runs over the real images, over real then synthetic images with ``concat``, or over the synthetic
+    images alone with ``synthetic_only`` (the classification accuracy score). In the
     replacement modes each fetched real image is swapped for a synthetic one by the sampler (§4).
     """
 
@@ -177,11 +179,17 @@ class _TrainingPool:
         self.synthetic: torch.Tensor | None = None
         self.sampler: ReplacementSampler | None = None
         self.concat_targets: torch.Tensor | None = None
+        # positions >= first_synthetic of an epoch address the synthetic images (concat: after the real ones)
+        self.first_synthetic = 0 if cfg.replacement_mode == "synthetic_only" else self.n_real
         if synthetic is None or len(synthetic) == 0:
+            if cfg.replacement_mode == "synthetic_only":
+                raise ValueError("replacement mode 'synthetic_only' trains on the synthetic set alone, and it is empty")
             return
         self.synthetic = prepare_images(synthetic.images, pre_crop, resize_mode).to(device)
-        if cfg.replacement_mode == "concat":
-            targets = torch.cat([one_hot(self.real_labels, num_classes), synthetic.soft_targets(num_classes)])
+        if cfg.replacement_mode in EPOCH_MODES:
+            targets = synthetic.soft_targets(num_classes)
+            if cfg.replacement_mode == "concat":
+                targets = torch.cat([one_hot(self.real_labels, num_classes), targets])
             if cfg.synthetic_labels == "hard":
                 targets = one_hot(targets.argmax(1), num_classes)
             self.concat_targets = targets
@@ -191,7 +199,9 @@ class _TrainingPool:
 
     @property
     def epoch_length(self) -> int:
-        return self.n_real + self.n_synthetic if self.concat_targets is not None else self.n_real
+        if self.concat_targets is None:
+            return self.n_real
+        return self.first_synthetic + self.n_synthetic
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
         """``(uint8 images on the device, [B, C] targets, number of synthetic images in the batch)``."""
@@ -202,14 +212,16 @@ class _TrainingPool:
         return self.real[idx.to(self.device)], one_hot(self.real_labels[idx], self.num_classes), 0
 
     def _concat_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Positions ``>= n_real`` address the synthetic images (``concat``, P1)."""
-        is_syn = idx >= self.n_real
-        real_part = self.real[idx.clamp(max=self.n_real - 1).to(self.device)]
-        if is_syn.any():
-            syn_part = self.synthetic[(idx - self.n_real).clamp(min=0).to(self.device)]
+        """Positions ``>= first_synthetic`` address the synthetic images (``concat``, P1; ``synthetic_only``)."""
+        is_syn = idx >= self.first_synthetic
+        if bool(is_syn.all()):
+            images = self.synthetic[(idx - self.first_synthetic).to(self.device)]
+        elif is_syn.any():
+            real_part = self.real[idx.clamp(max=self.n_real - 1).to(self.device)]
+            syn_part = self.synthetic[(idx - self.first_synthetic).clamp(min=0).to(self.device)]
             images = torch.where(is_syn.to(self.device)[:, None, None, None], syn_part, real_part)
         else:
-            images = real_part
+            images = self.real[idx.to(self.device)]
         return images, self.concat_targets[idx], int(is_syn.sum())
 
     def _replacement_batch(self, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:

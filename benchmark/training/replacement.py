@@ -11,6 +11,7 @@ import torch
 
 # the modes are part of the method contract (a card's TrainingIntegration names one); re-exported here
 from augbench.contract import DEFAULT_REPLACEMENT_MODE, REPLACEMENT_MODES
+from augbench.contract.config import EPOCH_MODES
 from augbench.training.inputs import SyntheticSet
 from augbench.training.losses import one_hot
 
@@ -67,9 +68,9 @@ class ReplacementSampler:
         num_classes: int,
         synthetic_labels: str = "auto",
     ):
-        if mode not in REPLACEMENT_MODES or mode == "concat":
+        if mode not in REPLACEMENT_MODES or mode in EPOCH_MODES:
             raise ValueError(
-                f"replacement mode must be one of {', '.join(m for m in REPLACEMENT_MODES if m != 'concat')}, "
+                f"replacement mode must be one of {', '.join(m for m in REPLACEMENT_MODES if m not in EPOCH_MODES)}, "
                 f"not {mode!r}"
             )
         if not 0.0 <= p <= 1.0:

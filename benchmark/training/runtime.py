@@ -1,7 +1,7 @@
 """Where and how training runs: device choice, bf16 autocast, CPU thread count.
 
 Threads: ``AUGBENCH_NUM_THREADS`` (a ``--workers`` pool worker's share, or the user's) wins; else the
-user's ``OMP_NUM_THREADS``; else one thread per usable core (the affinity mask). :func:`torch_threads`
+user's ``OMP_NUM_THREADS``; else one thread per usable core (the affinity mask and the cgroup's CPU quota). :func:`torch_threads`
 is what ``torch.set_num_threads`` should get; :func:`usable_cores` is how many cores there are to split.
 """
 
@@ -12,7 +12,8 @@ import os
 
 import torch
 
-__all__ = ["autocast", "resolve_device", "torch_threads", "usable_cores", "user_threads"]
+__all__ = ["autocast", "available_cpus", "cgroup_cpu_quota", "load_warning", "resolve_device", "torch_threads", "usable_cores",
+           "user_threads"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -51,10 +52,56 @@ def torch_threads() -> int:
 
 def usable_cores() -> int:
     """CPU cores this process may run on: ``AUGBENCH_NUM_THREADS`` when set (a ``--workers`` pool
-    worker's share), else the affinity mask (not the machine's count)."""
+    worker's share), else the affinity mask, capped by the cgroup's CPU quota (a container given 2 CPUs of a
+    64-core host gets 2 threads, not 64 that thrash; issue 26)."""
     if (share := _positive_int("AUGBENCH_NUM_THREADS")) is not None:
         return share
+    return available_cpus()
+
+
+def available_cpus() -> int:
+    """CPUs the machine lets this process use, whatever the thread settings: the affinity mask capped by the
+    cgroup's CPU quota."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
+    """The CPUs the cgroup grants (quota / period, rounded up): cgroup v2 ``cpu.max``, else v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; ``None`` without a limit or a readable file."""
+    def read(name: str) -> str | None:
+        try:
+            with open(os.path.join(root, name), encoding="ascii") as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    fields = (read("cpu.max") or "").split()
+    if len(fields) == 2 and fields[0] != "max":
+        quota, period = fields
+    else:
+        quota, period = read("cpu/cpu.cfs_quota_us"), read("cpu/cpu.cfs_period_us")
+    try:
+        q, p = int(quota), int(period)
+    except (TypeError, ValueError):
+        return None
+    return -(-q // p) if q > 0 and p > 0 else None
+
+
+def load_warning(cores: int | None = None) -> str | None:
+    """A warning when the 1-minute load average exceeds the cores this process may use: other work is
+    running, and a CPU training beside it was measured up to 30× slower (1,092 s instead of 35 s; issue
+    26). Timings of such a run are not comparable; results are (every stage is seeded)."""
+    cores = cores or available_cpus()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return None
+    if load <= cores:
+        return None
+    return (f"warning: load average {load:.1f} exceeds the {cores} usable cores: other processes compete for the "
+            f"CPU, so this run will be slower (results are unaffected; timings are not comparable)")
