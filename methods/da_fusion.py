@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from augbench.contract import (
     ArtifactSpec,
-    ConfigError,
     GenerationRequest,
     MethodCard,
     MethodConfig,
@@ -38,7 +37,13 @@ from augbench.contract import (
     TrainingIntegration,
     param,
 )
-from augbench.diffusion.sampling import check_strengths, plan_edits, run_edits, sampler_settings
+from augbench.diffusion.sampling import (
+    check_strengths,
+    plan_edits,
+    run_edits,
+    sampler_settings,
+    sd14_pipeline,
+)
 
 if TYPE_CHECKING:
     from augbench.data.core import Subset
@@ -105,12 +110,7 @@ class DAFusion(OfflineMethod):
         """The pipeline tokens are learned on and images edited with (``None``: the profile's)."""
         if self.config.base_model is None:
             return None
-        path = ctx.profile.extra.get("sd14_pipeline")
-        if not path:
-            raise ConfigError(f"da_fusion base_model = 'sd14' needs a profile that offers SD v1.4; profile "
-                              f"{ctx.profile.name!r} has none (sd15 does: CompVis/stable-diffusion-v1-4, or a local "
-                              "copy through AUGBENCH_SD15_SD14)")
-        return path
+        return sd14_pipeline(ctx.profile, "da_fusion")
 
     def required_models(self, profile) -> dict[str, str]:
         """The pipeline tokens are learned on and images edited with: the profile's, or for ``daf_sd14`` only its

@@ -7,15 +7,9 @@ import pytest
 
 from augbench.registry import default_registry
 from augbench.reporting.tables import method_family
+from augbench.run.cells import RunOptions, plan_cells
 from augbench.run.stages import resolve_method
-from augbench.run.suites import (
-    RunOptions,
-    SuiteError,
-    load_suite,
-    parse_method_entry,
-    plan_cells,
-    validate_suite,
-)
+from augbench.run.suites import SuiteError, load_suite, parse_method_entry, validate_suite
 
 HEAD = '[suite]\nprotocol = "few_shot"\ndatasets = ["toybirds"]\nseeds = [0]\n'
 

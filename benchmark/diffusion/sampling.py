@@ -259,3 +259,18 @@ def sampler_settings(config, ctx: MethodContext) -> dict:
 
 __all__ = ["ALLOCATIONS", "CLASS_DRAWS", "EDIT_SOURCES", "SOURCE_DRAWS", "allocate", "check_strengths", "load_sources",
            "plan_edits", "plan_text_to_image", "plan_translations", "run_edits", "run_text_to_image", "sampler_settings"]
+
+
+def sd14_pipeline(profile, method: str) -> str:
+    """The profile's Stable Diffusion v1.4 (``profile.extra["sd14_pipeline"]``) for a method whose
+    ``base_model = 'sd14'`` reproduces its reference code's model (DA-Fusion's and GIF's repositories use v1.4);
+    a ConfigError naming the method and where to point it when the profile offers none."""
+    from augbench.contract import ConfigError
+
+    path = profile.extra.get("sd14_pipeline")
+    if not path:
+        raise ConfigError(f"{method} base_model = 'sd14' needs a profile that offers SD v1.4; profile "
+                          f"{profile.name!r} has none (sd15 does: CompVis/stable-diffusion-v1-4, or a local "
+                          "copy through AUGBENCH_SD15_SD14)")
+    return path
+
