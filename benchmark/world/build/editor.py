@@ -44,7 +44,7 @@ import torch
 from augbench.run.seeding import derive_seed, make_generator
 from augbench.run.store import write_json_atomic
 from augbench.world.build.loops import Log, LoopCheckpoint, cosine_with_warmup, log_progress
-from augbench.world.build.parallel import batch_loss, batch_slice, distributed, train_data_parallel
+from augbench.world.build.parallel import batch_slice, distributed, train_data_parallel
 from augbench.world.build.recipe import COMMITTED_EDITOR, BuildConfig
 from augbench.world.build.stages import load_stage, stage_identities, staged_module, weights_fingerprint
 
@@ -152,7 +152,7 @@ def editor_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, wor
     """The editor's training loop of one (of ``world``) processes; returns (the EMA UNet, stats)."""
     from diffusers import DDPMScheduler
 
-    from augbench.world.build.unet import _diffusion_loss, sd15_scheduler_config
+    from augbench.world.build.unet import _diffusion_loss, sd15_scheduler_config, step_with_ema
 
     cond, mean, std = data["cond"], data["target_mean"], data["target_std"]
     text_emb, empty_emb, which = data["text_emb"], data["empty_emb"], data["instruction"]
@@ -184,15 +184,8 @@ def editor_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, wor
         model_in = torch.cat([zt, image], 1)[mine].to(cfg.device)
         pred = denoise(model_in, t[mine].to(cfg.device), encoder_hidden_states=text[mine].to(cfg.device)).sample
         loss = _diffusion_loss(cfg, pred, z0[mine], eps[mine], a[mine])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        losses.append(batch_loss(loss, world))
-        torch.nn.utils.clip_grad_norm_(unet_params, 1.0)
-        opt.step()
-        sched.step()
-        decay = min(cfg.editor_ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, unet_params, 1 - decay)
+        losses.append(step_with_ema(loss, opt, sched, unet_params, ema_params,
+                                    min(cfg.editor_ema_decay, (1 + step) / (10 + step)), world))
         log_progress(log, "editor", step, cfg.editor_steps, losses, t0, start)
         checkpoint.maybe_save(step + 1, cfg.editor_steps, {"unet": unet, "ema": ema}, opt, sched, gen, losses, rank)
     ema.eval()

@@ -89,19 +89,26 @@ def unet_loop(cfg: BuildConfig, unet, data: dict, log: Log, rank: int = 0, world
         pred = denoise(zt[mine].to(cfg.device), t[mine].to(cfg.device),
                        encoder_hidden_states=cond[mine].to(cfg.device)).sample
         loss = _diffusion_loss(cfg, pred, z0[mine], eps[mine], a[mine])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        losses.append(batch_loss(loss, world))
-        torch.nn.utils.clip_grad_norm_(unet_params, 1.0)
-        opt.step()
-        sched.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, unet_params, 1 - decay)
+        losses.append(step_with_ema(loss, opt, sched, unet_params, ema_params, min(cfg.ema_decay, (1 + step) / (10 + step)),
+                                    world))
         log_progress(log, "unet", step, cfg.unet_steps, losses, t0, start)
         checkpoint.maybe_save(step + 1, cfg.unet_steps, {"unet": unet, "ema": ema}, opt, sched, gen, losses, rank)
     ema.eval()
     return ema, {"final_loss": float(np.mean(losses[-200:])), "seconds": time.time() - t0}
+
+
+def step_with_ema(loss: torch.Tensor, opt, sched, params: list, ema_params: list, decay: float, world: int) -> float:
+    """One optimiser step of a denoiser (gradients clipped to norm 1) and its EMA update at ``decay``; returns the
+    whole batch's loss. Shared by the UNet and the instruction editor (``augbench.world.build.editor``)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    batch = batch_loss(loss, world)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(ema_params, params, 1 - decay)
+    return batch
 
 
 def _diffusion_loss(cfg: BuildConfig, pred, z0, eps, a) -> torch.Tensor:
